@@ -1,0 +1,36 @@
+# Every install step lives here, so a fresh clone needs only Python 3.10+ and make.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_OUT ?= demo-out
+
+.PHONY: install lint test test-fast demo bench clean
+
+install: $(VENV)/.installed
+
+# constraints.txt pins torch to the local CPU wheel whenever an extra pulls it in.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The full suite, slow end-to-end cases included (CI runs this).
+test: lint
+	$(BIN)/pytest
+
+# Everything but the slow end-to-end cases, for quick iterations.
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+demo: install
+	$(BIN)/rbprep demo --out $(DEMO_OUT)
+
+bench: install
+	$(BIN)/python benchmarks/train_vocab.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache .hypothesis

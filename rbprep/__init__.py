@@ -1,0 +1,32 @@
+"""rbprep: prepare data for RoBERTa-style masked-language-model pretraining.
+
+The library behind the ``rbprep`` command; each command is one of these functions:
+
+- ``open_corpus(paths, ...)``: read text files, directories and globs (DESIGN §3).
+- ``train_vocab(corpus, out, VocabConfig(...))``: the byte-level BPE and the WordPiece.
+
+Imports are lazy, so ``import rbprep`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "open_corpus": "rbprep.corpus",
+    "builtin_corpus_path": "rbprep.corpus.builtin",
+    "train_vocab": "rbprep.vocab",
+    "VocabConfig": "rbprep.vocab",
+    "RbprepError": "rbprep.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'rbprep' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+"""``python -m rbprep`` runs the command line."""
+
+from rbprep.cli import main
+
+main()

@@ -1,0 +1,225 @@
+"""The ``rbprep`` command line: Click commands only, each one library call.
+
+Options carry the names of the config fields they set (``--bpe-size`` <-> ``bpe_size``).
+A user's problem (``RbprepError``) becomes one ``Error: ...`` line and exit status 1;
+bad usage is Click's exit status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from rbprep import __version__
+from rbprep.errors import RbprepError
+from rbprep.progress import WarningHandler
+from rbprep.sizes import parse_size
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class SizeType(click.ParamType):
+    """A byte size: ``64MB``, ``500KB``, ``1.5GB``, ``2GiB`` or plain bytes."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeType()
+
+
+def _user_errors(command: F) -> F:
+    """Turn RbprepError into Click's one-line error (exit 1) and set up warnings."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        logger = logging.getLogger("rbprep")
+        handler = WarningHandler()
+        logger.addHandler(handler)
+        logger.propagate = False
+        try:
+            return command(*args, **kwargs)
+        except RbprepError as exc:
+            raise click.ClickException(str(exc)) from exc
+        finally:
+            logger.removeHandler(handler)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def corpus_options(command: F) -> F:
+    """CORPUS arguments and the reading options every corpus command shares."""
+    decorators = [
+        click.argument("corpus", nargs=-1, type=click.Path(path_type=str)),
+        click.option(
+            "--builtin-corpus",
+            is_flag=True,
+            help="Add rbprep's built-in English corpus (Python's own documentation).",
+        ),
+        click.option(
+            "--text-field",
+            default="text",
+            show_default=True,
+            help="Field (JSONL) or column (parquet) that holds the text.",
+        ),
+        click.option(
+            "--strict",
+            is_flag=True,
+            help="Make damaged input (binary, truncated, invalid UTF-8, bad records) an error.",
+        ),
+        click.option(
+            "--partition-size",
+            type=SIZE,
+            default="64MB",
+            show_default=True,
+            help="Text per partition (the unit of work and determinism).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def output_options(command: F) -> F:
+    command = click.option(
+        "--quiet", "-q", is_flag=True, help="No progress bars (warnings still print)."
+    )(command)
+    return click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")(
+        command
+    )
+
+
+def _open_corpus(
+    corpus: tuple[str, ...],
+    builtin_corpus: bool,
+    text_field: str,
+    strict: bool,
+    partition_size: int,
+) -> Any:
+    from rbprep.corpus import open_corpus
+
+    paths = list(corpus)
+    if builtin_corpus:
+        from rbprep.corpus.builtin import builtin_corpus_path
+
+        paths.append(str(builtin_corpus_path()))
+    if not paths:
+        raise click.UsageError("give CORPUS paths, or --builtin-corpus")
+    return open_corpus(paths, text_field=text_field, strict=strict, partition_size=partition_size)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rbprep")
+def main() -> None:
+    """Prepare data for RoBERTa-style masked-language-model pretraining.
+
+    \b
+    Example:
+      rbprep train-vocab corpus/ --out vocab
+      rbprep demo
+    """
+
+
+@main.command("train-vocab")
+@corpus_options
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory.")
+@click.option("--only", type=click.Choice(["bpe", "wordpiece"]), help="Train only one of the two.")
+@click.option("--bpe-size", default=50_000, show_default=True, help="Byte-level BPE vocabulary.")
+@click.option("--wordpiece-size", default=30_000, show_default=True, help="WordPiece vocabulary.")
+@click.option(
+    "--min-frequency", default=2, show_default=True, help="Least count of a merge or word piece."
+)
+@click.option("--cased", is_flag=True, help="WordPiece keeps case and accents (BERT-cased).")
+@click.option(
+    "--sample-bytes",
+    type=SIZE,
+    help="Train on a deterministic sample of about this much text, drawn from all files.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the sample.")
+@click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
+@output_options
+@_user_errors
+def train_vocab_command(
+    corpus: tuple[str, ...],
+    builtin_corpus: bool,
+    text_field: str,
+    strict: bool,
+    partition_size: int,
+    out: Path,
+    only: str | None,
+    bpe_size: int,
+    wordpiece_size: int,
+    min_frequency: int,
+    cased: bool,
+    sample_bytes: int | None,
+    seed: int,
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Train a byte-level BPE (RoBERTa) and a WordPiece (BERT) tokenizer on CORPUS.
+
+    CORPUS is any mix of files, directories and glob patterns (.txt, .jsonl, .parquet,
+    optionally .gz/.bz2/.xz/.zst). Writes OUT/bpe and OUT/wordpiece, each loadable by
+    tokenizers.Tokenizer.from_file(OUT/x/tokenizer.json) and by
+    transformers.AutoTokenizer.from_pretrained(OUT/x).
+
+    \b
+    Example:
+      rbprep train-vocab corpus/ 'more/*.jsonl.gz' --out vocab
+      rbprep train-vocab --builtin-corpus --out vocab --bpe-size 8000 --only bpe
+    """
+    from rbprep.vocab import VocabConfig, train_vocab
+
+    config = VocabConfig(
+        only=only,
+        bpe_size=bpe_size,
+        wordpiece_size=wordpiece_size,
+        min_frequency=min_frequency,
+        cased=cased,
+        sample_bytes=sample_bytes,
+        seed=seed,
+    )
+    opened = _open_corpus(corpus, builtin_corpus, text_field, strict, partition_size)
+    summary = train_vocab(opened, out, config, force=force, progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+    else:
+        click.echo(summary.report())
+
+
+@main.command("demo")
+@click.option(
+    "--out",
+    default="demo-out",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where the demo writes.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@_user_errors
+def demo_command(out: Path, quiet: bool) -> None:
+    """Run the pipeline on the built-in corpus and show what it made.
+
+    Builds the built-in corpus (Python's own documentation, cached after the first
+    run), trains both tokenizers on it into OUT/vocab, and prints a summary. An
+    existing OUT is replaced.
+
+    \b
+    Example:
+      rbprep demo --out /tmp/rbprep-demo
+    """
+    from rbprep.demo import run_demo
+
+    click.echo(run_demo(out, progress=not quiet))

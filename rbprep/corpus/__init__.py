@@ -1,0 +1,19 @@
+"""Reading text: paths and formats, encodings, documents and units, partitions, and the
+built-in corpus. Every command reads its corpus through ``open_corpus``."""
+
+from rbprep.corpus.formats import Document, ReadOptions, ReadStats
+from rbprep.corpus.partitions import DEFAULT_PARTITION_SIZE, Corpus, Partition, Piece, open_corpus
+from rbprep.corpus.paths import InputFile, SkippedInput
+
+__all__ = [
+    "DEFAULT_PARTITION_SIZE",
+    "Corpus",
+    "Document",
+    "InputFile",
+    "Partition",
+    "Piece",
+    "ReadOptions",
+    "ReadStats",
+    "SkippedInput",
+    "open_corpus",
+]

@@ -1,0 +1,484 @@
+"""Read one input file (or a byte range of one) into documents of sentence units.
+
+Every command reads text through here, so encodings, compression, damaged input and
+the document/unit rules of DESIGN §3 are decided in one place:
+
+- ``.txt``: a line is a unit (stripped of surrounding whitespace); a blank line ends
+  a document. ``.jsonl``: a record is a document; the lines of its text field are its
+  units. ``.parquet``: the same, one row per document.
+- UTF-8, a UTF-8 BOM dropped; UTF-16/UTF-32 with a BOM decoded. Invalid UTF-8 and
+  NUL characters become U+FFFD and are counted; ``strict`` makes them an error.
+- A file that is binary (NUL in its first 8 KiB), unreadable, or damaged (truncated
+  or corrupt compression, not parquet) is skipped whole, before any of its text is
+  used, and counted by reason; ``strict`` makes that an error.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import json
+import logging
+import lzma
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, NamedTuple
+
+from rbprep.corpus.paths import InputFile, SkippedInput
+from rbprep.errors import RbprepError
+
+logger = logging.getLogger("rbprep")
+
+BLOCK_SIZE = 4 * 2**20
+SNIFF_SIZE = 8192
+_BOMS = (  # longest first: the UTF-32 LE BOM starts with the UTF-16 LE one
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_REPLACEMENT = "\ufffd"
+
+
+class Document(NamedTuple):
+    """A document: the index of its input file in the corpus and its sentence units."""
+
+    source: int
+    units: list[str]
+
+
+@dataclass
+class ReadStats:
+    """What reading saw; partitions' stats merge into a run's summary and manifest."""
+
+    files_read: int = 0
+    text_bytes: int = 0  # decompressed bytes of the inputs read
+    documents: int = 0
+    units: int = 0
+    empty_files: int = 0  # read fine, but hold no text
+    invalid_utf8: int = 0  # invalid byte sequences replaced by U+FFFD
+    nul_chars: int = 0  # NUL characters (after the first 8 KiB) replaced by U+FFFD
+    malformed_records: int = 0  # JSONL lines or parquet rows without usable text
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> files
+
+    def count_skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def merge(self, other: ReadStats) -> None:
+        for name in (
+            "files_read",
+            "text_bytes",
+            "documents",
+            "units",
+            "empty_files",
+            "invalid_utf8",
+            "nul_chars",
+            "malformed_records",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, count in other.skipped.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
+
+    def as_dict(self) -> dict[str, Any]:
+        result = dict(self.__dict__)
+        result["skipped"] = dict(sorted(self.skipped.items()))
+        return result
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read: the JSONL/parquet text field and whether damage is an error."""
+
+    text_field: str = "text"
+    strict: bool = False
+
+
+class SkipFile(Exception):
+    """Raised inside the reader when a whole file must be skipped."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def report_skip(skipped: SkippedInput, stats: ReadStats, strict: bool) -> None:
+    """Count a skipped input and warn, or raise under ``strict``."""
+    message = f"{skipped.path}: {skipped.detail}"
+    if strict:
+        raise RbprepError(f"{message}; fix or remove the file, or run without --strict to skip it")
+    stats.count_skip(skipped.reason)
+    logger.warning("skipped %s (%s)", message, skipped.reason)
+
+
+# --- sniffing ---------------------------------------------------------------------------
+
+
+def sniff(file: InputFile) -> str:
+    """Return the encoding of ``file`` ("utf-8", "utf-8-sig", "utf-16", "utf-32").
+
+    Raises ``SkipFile`` if the file cannot be opened or looks binary (a NUL byte in
+    its first 8 KiB, after decompression, and no UTF-16/32 BOM).
+    """
+    head = b""
+    with open_raw(file.path) as raw:
+        for block in decompressed_blocks(raw, file.compression, SNIFF_SIZE):
+            head += block
+            if len(head) >= SNIFF_SIZE:
+                break
+    head = head[:SNIFF_SIZE]
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return encoding
+    if b"\0" in head:
+        raise SkipFile("binary", "looks binary (NUL bytes in its first 8 KiB)")
+    return "utf-8"
+
+
+def open_raw(path: str) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise SkipFile("unreadable", exc.strerror or str(exc)) from exc
+
+
+# --- decompression ------------------------------------------------------------------
+
+
+def _decompressor_factory(compression: str) -> Callable[[], Any]:
+    if compression == "gzip":
+        return lambda: zlib.decompressobj(wbits=31)
+    if compression == "bz2":
+        return bz2.BZ2Decompressor
+    if compression == "xz":
+        return lzma.LZMADecompressor
+    if compression == "zstd":
+        import zstandard
+
+        return lambda: zstandard.ZstdDecompressor().decompressobj()
+    raise ValueError(compression)
+
+
+def decompressed_blocks(
+    raw: BinaryIO, compression: str | None, block_size: int = BLOCK_SIZE
+) -> Iterator[bytes]:
+    """Yield the bytes of ``raw``, decompressed; concatenated streams are read in turn.
+
+    Raises ``SkipFile("corrupt", ...)`` when the data is damaged or ends mid-stream
+    (the standard modules and zstandard read a truncated stream silently).
+    """
+    if compression is None:
+        while block := raw.read(block_size):
+            yield block
+        return
+    new_decompressor = _decompressor_factory(compression)
+    decompressor = None
+    try:
+        while block := raw.read(block_size):
+            while block:
+                if decompressor is None:
+                    decompressor = new_decompressor()
+                out = decompressor.decompress(block)
+                if out:
+                    yield out
+                if decompressor.eof:
+                    block = decompressor.unused_data
+                    decompressor = None
+                else:
+                    block = b""
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+        raise SkipFile("corrupt", f"damaged {compression} data ({exc})") from exc
+    except Exception as exc:  # zstandard.ZstdError has no common base with the above
+        if type(exc).__name__ != "ZstdError":
+            raise
+        raise SkipFile("corrupt", f"damaged {compression} data ({exc})") from exc
+    if decompressor is not None:
+        raise SkipFile("corrupt", f"truncated {compression} data (the stream ends early)")
+
+
+def verify_compressed(file: InputFile) -> None:
+    """Decompress ``file`` to its end, so damage is found before any text is used."""
+    with open_raw(file.path) as raw:
+        for _ in decompressed_blocks(raw, file.compression):
+            pass
+
+
+# --- bytes -> text lines --------------------------------------------------------------
+
+
+def _line_aligned(blocks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Re-cut byte blocks at line ends; yield (offset in the stream, bytes)."""
+    offset = 0
+    pending = b""
+    for block in blocks:
+        data = pending + block if pending else block
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            # No "\n": a CR-only file, or one long line. A "\r" that is not the last
+            # byte cannot be half of a "\r\n", so it is a safe place to cut.
+            cut = data.rfind(b"\r", 0, len(data) - 1) + 1
+        if cut == 0:
+            pending = data
+            continue
+        yield offset, data[:cut]
+        offset += cut
+        pending = data[cut:]
+    if pending:
+        yield offset, pending
+
+
+class _TextDecoder:
+    """Decode chunks, replacing invalid input with U+FFFD and counting it."""
+
+    def __init__(self, file: InputFile, encoding: str, strict: bool, stats: ReadStats):
+        self.file = file
+        self.encoding = encoding
+        self.strict = strict
+        self.stats = stats
+        if encoding not in ("utf-8", "utf-8-sig"):
+            # UTF-16/32 chunks are not line-aligned: decode incrementally, twice,
+            # so replaced input can be told from genuine U+FFFD characters.
+            self.replacing = codecs.getincrementaldecoder(encoding)(errors="replace")
+            self.ignoring = codecs.getincrementaldecoder(encoding)(errors="ignore")
+
+    def decode(self, offset: int, data: bytes, final: bool = False) -> str:
+        if self.encoding in ("utf-8", "utf-8-sig"):
+            if offset == 0 and self.encoding == "utf-8-sig":
+                data = data[len(codecs.BOM_UTF8) :]
+                offset = len(codecs.BOM_UTF8)
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if self.strict:
+                    raise RbprepError(
+                        f"{self.file.path}: invalid UTF-8 at byte {offset + exc.start}"
+                        f"{' of the decompressed text' if self.file.compression else ''}; "
+                        "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8), "
+                        "or run without --strict to replace invalid bytes with U+FFFD"
+                    ) from exc
+                text = data.decode("utf-8", errors="replace")
+                self.stats.invalid_utf8 += text.count(_REPLACEMENT) - data.count(
+                    _REPLACEMENT.encode()
+                )
+        else:
+            text = self.replacing.decode(data, final)
+            genuine = self.ignoring.decode(data, final).count(_REPLACEMENT)
+            replaced = text.count(_REPLACEMENT) - genuine
+            if replaced and self.strict:
+                raise RbprepError(
+                    f"{self.file.path}: invalid {self.encoding} near byte {offset}; "
+                    "fix the file or run without --strict to replace it with U+FFFD"
+                )
+            self.stats.invalid_utf8 += replaced
+        return replace_nuls(text, self.stats, self.strict, f"{self.file.path}: near byte {offset}")
+
+
+def replace_nuls(text: str, stats: ReadStats, strict: bool, where: str) -> str:
+    """Replace NUL characters (never meaningful in text) with U+FFFD, counting them."""
+    if "\0" not in text:
+        return text
+    if strict:
+        raise RbprepError(
+            f"{where}: NUL character in text; remove it, or run without --strict "
+            "to replace NULs with U+FFFD"
+        )
+    stats.nul_chars += text.count("\0")
+    return text.replace("\0", _REPLACEMENT)
+
+
+def split_lines(text: str) -> list[str]:
+    """Split on ``\n``, ``\r\n`` and ``\r`` only (not on the other characters that
+    ``str.splitlines`` treats as line ends, which BERT-format text keeps inside a line)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _text_lines(
+    file: InputFile,
+    encoding: str,
+    chunks: Iterator[tuple[int, bytes]],
+    options: ReadOptions,
+    stats: ReadStats,
+) -> Iterator[str]:
+    """Yield the lines of the text (``\\n``, ``\\r\\n`` and ``\\r`` all end a line)."""
+    decoder = _TextDecoder(file, encoding, options.strict, stats)
+    carry = ""
+    for offset, data in chunks:
+        stats.text_bytes += len(data)
+        text = carry + decoder.decode(offset, data)
+        # Hold back a final "\r": its "\n" may start the next chunk.
+        carry = "\r" if text.endswith("\r") else ""
+        if carry:
+            text = text[:-1]
+        lines = split_lines(text)
+        carry = lines.pop() + carry
+        yield from lines
+    if encoding not in ("utf-8", "utf-8-sig"):
+        carry += decoder.decode(0, b"", final=True)
+    if carry:
+        yield from split_lines(carry)
+
+
+# --- formats -----------------------------------------------------------------------------
+
+
+def read_file(
+    file: InputFile,
+    source: int,
+    options: ReadOptions,
+    stats: ReadStats,
+    start: int = 0,
+    end: int | None = None,
+) -> Iterator[Document]:
+    """Yield the documents of ``file`` (or of its byte range ``[start, end)``).
+
+    A range always starts at a document start (see ``rbprep.corpus.partitions``).
+    Damaged files are skipped whole, counted in ``stats`` (or raise under strict).
+    """
+    documents_before = stats.documents
+    try:
+        if file.format == "parquet":
+            yield from _read_parquet(file, source, options, stats)
+        else:
+            if file.compression:
+                verify_compressed(file)
+            encoding = sniff(file)
+            with open_raw(file.path) as raw:
+                if file.compression is None and start:
+                    raw.seek(start)
+                blocks = decompressed_blocks(raw, file.compression)
+                if end is not None:
+                    blocks = _limited(blocks, end - start)
+                chunks = ((start + offset, data) for offset, data in _line_aligned(blocks))
+                lines = _text_lines(file, encoding, chunks, options, stats)
+                if file.format == "txt":
+                    yield from _txt_documents(lines, source, stats)
+                else:
+                    first_line = 1 if start == 0 else None
+                    yield from _jsonl_documents(
+                        lines, file, source, options, stats, start, first_line
+                    )
+    except SkipFile as skip:
+        report_skip(SkippedInput(file.path, skip.reason, skip.detail), stats, options.strict)
+        return
+    stats.files_read += start == 0
+    if start == 0 and stats.documents == documents_before and end is None:
+        stats.empty_files += 1
+        logger.warning("%s: holds no text", file.path)
+
+
+def _limited(blocks: Iterator[bytes], size: int) -> Iterator[bytes]:
+    for block in blocks:
+        if len(block) >= size:
+            yield block[:size]
+            return
+        size -= len(block)
+        yield block
+
+
+def _txt_documents(lines: Iterator[str], source: int, stats: ReadStats) -> Iterator[Document]:
+    units: list[str] = []
+    for line in lines:
+        unit = line.strip()
+        if unit:
+            units.append(unit)
+        elif units:
+            stats.documents += 1
+            stats.units += len(units)
+            yield Document(source, units)
+            units = []
+    if units:
+        stats.documents += 1
+        stats.units += len(units)
+        yield Document(source, units)
+
+
+def _units_of(text: str) -> list[str]:
+    return [unit for line in split_lines(text) if (unit := line.strip())]
+
+
+def _jsonl_documents(
+    lines: Iterator[str],
+    file: InputFile,
+    source: int,
+    options: ReadOptions,
+    stats: ReadStats,
+    start: int,
+    first_line: int | None,
+) -> Iterator[Document]:
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            text = record[options.text_field] if isinstance(record, dict) else None
+        except (json.JSONDecodeError, KeyError) as exc:
+            problem = f"not a JSON object with a {options.text_field!r} field ({exc})"
+        else:
+            problem = None if isinstance(text, str) else f"no string {options.text_field!r} field"
+        if problem:
+            where = _line_number(file, start, first_line, index)
+            message = f"{file.path}: line {where}: {problem}"
+            if options.strict:
+                raise RbprepError(
+                    f"{message}; fix the record, set --text-field, or run without --strict "
+                    "to skip bad records"
+                )
+            stats.malformed_records += 1
+            logger.warning("skipped record: %s", message)
+            continue
+        units = _units_of(text)
+        if units:
+            stats.documents += 1
+            stats.units += len(units)
+            yield Document(source, units)
+
+
+def _line_number(file: InputFile, start: int, first_line: int | None, index: int) -> int:
+    if first_line is None:
+        # A byte range past the start of the file: count the lines before it, which is
+        # needed only to name a bad record.
+        with open(file.path, "rb") as raw:
+            blocks = _limited(decompressed_blocks(raw, None), start)
+            first_line = 1 + sum(block.count(b"\n") for block in blocks)
+    return first_line + index
+
+
+def _read_parquet(
+    file: InputFile, source: int, options: ReadOptions, stats: ReadStats
+) -> Iterator[Document]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(file.path)
+    except OSError as exc:
+        raise SkipFile("unreadable", exc.strerror or str(exc)) from exc
+    except (pa.ArrowException, ValueError) as exc:
+        raise SkipFile("corrupt", f"not a readable parquet file ({exc})") from exc
+    schema = parquet.schema_arrow
+    if options.text_field not in schema.names or not (
+        pa.types.is_string(schema.field(options.text_field).type)
+        or pa.types.is_large_string(schema.field(options.text_field).type)
+    ):
+        raise SkipFile(
+            "corrupt",
+            f"no string column {options.text_field!r} (columns: {', '.join(schema.names)}); "
+            "set --text-field",
+        )
+    try:
+        for batch in parquet.iter_batches(columns=[options.text_field], batch_size=4096):
+            for text in batch.column(0).to_pylist():
+                if text is None:
+                    stats.malformed_records += 1
+                    continue
+                stats.text_bytes += len(text.encode())
+                text = replace_nuls(text, stats, options.strict, file.path)
+                units = _units_of(text)
+                if units:
+                    stats.documents += 1
+                    stats.units += len(units)
+                    yield Document(source, units)
+    except (pa.ArrowException, OSError) as exc:
+        raise SkipFile("corrupt", f"damaged parquet data ({exc})") from exc

@@ -1,0 +1,37 @@
+"""``rbprep demo``: the whole pipeline, as far as it exists, on the built-in corpus."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rbprep.corpus import open_corpus
+from rbprep.corpus.builtin import builtin_corpus_path
+from rbprep.sizes import format_size
+from rbprep.vocab import VocabConfig, train_vocab
+
+
+def run_demo(out: str | os.PathLike, *, progress: bool = False) -> str:
+    """Train both tokenizers on the built-in corpus into ``out/vocab``; return a report.
+
+    The tokenizer directories under ``out/vocab`` are replaced if they exist.
+    """
+    out_dir = Path(out)
+    corpus_path = builtin_corpus_path()
+    corpus = open_corpus([corpus_path])
+    vocab = train_vocab(corpus, out_dir / "vocab", VocabConfig(), force=True, progress=progress)
+    bpe_dir = out_dir / "vocab" / "bpe"
+    return "\n".join(
+        [
+            f"Built-in corpus: {corpus_path} ({format_size(corpus.size)})",
+            "",
+            "1. train-vocab",
+            vocab.report(),
+            "",
+            "Load a tokenizer:",
+            "  from tokenizers import Tokenizer",
+            f"  Tokenizer.from_file('{bpe_dir}/tokenizer.json')",
+            "  from transformers import AutoTokenizer",
+            f"  AutoTokenizer.from_pretrained('{bpe_dir}')",
+        ]
+    )

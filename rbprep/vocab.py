@@ -1,0 +1,420 @@
+"""``train-vocab``: train RoBERTa's byte-level BPE and BERT's WordPiece on one corpus.
+
+Both are trained with Hugging Face ``tokenizers`` from a stream of sentence units
+(bounded memory: the trainers keep word counts, not text) and saved so that
+``tokenizers.Tokenizer.from_file(DIR/x/tokenizer.json)`` and
+``transformers.AutoTokenizer.from_pretrained(DIR/x)`` load them as they are.
+
+Special-token ids (fixed, documented in the README):
+BPE ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, ``<mask>`` 4;
+WordPiece ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers.trainers import BpeTrainer, WordPieceTrainer
+
+from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
+from rbprep.corpus.formats import decompressed_blocks, open_raw
+from rbprep.errors import RbprepError
+from rbprep.progress import ByteProgress
+from rbprep.sizes import format_size
+
+logger = logging.getLogger("rbprep")
+
+MODEL_MAX_LENGTH = 512
+BPE_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+KINDS = ("bpe", "wordpiece")
+_BATCH_UNITS = 1000
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    """Parameters of ``train_vocab``; CLI options carry the same names."""
+
+    only: str | None = None  # "bpe" | "wordpiece" | None for both
+    bpe_size: int = 50_000
+    wordpiece_size: int = 30_000
+    min_frequency: int = 2
+    cased: bool = False  # WordPiece only: the BPE never normalises
+    sample_bytes: int | None = None
+    seed: int = 0
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (self.only,) if self.only else KINDS
+
+
+@dataclass
+class TokenizerResult:
+    kind: str
+    path: str
+    vocab_size_requested: int
+    vocab_size: int
+    seconds: float
+    files: list[str]
+
+
+@dataclass
+class VocabSummary:
+    """What ``train_vocab`` did; ``as_dict()`` is the ``--json`` output."""
+
+    out: str
+    corpus_files: int
+    text_bytes_used: int
+    documents_used: int
+    units_used: int
+    sampled: bool
+    read: dict[str, Any]
+    tokenizers: list[TokenizerResult] = field(default_factory=list)
+    seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def report(self) -> str:
+        """The one-screen human summary."""
+        lines = [
+            f"Trained on {format_size(self.text_bytes_used)} of text: "
+            f"{self.documents_used:,} documents, {self.units_used:,} lines, "
+            f"{self.corpus_files} files" + (" (sampled)" if self.sampled else ""),
+        ]
+        problems = [f"{n} {reason}" for reason, n in self.read["skipped"].items()]
+        for name in ("invalid_utf8", "nul_chars", "malformed_records", "empty_files"):
+            if self.read[name]:
+                problems.append(f"{self.read[name]} {name.replace('_', ' ')}")
+        if problems:
+            lines.append("Input problems (skipped or replaced): " + ", ".join(problems))
+        for result in self.tokenizers:
+            short = (
+                ""
+                if result.vocab_size >= result.vocab_size_requested
+                else f" (asked for {result.vocab_size_requested:,})"
+            )
+            lines.append(
+                f"  {result.kind:<10} {result.vocab_size:>7,} entries{short}  "
+                f"{result.seconds:6.1f} s  -> {result.path}/ ({', '.join(result.files)})"
+            )
+        lines.append(f"Done in {self.seconds:.1f} s.")
+        return "\n".join(lines)
+
+
+def train_vocab(
+    corpus: Sequence[str | os.PathLike] | Corpus,
+    out: str | os.PathLike,
+    config: VocabConfig = VocabConfig(),
+    *,
+    force: bool = False,
+    progress: bool = False,
+) -> VocabSummary:
+    """Train the tokenizers of ``config`` on ``corpus`` and save them under ``out``.
+
+    ``corpus`` is a list of CORPUS paths or an opened ``Corpus``. Writes ``out/bpe`` and
+    ``out/wordpiece`` (each loadable by ``tokenizers`` and ``transformers``) and
+    ``out/train-vocab.json`` with this summary. Refuses a non-empty ``out`` unless
+    ``force``, in which case the tokenizer directories it writes are replaced.
+    """
+    _check_config(config)
+    if not isinstance(corpus, Corpus):
+        corpus = open_corpus(corpus)
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RbprepError(f"{out_dir}: exists and is not a directory; choose another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise RbprepError(f"{out_dir}: directory is not empty; use --force to overwrite it")
+
+    started = time.perf_counter()
+    summary = None
+    results = []
+    for kind in config.kinds:
+        stats = ReadStats()
+        used = Usage()
+        tokenizer, trainer = _new_bpe(config) if kind == "bpe" else _new_wordpiece(config)
+        kind_started = time.perf_counter()
+        with ByteProgress(f"{kind}: reading", corpus.size, enabled=progress) as bar:
+            documents = sample_documents(corpus, stats, config.sample_bytes, config.seed, used)
+            tokenizer.train_from_iterator(_unit_batches(documents, stats, bar), trainer)
+        if used.documents == 0:
+            raise RbprepError(_empty_message(corpus, stats))
+        if kind == "wordpiece":
+            _canonical_wordpiece_ids(tokenizer)
+        _set_post_processor(tokenizer, kind)
+        directory = out_dir / kind
+        files = _save(tokenizer, kind, directory, config)
+        reached = tokenizer.get_vocab_size(with_added_tokens=True)
+        requested = config.bpe_size if kind == "bpe" else config.wordpiece_size
+        if reached < requested:
+            logger.warning(
+                "%s: the corpus filled %d of the %d vocabulary entries asked for; "
+                "give more text or a smaller size",
+                kind,
+                reached,
+                requested,
+            )
+        results.append(
+            TokenizerResult(
+                kind,
+                str(directory),
+                requested,
+                reached,
+                round(time.perf_counter() - kind_started, 3),
+                files,
+            )
+        )
+        if summary is None:
+            summary = VocabSummary(
+                out=str(out_dir),
+                corpus_files=len(corpus.files),
+                text_bytes_used=used.text_bytes,
+                documents_used=used.documents,
+                units_used=used.units,
+                sampled=used.sampled,
+                read=stats.as_dict(),
+            )
+    assert summary is not None
+    summary.tokenizers = results
+    summary.seconds = round(time.perf_counter() - started, 3)
+    summary.config = asdict(config)
+    (out_dir / "train-vocab.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    return summary
+
+
+def _check_config(config: VocabConfig) -> None:
+    if config.only not in (None, *KINDS):
+        raise RbprepError(f"--only must be one of {', '.join(KINDS)}, not {config.only!r}")
+    if config.bpe_size < 256 + len(BPE_SPECIALS):
+        raise RbprepError(
+            f"--bpe-size {config.bpe_size} is below the 256 bytes + 5 specials "
+            "a byte-level BPE needs"
+        )
+    if config.wordpiece_size < len(WORDPIECE_SPECIALS) + 1:
+        raise RbprepError(f"--wordpiece-size {config.wordpiece_size} is too small")
+    if config.min_frequency < 1:
+        raise RbprepError("--min-frequency must be at least 1")
+    if config.sample_bytes is not None and config.sample_bytes <= 0:
+        raise RbprepError("--sample-bytes must be positive")
+
+
+def _empty_message(corpus: Corpus, stats: ReadStats) -> str:
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.skipped.items()))
+    detail = f" (skipped: {skipped})" if skipped else ""
+    return f"the corpus holds no text: {len(corpus.files)} files, no document{detail}"
+
+
+# --- the stream of text --------------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    """The text a training pass actually used."""
+
+    documents: int = 0
+    units: int = 0
+    text_bytes: int = 0
+    sampled: bool = False
+
+
+def _sample_rate(corpus: Corpus, sample_bytes: int | None) -> float:
+    """The share of documents to keep so that about ``sample_bytes`` of text is used."""
+    if sample_bytes is None:
+        return 1.0
+    total = 0
+    for file in corpus.files:
+        try:
+            if file.compression or file.format == "parquet":
+                # Parquet and compressed files are measured by their text; plain files
+                # by their size on disk, which is their text's size.
+                with open_raw(file.path) as raw:
+                    total += sum(map(len, decompressed_blocks(raw, file.compression)))
+            else:
+                total += os.stat(file.path).st_size
+        except Exception:  # the reader reports damage properly later
+            continue
+    return min(1.0, sample_bytes / total) if total else 1.0
+
+
+def _keep(seed: int, partition: int, document: int, rate: float) -> bool:
+    """A deterministic coin for document ``document`` of ``partition``."""
+    digest = hashlib.blake2b(f"{seed}:{partition}:{document}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") < rate * 2**64
+
+
+def sample_documents(
+    corpus: Corpus, stats: ReadStats, sample_bytes: int | None, seed: int, usage: Usage
+) -> Iterator[Document]:
+    """Yield the corpus's documents, or a deterministic sample of about ``sample_bytes``.
+
+    The sample keeps each document with probability ``sample_bytes / text size`` by a
+    hash of (seed, partition id, index in the partition), so it is spread over all
+    files and the same for any reader, and stops when the next document would pass
+    ``sample_bytes``. Counts what it yields into ``usage``.
+    """
+    rate = _sample_rate(corpus, sample_bytes)
+    usage.sampled = rate < 1.0
+    corpus.count_skipped(stats)
+    for partition in corpus.partitions:
+        for index, document in enumerate(corpus.read_partition(partition, stats)):
+            if usage.sampled and not _keep(seed, partition.id, index, rate):
+                continue
+            size = sum(len(unit.encode()) for unit in document.units)
+            if (
+                sample_bytes is not None
+                and usage.documents
+                and usage.text_bytes + size > sample_bytes
+            ):
+                return
+            usage.documents += 1
+            usage.units += len(document.units)
+            usage.text_bytes += size
+            yield document
+
+
+def _unit_batches(
+    documents: Iterator[Document], stats: ReadStats, bar: ByteProgress
+) -> Iterator[list[str]]:
+    """Batches of sentence units for the trainers (batches keep their threads busy)."""
+    batch: list[str] = []
+    reported = stats.text_bytes
+    for document in documents:
+        bar.update(stats.text_bytes - reported)
+        reported = stats.text_bytes
+        batch.extend(document.units)
+        if len(batch) >= _BATCH_UNITS:
+            yield batch
+            batch = []
+    bar.update(stats.text_bytes - reported)
+    if batch:
+        yield batch
+
+
+# --- the two tokenizers ---------------------------------------------------------------
+
+
+def _new_bpe(config: VocabConfig) -> tuple[Tokenizer, BpeTrainer]:
+    tokenizer = Tokenizer(models.BPE())
+    # Byte-level, no normaliser and no prefix space: decode(encode(x)) == x for any text.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = BpeTrainer(
+        vocab_size=config.bpe_size,
+        min_frequency=config.min_frequency,
+        special_tokens=list(BPE_SPECIALS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    return tokenizer, trainer
+
+
+def _new_wordpiece(config: VocabConfig) -> tuple[Tokenizer, WordPieceTrainer]:
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=True,
+        strip_accents=None,  # as BERT: accents go with lowercasing
+        lowercase=not config.cased,
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    trainer = WordPieceTrainer(
+        vocab_size=config.wordpiece_size,
+        min_frequency=config.min_frequency,
+        special_tokens=list(WORDPIECE_SPECIALS),
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    return tokenizer, trainer
+
+
+def _canonical_wordpiece_ids(tokenizer: Tokenizer) -> None:
+    """Renumber the WordPiece vocabulary: specials, then pieces in code-point order.
+
+    tokenizers' WordPiece trainer numbers the ``##`` pieces in hash-map order, which
+    changes from run to run (huggingface/tokenizers#1794). WordPiece encoding is a
+    longest-match over the vocabulary *set*, so a canonical numbering loses nothing and
+    makes the same corpus give the same files. (The upstream bug can also break rare
+    count ties differently, changing the set itself; that is not fixable from here.)
+    """
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
+    pieces = sorted(
+        (t for t in vocab if t not in WORDPIECE_SPECIALS), key=lambda t: (t.startswith("##"), t)
+    )
+    ordered = {token: index for index, token in enumerate([*WORDPIECE_SPECIALS, *pieces])}
+    tokenizer.model = models.WordPiece(ordered, unk_token="[UNK]", continuing_subword_prefix="##")
+
+
+def _set_post_processor(tokenizer: Tokenizer, kind: str) -> None:
+    if kind == "bpe":
+        tokenizer.post_processor = processors.RobertaProcessing(
+            ("</s>", tokenizer.token_to_id("</s>")),
+            ("<s>", tokenizer.token_to_id("<s>")),
+            trim_offsets=True,
+            add_prefix_space=False,
+        )
+    else:
+        tokenizer.post_processor = processors.BertProcessing(
+            ("[SEP]", tokenizer.token_to_id("[SEP]")),
+            ("[CLS]", tokenizer.token_to_id("[CLS]")),
+        )
+
+
+def _save(tokenizer: Tokenizer, kind: str, directory: Path, config: VocabConfig) -> list[str]:
+    """Write the tokenizer files into ``directory`` (replaced whole, via a temp dir)."""
+    staging = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    tokenizer.save(str(staging / "tokenizer.json"))
+    tokenizer.model.save(str(staging))  # vocab.json + merges.txt, or vocab.txt
+    if kind == "bpe":
+        special_map = {
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "unk_token": "<unk>",
+            "sep_token": "</s>",
+            "pad_token": "<pad>",
+            "cls_token": "<s>",
+            "mask_token": "<mask>",
+        }
+        tokenizer_config = {
+            "tokenizer_class": "RobertaTokenizer",
+            "add_prefix_space": False,
+            "trim_offsets": True,
+            "errors": "replace",
+        }
+    else:
+        special_map = {
+            "unk_token": "[UNK]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "cls_token": "[CLS]",
+            "mask_token": "[MASK]",
+        }
+        tokenizer_config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": not config.cased,
+            "tokenize_chinese_chars": True,
+            "strip_accents": None,
+        }
+    tokenizer_config.update(special_map)
+    tokenizer_config["model_max_length"] = MODEL_MAX_LENGTH
+    tokenizer_config["clean_up_tokenization_spaces"] = False
+    (staging / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n")
+    (staging / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+    files = sorted(p.name for p in staging.iterdir())
+    if directory.exists():
+        shutil.rmtree(directory)
+    staging.rename(directory)
+    return files

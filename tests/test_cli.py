@@ -1,0 +1,185 @@
+"""The command line: help, version, summaries, and bad input without tracebacks."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from rbprep.cli import main
+from tests.conftest import SMALL_TEXT
+
+SMALL_SIZES = ["--bpe-size", "400", "--wordpiece-size", "300", "--min-frequency", "1"]
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_version_and_python_dash_m():
+    from rbprep import __version__
+
+    assert run("--version").output.strip() == f"rbprep, version {__version__}"
+    result = subprocess.run(
+        [sys.executable, "-m", "rbprep", "--version"], capture_output=True, text=True, check=True
+    )
+    assert __version__ in result.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["train-vocab"], ["demo"]])
+def test_every_command_has_help_with_an_example(command):
+    result = run(*command, "--help")
+    assert result.exit_code == 0
+    assert "Example" in result.output
+
+
+def test_importing_the_cli_loads_no_heavy_dependency():
+    code = (
+        "import sys, rbprep, rbprep.cli; "
+        "print(sorted(m for m in ('torch', 'dask', 'matplotlib', 'transformers') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_train_vocab_prints_a_summary(small_corpus, tmp_path):
+    result = run("train-vocab", small_corpus, "--out", tmp_path / "v", *SMALL_SIZES, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "Trained on" in result.output and "3 documents" in result.output
+    assert "bpe" in result.output and "wordpiece" in result.output
+    assert (tmp_path / "v" / "bpe" / "tokenizer.json").exists()
+    assert (tmp_path / "v" / "wordpiece" / "vocab.txt").exists()
+
+
+def test_train_vocab_json(small_corpus, tmp_path):
+    result = run(
+        "train-vocab", small_corpus, "--out", tmp_path / "v", *SMALL_SIZES, "--json", "--quiet"
+    )
+    summary = json.loads(result.stdout)
+    assert summary["documents_used"] == 3
+    assert [t["kind"] for t in summary["tokenizers"]] == ["bpe", "wordpiece"]
+    assert summary["config"]["bpe_size"] == 400
+    assert summary == json.loads((tmp_path / "v" / "train-vocab.json").read_text())
+
+
+def test_train_vocab_refuses_a_non_empty_out(small_corpus, tmp_path):
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "x").write_text("x")
+    result = run("train-vocab", small_corpus, "--out", tmp_path / "v", *SMALL_SIZES)
+    assert result.exit_code == 1
+    assert "--force" in result.output
+
+
+@pytest.fixture
+def damaged_corpus(tmp_path):
+    """One good file beside one of each kind of bad input."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "good.txt").write_text(SMALL_TEXT)
+    (corpus / "binary.txt").write_bytes(b"\x00\x01\x02" * 100)
+    data = gzip.compress(b"lots of text\n" * 10_000)
+    (corpus / "truncated.txt.gz").write_bytes(data[: len(data) // 2])
+    (corpus / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
+    (corpus / "records.jsonl").write_text('{"text": "fine"}\n{broken\n')
+    (corpus / "notes.md").write_text("not a corpus format\n")
+    (corpus / "empty.txt").write_text("")
+    (corpus / "loop.txt").symlink_to(corpus / "loop.txt")
+    return corpus
+
+
+def test_damaged_input_is_skipped_counted_and_warned(damaged_corpus, tmp_path):
+    result = run(
+        "train-vocab", damaged_corpus, "--out", tmp_path / "v", *SMALL_SIZES, "--json", "-q"
+    )
+    assert result.exit_code == 0, result.output
+    read = json.loads(result.stdout)["read"]
+    assert read["skipped"] == {"binary": 1, "corrupt": 1, "unknown_format": 1, "unreadable": 1}
+    assert (read["invalid_utf8"], read["malformed_records"], read["empty_files"]) == (1, 1, 1)
+    for name in ("binary.txt", "truncated.txt.gz", "notes.md", "loop.txt", "records.jsonl"):
+        assert name in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_strict_makes_damage_a_one_line_error(damaged_corpus, tmp_path):
+    result = run("train-vocab", damaged_corpus, "--out", tmp_path / "v", "--strict")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ")
+    assert str(damaged_corpus) in lines[0] and "--strict" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.txt", "no such file or directory"),
+        (lambda d: d, "holds no readable"),
+    ],
+)
+def test_missing_path_and_empty_corpus_exit_1(tmp_path, make, message):
+    (tmp_path / "empty").mkdir()
+    result = run("train-vocab", make(tmp_path / "empty"), "--out", tmp_path / "v")
+    assert result.exit_code == 1
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_blank_only_corpus_exit_1(tmp_path):
+    (tmp_path / "blank.txt").write_text("\n \n")
+    result = run("train-vocab", tmp_path / "blank.txt", "--out", tmp_path / "v", "-q")
+    assert result.exit_code == 1
+    assert "holds no text" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--out", "x"],  # no corpus
+        ["c.txt", "--out", "x", "--partition-size", "12XB"],
+        ["c.txt", "--out", "x", "--only", "sentencepiece"],
+    ],
+)
+def test_bad_usage_exit_2(args, tmp_path):
+    os.chdir(tmp_path)
+    (tmp_path / "c.txt").write_text("x\n")
+    result = run("train-vocab", *args)
+    assert result.exit_code == 2
+
+
+def test_size_options_accept_units():
+    from rbprep.sizes import parse_size
+
+    assert parse_size("64MB") == 64_000_000
+    assert parse_size("500KB") == 500_000
+    assert parse_size("1.5GB") == 1_500_000_000
+    assert parse_size("2GiB") == 2 * 2**30
+    assert parse_size("1048576") == 1_048_576
+    assert parse_size(" 10 kb ") == 10_000
+    for bad in ("", "MB", "1.2.3MB", "-5", "12XB"):
+        with pytest.raises(ValueError, match="not a size"):
+            parse_size(bad)
+
+
+def test_builtin_corpus_flag(tmp_path, monkeypatch, builtin_corpus):
+    monkeypatch.setenv("RBPREP_CACHE_DIR", str(builtin_corpus.parent))
+    result = run(
+        "train-vocab",
+        "--builtin-corpus",
+        "--out",
+        tmp_path / "v",
+        "--only",
+        "bpe",
+        "--bpe-size",
+        "500",
+        "--sample-bytes",
+        "200KB",
+        "--json",
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["sampled"] and 100_000 < summary["text_bytes_used"] <= 200_000

@@ -1,0 +1,212 @@
+"""train-vocab (DESIGN §4): both tokenizers, loadable by tokenizers and transformers."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
+
+from rbprep.corpus import ReadStats, open_corpus
+from rbprep.errors import RbprepError
+from rbprep.vocab import Usage, VocabConfig, sample_documents, train_vocab
+
+BPE_FILES = [
+    "merges.txt",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+]
+WORDPIECE_FILES = [
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+]
+SAMPLES = [
+    "Hello world, this is a test.",
+    "  leading and trailing spaces  ",
+    "Zürich, naïve café: 中文字符 and emoji 🙂 مرحبا",
+    "text that spells <mask> and </s> and [SEP]",
+    "line\nbreaks\r\nand\ttabs",
+]
+
+
+def test_files_and_sizes(small_vocab):
+    assert sorted(p.name for p in (small_vocab / "bpe").iterdir()) == BPE_FILES
+    assert sorted(p.name for p in (small_vocab / "wordpiece").iterdir()) == WORDPIECE_FILES
+    summary = json.loads((small_vocab / "train-vocab.json").read_text())
+    sizes = {t["kind"]: t["vocab_size"] for t in summary["tokenizers"]}
+    assert sizes == {"bpe": 4000, "wordpiece": 3000}
+    assert summary["sampled"] is True
+    assert 1_500_000 < summary["text_bytes_used"] <= 2_000_000
+
+
+def test_special_token_ids_are_as_documented(small_vocab):
+    bpe = Tokenizer.from_file(str(small_vocab / "bpe" / "tokenizer.json"))
+    wordpiece = Tokenizer.from_file(str(small_vocab / "wordpiece" / "tokenizer.json"))
+    assert [bpe.token_to_id(t) for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert [wordpiece.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+
+
+def test_post_processors(small_vocab):
+    bpe = Tokenizer.from_file(str(small_vocab / "bpe" / "tokenizer.json"))
+    tokens = bpe.encode("first part", "second").tokens
+    assert tokens[0] == "<s>" and tokens[-1] == "</s>"
+    assert tokens.count("</s>") == 3 and tokens[tokens.index("</s>") + 1] == "</s>"
+    wordpiece = Tokenizer.from_file(str(small_vocab / "wordpiece" / "tokenizer.json"))
+    encoding = wordpiece.encode("First part", "second")
+    assert encoding.tokens[0] == "[CLS]" and encoding.tokens.count("[SEP]") == 2
+    assert encoding.tokens[1] == "first"  # lowercased by default
+    assert encoding.type_ids[-1] == 1
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece"])
+def test_transformers_loads_them_as_roberta_and_bert(small_vocab, kind):
+    transformers = pytest.importorskip("transformers")
+    directory = small_vocab / kind
+    auto = transformers.AutoTokenizer.from_pretrained(str(directory))
+    raw = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    expected = {
+        "bpe": ("RobertaTokenizer", "<mask>", "<pad>", "<s>", "</s>"),
+        "wordpiece": ("BertTokenizer", "[MASK]", "[PAD]", "[CLS]", "[SEP]"),
+    }[kind]
+    assert type(auto).__name__.startswith(expected[0])
+    assert (auto.mask_token, auto.pad_token, auto.cls_token, auto.sep_token) == expected[1:]
+    assert auto.mask_token_id == 4 and auto.model_max_length == 512
+    for text in SAMPLES:
+        assert auto(text)["input_ids"] == raw.encode(text).ids
+        assert auto(text, "a pair")["input_ids"] == raw.encode(text, "a pair").ids
+    if kind == "bpe":
+        ids = auto("Hello world, <mask>.")["input_ids"]
+        assert auto.mask_token_id in ids  # a user's own mask in text stays a mask for fill-mask
+
+
+def test_wordpiece_cased(tmp_path, builtin_corpus):
+    train_vocab(
+        [builtin_corpus],
+        tmp_path,
+        VocabConfig(only="wordpiece", wordpiece_size=800, cased=True, sample_bytes=300_000),
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-vocab.json", "wordpiece"]
+    wordpiece = Tokenizer.from_file(str(tmp_path / "wordpiece" / "tokenizer.json"))
+    assert wordpiece.encode("The").tokens[1] == "The"
+    config = json.loads((tmp_path / "wordpiece" / "tokenizer_config.json").read_text())
+    assert config["do_lower_case"] is False
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=200))
+def test_bpe_round_trips_any_text_exactly(small_vocab, text):
+    bpe = Tokenizer.from_file(str(small_vocab / "bpe" / "tokenizer.json"))
+    bpe.encode_special_tokens = True  # as shard reads text: "<mask>" is ordinary text
+    encoding = bpe.encode(text, add_special_tokens=False)
+    assert bpe.decode(encoding.ids, skip_special_tokens=True) == text
+    assert all(i > 4 for i in encoding.ids)
+
+
+def test_bpe_round_trips_awkward_text(small_vocab):
+    bpe = Tokenizer.from_file(str(small_vocab / "bpe" / "tokenizer.json"))
+    bpe.encode_special_tokens = True
+    for text in [*SAMPLES, "\x00nul", " ", "\r\n\r", "e\u0301\u200b\u202eRTL", "👩‍👩‍👧‍👦" * 3]:
+        assert bpe.decode(bpe.encode(text).ids) == text
+
+
+def test_non_empty_out_is_refused_without_force(tmp_path, small_corpus):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    config = VocabConfig(only="bpe", bpe_size=300)
+    with pytest.raises(RbprepError, match="not empty; use --force"):
+        train_vocab([small_corpus], tmp_path / "out", config)
+    train_vocab([small_corpus], tmp_path / "out", config, force=True)
+    assert (tmp_path / "out" / "keep.txt").exists()  # --force replaces only what it writes
+    assert (tmp_path / "out" / "bpe" / "tokenizer.json").exists()
+
+
+def test_small_corpus_reports_the_size_reached(small_corpus, tmp_path, caplog):
+    summary = train_vocab([small_corpus], tmp_path / "v", VocabConfig(bpe_size=5000))
+    reached = {t.kind: t.vocab_size for t in summary.tokenizers}
+    assert 261 <= reached["bpe"] < 5000 and reached["wordpiece"] < 30_000
+    assert "filled" in caplog.text and "give more text" in caplog.text
+    assert "asked for 5,000" in summary.report()
+
+
+def test_summary_counts_the_corpus(small_corpus, tmp_path):
+    summary = train_vocab([small_corpus], tmp_path / "v", VocabConfig(only="bpe", bpe_size=300))
+    assert (summary.documents_used, summary.units_used, summary.corpus_files) == (3, 5, 1)
+    assert summary.read["documents"] == 3 and not summary.sampled
+
+
+def test_empty_text_is_an_error(tmp_path):
+    (tmp_path / "blank.txt").write_text("\n\n")
+    with pytest.raises(RbprepError, match="holds no text"):
+        train_vocab([tmp_path], tmp_path / "v", VocabConfig(only="bpe", bpe_size=300))
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (VocabConfig(bpe_size=100), "bpe-size"),
+        (VocabConfig(min_frequency=0), "min-frequency"),
+        (VocabConfig(sample_bytes=0), "sample-bytes"),
+        (VocabConfig(only="sentencepiece"), "--only"),
+    ],
+)
+def test_bad_config(small_corpus, tmp_path, config, message):
+    with pytest.raises(RbprepError, match=message):
+        train_vocab([small_corpus], tmp_path / "v", config)
+
+
+def test_sample_is_deterministic_spread_and_bounded(tmp_path):
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.txt").write_text(
+            "\n\n".join(f"{name} document {i} " + "word " * 20 for i in range(300)) + "\n"
+        )
+    corpus = open_corpus([tmp_path], partition_size=10_000)
+    total = sum(p.size for p in corpus.partitions)
+
+    def sample(seed: int) -> tuple[list[list[str]], Usage]:
+        usage = Usage()
+        docs = sample_documents(corpus, ReadStats(), total // 4, seed, usage)
+        return [d.units for d in docs], usage
+
+    first, usage = sample(0)
+    assert sample(0)[0] == first
+    assert sample(1)[0] != first
+    assert usage.sampled and usage.text_bytes <= total // 4
+    assert usage.text_bytes > total // 8  # about a quarter, not a handful
+    assert {units[0][0] for units in first} == {"a", "b", "c"}
+
+
+def test_training_is_deterministic(tmp_path, small_corpus):
+    config = VocabConfig(bpe_size=400, wordpiece_size=200, min_frequency=1)
+    train_vocab([small_corpus], tmp_path / "one", config)
+    train_vocab([small_corpus], tmp_path / "two", config)
+    for kind in ("bpe", "wordpiece"):
+        assert (tmp_path / "one" / kind / "tokenizer.json").read_bytes() == (
+            tmp_path / "two" / kind / "tokenizer.json"
+        ).read_bytes()
+
+
+def test_no_warning_when_the_size_is_reached(tmp_path, builtin_corpus, caplog):
+    caplog.set_level(logging.WARNING, logger="rbprep")
+    train_vocab(
+        [builtin_corpus], tmp_path, VocabConfig(only="bpe", bpe_size=500, sample_bytes=200_000)
+    )
+    assert "filled" not in caplog.text
