@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: install lint test test-fast demo bench clean
+.PHONY: install lint test test-fast demo bench readme clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/train_vocab.py
+
+# Rewrite the README's command reference from --help.
+readme: install
+	RBPREP_UPDATE_README=1 $(BIN)/pytest -q tests/test_readme.py -k command_reference
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache .hypothesis

@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "open_corpus": "rbprep.corpus",
+    "ReadStats": "rbprep.corpus",
     "builtin_corpus_path": "rbprep.corpus.builtin",
     "train_vocab": "rbprep.vocab",
     "VocabConfig": "rbprep.vocab",

@@ -65,7 +65,7 @@ def corpus_options(command: F) -> F:
         click.option(
             "--builtin-corpus",
             is_flag=True,
-            help="Add rbprep's built-in English corpus (Python's own documentation).",
+            help="Add rbprep's built-in English corpus (docstrings of Python and its libraries).",
         ),
         click.option(
             "--text-field",
@@ -212,9 +212,10 @@ def train_vocab_command(
 def demo_command(out: Path, quiet: bool) -> None:
     """Run the pipeline on the built-in corpus and show what it made.
 
-    Builds the built-in corpus (Python's own documentation, cached after the first
-    run), trains both tokenizers on it into OUT/vocab, and prints a summary. An
-    existing OUT is replaced.
+    Builds the built-in corpus (about 4 MB of docstrings of Python and its libraries,
+    cached after the first run), trains both tokenizers on it into OUT/vocab (small
+    sizes, to be quick), and prints a summary. Tokenizers already in OUT/vocab are
+    replaced.
 
     \b
     Example:

@@ -10,6 +10,10 @@ from rbprep.corpus.builtin import builtin_corpus_path
 from rbprep.sizes import format_size
 from rbprep.vocab import VocabConfig, train_vocab
 
+# Sizes the ~4 MB built-in corpus fills, and that keep the demo quick; real corpora
+# use the defaults (50,000 and 30,000).
+DEMO_VOCAB = VocabConfig(bpe_size=8_000, wordpiece_size=8_000)
+
 
 def run_demo(out: str | os.PathLike, *, progress: bool = False) -> str:
     """Train both tokenizers on the built-in corpus into ``out/vocab``; return a report.
@@ -19,13 +23,13 @@ def run_demo(out: str | os.PathLike, *, progress: bool = False) -> str:
     out_dir = Path(out)
     corpus_path = builtin_corpus_path()
     corpus = open_corpus([corpus_path])
-    vocab = train_vocab(corpus, out_dir / "vocab", VocabConfig(), force=True, progress=progress)
+    vocab = train_vocab(corpus, out_dir / "vocab", DEMO_VOCAB, force=True, progress=progress)
     bpe_dir = out_dir / "vocab" / "bpe"
     return "\n".join(
         [
             f"Built-in corpus: {corpus_path} ({format_size(corpus.size)})",
             "",
-            "1. train-vocab",
+            "1. train-vocab (demo sizes: BPE 8,000, WordPiece 8,000; defaults 50,000/30,000)",
             vocab.report(),
             "",
             "Load a tokenizer:",

@@ -12,17 +12,20 @@ WordPiece ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer, WordPieceTrainer
 
@@ -91,7 +94,8 @@ class VocabSummary:
         lines = [
             f"Trained on {format_size(self.text_bytes_used)} of text: "
             f"{self.documents_used:,} documents, {self.units_used:,} lines, "
-            f"{self.corpus_files} files" + (" (sampled)" if self.sampled else ""),
+            f"{self.corpus_files} file{'s' if self.corpus_files != 1 else ''}"
+            + (" (sampled)" if self.sampled else ""),
         ]
         problems = [f"{n} {reason}" for reason, n in self.read["skipped"].items()]
         for name in ("invalid_utf8", "nul_chars", "malformed_records", "empty_files"):
@@ -140,18 +144,28 @@ def train_vocab(
     started = time.perf_counter()
     summary = None
     results = []
-    for kind in config.kinds:
+    for pass_number, kind in enumerate(config.kinds):
         stats = ReadStats()
         used = Usage()
-        tokenizer, trainer = _new_bpe(config) if kind == "bpe" else _new_wordpiece(config)
         kind_started = time.perf_counter()
-        with ByteProgress(f"{kind}: reading", corpus.size, enabled=progress) as bar:
-            documents = sample_documents(corpus, stats, config.sample_bytes, config.seed, used)
-            tokenizer.train_from_iterator(_unit_batches(documents, stats, bar), trainer)
+        # Each pass reads the same text; its warnings are worth printing once.
+        with _warnings_only_if(pass_number == 0):
+            if kind == "bpe":
+                tokenizer, trainer = _new_bpe(config)
+            else:
+                documents = sample_documents(
+                    corpus, ReadStats(), config.sample_bytes, config.seed, Usage()
+                )
+                tokenizer, trainer = _new_wordpiece(
+                    config, continuation_chars(documents, config.cased)
+                )
+            with ByteProgress(f"{kind}: reading", corpus.size, enabled=progress) as bar:
+                documents = sample_documents(corpus, stats, config.sample_bytes, config.seed, used)
+                tokenizer.train_from_iterator(_unit_batches(documents, stats, bar), trainer)
         if used.documents == 0:
             raise RbprepError(_empty_message(corpus, stats))
         if kind == "wordpiece":
-            _canonical_wordpiece_ids(tokenizer)
+            tokenizer = _canonical_wordpiece(tokenizer, config)
         _set_post_processor(tokenizer, kind)
         directory = out_dir / kind
         files = _save(tokenizer, kind, directory, config)
@@ -191,6 +205,15 @@ def train_vocab(
     summary.config = asdict(config)
     (out_dir / "train-vocab.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     return summary
+
+
+@contextlib.contextmanager
+def _warnings_only_if(condition: bool) -> Iterator[None]:
+    logger.disabled = not condition
+    try:
+        yield
+    finally:
+        logger.disabled = False
 
 
 def _check_config(config: VocabConfig) -> None:
@@ -319,8 +342,27 @@ def _new_bpe(config: VocabConfig) -> tuple[Tokenizer, BpeTrainer]:
     return tokenizer, trainer
 
 
-def _new_wordpiece(config: VocabConfig) -> tuple[Tokenizer, WordPieceTrainer]:
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+def _new_wordpiece(
+    config: VocabConfig, continuation_chars: Sequence[str]
+) -> tuple[Tokenizer, WordPieceTrainer]:
+    tokenizer = _wordpiece_tokenizer(config, models.WordPiece(unk_token="[UNK]"))
+    # tokenizers' WordPiece trainer gives each "##c" piece the next id when it first
+    # meets it in a hash map, in an order that changes from run to run; the ids then
+    # break ties between merges, so the vocabulary itself changed between runs
+    # (huggingface/tokenizers#1794). Declaring every "##c" up front, in code-point order,
+    # fixes their ids; they become ordinary pieces again in _canonical_wordpiece.
+    trainer = WordPieceTrainer(
+        vocab_size=config.wordpiece_size,
+        min_frequency=config.min_frequency,
+        special_tokens=[*WORDPIECE_SPECIALS, *("##" + char for char in continuation_chars)],
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    return tokenizer, trainer
+
+
+def _wordpiece_tokenizer(config: VocabConfig, model: models.WordPiece) -> Tokenizer:
+    tokenizer = Tokenizer(model)
     tokenizer.normalizer = normalizers.BertNormalizer(
         clean_text=True,
         handle_chinese_chars=True,
@@ -329,31 +371,64 @@ def _new_wordpiece(config: VocabConfig) -> tuple[Tokenizer, WordPieceTrainer]:
     )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
-    trainer = WordPieceTrainer(
-        vocab_size=config.wordpiece_size,
-        min_frequency=config.min_frequency,
-        special_tokens=list(WORDPIECE_SPECIALS),
-        continuing_subword_prefix="##",
-        show_progress=False,
-    )
-    return tokenizer, trainer
+    return tokenizer
 
 
-def _canonical_wordpiece_ids(tokenizer: Tokenizer) -> None:
-    """Renumber the WordPiece vocabulary: specials, then pieces in code-point order.
+def continuation_chars(documents: Iterable[Document], cased: bool) -> list[str]:
+    """The characters that can continue a word after BERT's normalisation, sorted.
 
-    tokenizers' WordPiece trainer numbers the ``##`` pieces in hash-map order, which
-    changes from run to run (huggingface/tokenizers#1794). WordPiece encoding is a
-    longest-match over the vocabulary *set*, so a canonical numbering loses nothing and
-    makes the same corpus give the same files. (The upstream bug can also break rare
-    count ties differently, changing the set itself; that is not fixable from here.)
+    Over-approximates (a character that only ever starts a word is kept); leaves out
+    what BertPreTokenizer always splits off: whitespace, punctuation, CJK characters.
     """
-    vocab = tokenizer.get_vocab(with_added_tokens=False)
+    seen: set[int] = set()
+    batch: list[str] = []
+    batch_chars = 0
+
+    def flush() -> None:
+        codes = np.frombuffer("".join(batch).encode("utf-32-le"), dtype=np.uint32)
+        seen.update(np.flatnonzero(np.bincount(codes)).tolist())
+        batch.clear()
+
+    for document in documents:
+        batch.extend(document.units)
+        batch_chars += sum(map(len, document.units))
+        if batch_chars > 4_000_000:
+            flush()
+            batch_chars = 0
+    if batch:
+        flush()
+    normalizer = _wordpiece_tokenizer(VocabConfig(cased=cased), models.WordPiece()).normalizer
+    chars: set[str] = set()
+    for code in seen:
+        normalized = normalizer.normalize_str(chr(code))
+        if normalized != normalized.strip():
+            continue  # a CJK character, padded with spaces to stand alone
+        chars.update(
+            char
+            for char in normalized
+            if not char.isspace()
+            and not (char.isascii() and not char.isalnum())
+            and not unicodedata.category(char).startswith("P")
+        )
+    return sorted(chars)
+
+
+def _canonical_wordpiece(tokenizer: Tokenizer, config: VocabConfig) -> Tokenizer:
+    """The trained WordPiece as a fresh tokenizer: specials, then pieces in code-point order.
+
+    WordPiece encoding is a longest match over the vocabulary *set*, so numbering it
+    canonically loses nothing; the "##c" pieces declared to the trainer become ordinary
+    vocabulary again.
+    """
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
     pieces = sorted(
         (t for t in vocab if t not in WORDPIECE_SPECIALS), key=lambda t: (t.startswith("##"), t)
     )
     ordered = {token: index for index, token in enumerate([*WORDPIECE_SPECIALS, *pieces])}
-    tokenizer.model = models.WordPiece(ordered, unk_token="[UNK]", continuing_subword_prefix="##")
+    model = models.WordPiece(ordered, unk_token="[UNK]", continuing_subword_prefix="##")
+    canonical = _wordpiece_tokenizer(config, model)
+    canonical.add_special_tokens(list(WORDPIECE_SPECIALS))
+    return canonical
 
 
 def _set_post_processor(tokenizer: Tokenizer, kind: str) -> None:

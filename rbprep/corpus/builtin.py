@@ -1,21 +1,23 @@
-"""The built-in corpus: about 2 MB of real English that every machine with Python already has.
+"""The built-in corpus: about 4 MB of real English that every machine with rbprep already has.
 
 `rbprep demo` and the tests need real text without a download. The standard library carries
 some: its modules' docstrings, and the pydoc topics (`pydoc_data.topics`, the language reference
-text behind `help("if")`). Like the corpora rbprep is meant for, it is technical English, prose
-mixed with code. The corpus is assembled from the running interpreter's files on first use and
-cached, so nothing is shipped in the package.
+text behind `help("if")`). rbprep's own dependencies numpy, numba and click, installed wherever
+rbprep is, add their docstrings (numpy's are long, careful prose). Like the corpora rbprep is
+meant for, it is technical English, prose mixed with code. The corpus is assembled from the
+running interpreter's files on first use and cached, so nothing is shipped in the package.
 
 The sources are parsed with `ast` and never imported: importing runs a module's code, and some
 modules act on import (`antigravity` opens a web browser, `this` prints a poem).
 `pydoc_data.topics` is the one import, a module that only defines a dict of strings.
 
-The output depends only on the standard library's files, so one Python installation always gives
-the same bytes. The cache file is named after the interpreter's version, so another Python builds
-its own file.
+The output depends only on those files, so one installation always gives the same bytes. The
+cache file is named after the interpreter's and the packages' versions, so another installation
+builds its own file.
 """
 
 import ast
+import importlib.util
 import inspect
 import os
 import platform
@@ -25,12 +27,15 @@ import sysconfig
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from pydoc_data.topics import topics as pydoc_topics
 
 BUILTIN_NAME = "builtin"
 # Part of the cache file's name: raise it whenever a change here changes the output.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Dependencies of rbprep (so always installed) whose docstrings join the standard library's.
+PACKAGES = ("numpy", "numba", "click")
 # Shorter documents are mostly a one-line summary ("Internal function.") with no prose.
 MIN_DOCUMENT_CHARS = 200
 
@@ -89,8 +94,9 @@ def builtin_corpus_path(cache_dir: Path | None = None) -> Path:
     `builtin-corpus-cpython-3.11.7-v1.txt`: a patch release can change a docstring too.
     """
     directory = default_cache_dir() if cache_dir is None else cache_dir
+    versions = "-".join(f"{name}{metadata.version(name)}" for name in PACKAGES)
     name = (
-        f"builtin-corpus-{sys.implementation.name}-{platform.python_version()}"
+        f"builtin-corpus-{sys.implementation.name}-{platform.python_version()}-{versions}"
         f"-v{FORMAT_VERSION}.txt"
     )
     path = directory / name
@@ -103,12 +109,16 @@ def build_builtin_corpus(out: Path) -> BuiltinStats:
     """Write the built-in corpus to `out` in BERT's pretraining format.
 
     One document per standard-library module (its docstring, then its classes', functions'
-    and methods' docstrings in source order), in sorted order of the module's path, then one
-    per pydoc topic in sorted order of its key. Documents under `MIN_DOCUMENT_CHARS` are left
-    out, and so is a repeat of an earlier document (the "else" topic is the "if" topic). The
-    file appears atomically, so a concurrent build or reader never sees half of it.
+    and methods' docstrings in source order), in sorted order of the module's path, then the
+    same for each of `PACKAGES` in turn, then one per pydoc topic in sorted order of its key.
+    Documents under `MIN_DOCUMENT_CHARS` are left out, and so is a repeat of an earlier
+    document (the "else" topic is the "if" topic). The file appears atomically, so a
+    concurrent build or reader never sees half of it.
     """
-    candidates = [*_module_documents(stdlib_dir()), *_topic_documents()]
+    candidates = [*_module_documents(stdlib_dir())]
+    for package in PACKAGES:
+        candidates += _module_documents(_package_dir(package))
+    candidates += _topic_documents()
     # dict.fromkeys keeps the first of equal documents, in order.
     documents = list(
         dict.fromkeys(
@@ -125,6 +135,13 @@ def build_builtin_corpus(out: Path) -> BuiltinStats:
         lines=sum(document.count("\n") + 1 for document in documents),
         bytes=len(data),
     )
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"rbprep's dependency {name} is not installed; reinstall rbprep")
+    return Path(spec.origin).parent
 
 
 def _module_documents(stdlib: Path) -> Iterator[list[str]]:
