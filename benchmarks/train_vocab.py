@@ -7,7 +7,9 @@ What is measured, per tokenizer kind (byte-level BPE, WordPiece), on one corpus:
   ones; ``json.loads`` for ``.jsonl``, ``gzip.open`` for ``.gz``), feeds batches of 1,000
   lines to ``Tokenizer.train_from_iterator`` and saves ``tokenizer.json``. Its tokenizer
   and trainer come from ``rbprep.vocab._new_bpe`` / ``_new_wordpiece`` with the same
-  ``VocabConfig``, so the settings cannot drift from rbprep's.
+  ``VocabConfig``, so the settings cannot drift from rbprep's. (The WordPiece floor
+  declares no "##c" pieces: rbprep's extra pass over the text that finds them, to make
+  its WordPiece deterministic, is a cost of rbprep and is timed as such.)
 - rbprep: ``rbprep train-vocab CORPUS --only KIND --out TMP --force --quiet``.
 
 Every contestant is a separate process, timed whole (imports and start-up included):
@@ -19,9 +21,10 @@ the result is the median of ``--repeats`` runs, reported as the ratio rbprep / f
 
 Sanity checks (printed, not asserted): both reach the same vocabulary size; for BPE the
 two vocabularies and merge lists are identical; for WordPiece the vocabulary sets are
-compared (rbprep renumbers the pieces canonically). The first and last floor runs are
-compared too, as a baseline: tokenizers' WordPiece trainer breaks count ties in hash-map
-order, so its vocabulary changes from run to run (huggingface/tokenizers#1794).
+compared (rbprep renumbers the pieces canonically). The first and last runs of each
+contestant are compared too, as a baseline: tokenizers' plain WordPiece trainer breaks
+count ties in hash-map order, so its vocabulary changes from run to run
+(huggingface/tokenizers#1794); rbprep's should not.
 
 Each run appends one JSON line to ``--results``. Run it from the repository root::
 
@@ -63,7 +66,11 @@ import gzip, json, sys
 from rbprep.vocab import VocabConfig, _new_bpe, _new_wordpiece
 
 kind, out, *paths = sys.argv[1:]
-tokenizer, trainer = (_new_bpe if kind == "bpe" else _new_wordpiece)(VocabConfig(only=kind))
+config = VocabConfig(only=kind)
+if kind == "bpe":
+    tokenizer, trainer = _new_bpe(config)
+else:  # rbprep's settings, without the "##c" pre-pass that makes its runs deterministic
+    tokenizer, trainer = _new_wordpiece(config, [])
 
 def lines():
     for path in paths:
@@ -114,6 +121,7 @@ class KindResult:
     vocab_rbprep: list[int] = field(default_factory=list)
     same_vocab: str = ""  # floor vs rbprep, last runs
     floor_vs_floor: str = ""  # first vs last floor run: the trainer's own variation
+    rbprep_vs_rbprep: str = ""  # first vs last rbprep run
 
     @property
     def floor_median(self) -> float:
@@ -142,6 +150,7 @@ class KindResult:
             "vocab_rbprep": self.vocab_rbprep,
             "same_vocab": self.same_vocab,
             "floor_vs_floor": self.floor_vs_floor,
+            "rbprep_vs_rbprep": self.rbprep_vs_rbprep,
         }
 
 
@@ -268,6 +277,7 @@ def bench_kind(
     result.same_vocab = compare_vocabs(kind, floor_jsons[-1], rbprep_jsons[-1])
     if repeats > 1:
         result.floor_vs_floor = compare_vocabs(kind, floor_jsons[0], floor_jsons[-1])
+        result.rbprep_vs_rbprep = compare_vocabs(kind, rbprep_jsons[0], rbprep_jsons[-1])
     result.sample = run_rbprep(kind, corpus_args, work / f"sample-{kind}", sample_bytes)
     print(f"  {kind} sample run: {result.sample.seconds:.1f} s", flush=True)
     return result
@@ -300,9 +310,9 @@ def table(result: KindResult, corpus_bytes: int, requested: int) -> str:
         f"  sanity: last runs' vocab sizes {same_size}; floor vs rbprep: {result.same_vocab}"
     )
     if result.floor_vs_floor:
-        lines.append(
-            f"  baseline: floor run 1 vs floor run {len(runs[0])}: {result.floor_vs_floor}"
-        )
+        last = len(result.floor)
+        lines.append(f"  baseline: floor run 1 vs run {last}: {result.floor_vs_floor}")
+        lines.append(f"            rbprep run 1 vs run {last}: {result.rbprep_vs_rbprep}")
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ WordPiece ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -148,20 +149,22 @@ def train_vocab(
         stats = ReadStats()
         used = Usage()
         kind_started = time.perf_counter()
-        # Each pass reads the same text; its warnings are worth printing once.
-        with _warnings_only_if(pass_number == 0):
-            if kind == "bpe":
-                tokenizer, trainer = _new_bpe(config)
-            else:
+        if kind == "bpe":
+            tokenizer, trainer = _new_bpe(config)
+        else:
+            with _warnings_only_if(False):  # the training pass below warns
                 documents = sample_documents(
                     corpus, ReadStats(), config.sample_bytes, config.seed, Usage()
                 )
-                tokenizer, trainer = _new_wordpiece(
-                    config, continuation_chars(documents, config.cased)
-                )
-            with ByteProgress(f"{kind}: reading", corpus.size, enabled=progress) as bar:
-                documents = sample_documents(corpus, stats, config.sample_bytes, config.seed, used)
-                tokenizer.train_from_iterator(_unit_batches(documents, stats, bar), trainer)
+                chars = continuation_chars(documents, config.cased)
+            tokenizer, trainer = _new_wordpiece(config, chars)
+        # Each pass reads the same text; its warnings are worth printing once.
+        with (
+            _warnings_only_if(pass_number == 0),
+            ByteProgress(f"{kind}: reading", corpus.size, enabled=progress) as bar,
+        ):
+            documents = sample_documents(corpus, stats, config.sample_bytes, config.seed, used)
+            tokenizer.train_from_iterator(_unit_batches(documents, stats, bar), trainer)
         if used.documents == 0:
             raise RbprepError(_empty_message(corpus, stats))
         if kind == "wordpiece":
@@ -251,6 +254,7 @@ class Usage:
     sampled: bool = False
 
 
+@functools.lru_cache(maxsize=4)  # each training pass asks; measuring may decompress
 def _sample_rate(corpus: Corpus, sample_bytes: int | None) -> float:
     """The share of documents to keep so that about ``sample_bytes`` of text is used."""
     if sample_bytes is None:

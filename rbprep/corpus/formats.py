@@ -362,10 +362,11 @@ def read_file(
     except SkipFile as skip:
         report_skip(SkippedInput(file.path, skip.reason, skip.detail), stats, options.strict)
         return
-    stats.files_read += start == 0
-    if start == 0 and stats.documents == documents_before and end is None:
-        stats.empty_files += 1
-        logger.warning("%s: holds no text", file.path)
+    if start == 0:  # a file cut into ranges counts once, at its first range
+        stats.files_read += 1
+        if end is None and stats.documents == documents_before:
+            stats.empty_files += 1
+            logger.warning("%s: holds no text", file.path)
 
 
 def _limited(blocks: Iterator[bytes], size: int) -> Iterator[bytes]:
