@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer, WordPieceTrainer
 
-from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
+from rbprep.corpus import Corpus, Document, ReadStats, document_coin, open_corpus
 from rbprep.corpus.formats import decompressed_blocks, open_raw
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
@@ -274,12 +273,6 @@ def _sample_rate(corpus: Corpus, sample_bytes: int | None) -> float:
     return min(1.0, sample_bytes / total) if total else 1.0
 
 
-def _keep(seed: int, partition: int, document: int, rate: float) -> bool:
-    """A deterministic coin for document ``document`` of ``partition``."""
-    digest = hashlib.blake2b(f"{seed}:{partition}:{document}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") < rate * 2**64
-
-
 def sample_documents(
     corpus: Corpus, stats: ReadStats, sample_bytes: int | None, seed: int, usage: Usage
 ) -> Iterator[Document]:
@@ -295,7 +288,7 @@ def sample_documents(
     corpus.count_skipped(stats)
     for partition in corpus.partitions:
         for index, document in enumerate(corpus.read_partition(partition, stats)):
-            if usage.sampled and not _keep(seed, partition.id, index, rate):
+            if usage.sampled and not document_coin(seed, "sample", partition.id, index, rate):
                 continue
             size = sum(len(unit.encode()) for unit in document.units)
             if (
@@ -396,7 +389,7 @@ def continuation_chars(documents: Iterable[Document], cased: bool) -> list[str]:
     for document in documents:
         batch.extend(document.units)
         batch_chars += sum(map(len, document.units))
-        if batch_chars > 4_000_000:
+        if batch_chars > 1_000_000:
             flush()
             batch_chars = 0
     if batch:

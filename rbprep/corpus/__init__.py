@@ -2,7 +2,14 @@
 built-in corpus. Every command reads its corpus through ``open_corpus``."""
 
 from rbprep.corpus.formats import Document, ReadOptions, ReadStats
-from rbprep.corpus.partitions import DEFAULT_PARTITION_SIZE, Corpus, Partition, Piece, open_corpus
+from rbprep.corpus.partitions import (
+    DEFAULT_PARTITION_SIZE,
+    Corpus,
+    Partition,
+    Piece,
+    document_coin,
+    open_corpus,
+)
 from rbprep.corpus.paths import InputFile, SkippedInput
 
 __all__ = [
@@ -15,5 +22,6 @@ __all__ = [
     "ReadOptions",
     "ReadStats",
     "SkippedInput",
+    "document_coin",
     "open_corpus",
 ]

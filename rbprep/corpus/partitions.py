@@ -16,6 +16,7 @@ A file with CR-only line ends has no "\\n" to cut at and stays one partition.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from collections.abc import Iterator, Sequence
@@ -89,6 +90,17 @@ class Corpus:
         """Count the inputs skipped while resolving paths (unknown format, unreadable)."""
         for skipped in self.skipped:
             report_skip(skipped, stats, strict=False)
+
+
+def document_coin(seed: int, purpose: str, partition: int, document: int, rate: float) -> bool:
+    """A deterministic coin that lands True with probability ``rate`` for one document.
+
+    A hash of (seed, purpose, partition id, document index in the partition): the same
+    for any number of workers, and independent between purposes ("sample", "valid").
+    """
+    key = f"{seed}:{purpose}:{partition}:{document}".encode()
+    digest = hashlib.blake2b(key, digest_size=8).digest()
+    return int.from_bytes(digest, "little") < rate * 2**64
 
 
 def open_corpus(
