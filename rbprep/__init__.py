@@ -4,6 +4,9 @@ The library behind the ``rbprep`` command; each command is one of these function
 
 - ``open_corpus(paths, ...)``: read text files, directories and globs (DESIGN §3).
 - ``train_vocab(corpus, out, VocabConfig(...))``: the byte-level BPE and the WordPiece.
+- ``shard(corpus, tokenizer, out, ShardConfig(...))``: packed rows with masked copies.
+- ``open_dataset(out, split)``: read them back as padded, masked NumPy batches.
+- ``inspect(out)``, ``verify(out)``: look at a dataset; check it.
 
 Imports are lazy, so ``import rbprep`` stays light.
 """
@@ -21,6 +24,11 @@ _EXPORTS = {
     "builtin_corpus_path": "rbprep.corpus.builtin",
     "train_vocab": "rbprep.vocab",
     "VocabConfig": "rbprep.vocab",
+    "shard": "rbprep.shard",
+    "ShardConfig": "rbprep.shard",
+    "open_dataset": "rbprep.dataset",
+    "inspect": "rbprep.dataset.inspection",
+    "verify": "rbprep.dataset.verification",
     "RbprepError": "rbprep.errors",
 }
 

@@ -39,8 +39,9 @@ def test_python_snippets_run(tmp_path, monkeypatch, builtin_corpus):
     monkeypatch.chdir(tmp_path)
     snippets = re.findall(r"```python\n(.*?)```\n", README.read_text(), re.S)
     assert snippets
+    namespace: dict = {}  # the snippets build on each other, as in a session
     for snippet in snippets:
-        exec(compile(snippet, str(README), "exec"), {})
+        exec(compile(snippet, str(README), "exec"), namespace)
 
 
 @pytest.mark.parametrize("target", ["install", "test", "demo"])

@@ -1,0 +1,123 @@
+"""The on-disk format of a sharded dataset (DESIGN §6; documented in docs/format.md).
+
+One Arrow IPC file per partition and split, one row per packed sequence:
+
+- ``input_ids``: list<uint16|uint32>, the row unpadded: ``<s>``, content with ``</s>``
+  between documents, ``</s>``; padding, attention mask and labels are derived;
+- ``mask_positions``: list<uint16>, for copy 0, then 1, ...: the positions that become
+  the mask token, then those given a random token, then those kept, each group sorted;
+- ``mask_groups``: fixed_size_list<uint16>[3 * dup], the three group sizes per copy;
+- ``random_tokens``: list<uint16|uint32>, the replacement tokens of the random groups,
+  copy after copy, in the order of their positions.
+
+Ids are uint16 when the vocabulary fits, else uint32. Files are written under a
+temporary name, fsynced and renamed into place, so a file that exists is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+FORMAT_NAME = "rbprep-mlm-shards"
+FORMAT_VERSION = 1
+SPLITS = ("train", "valid")
+MANIFEST = "manifest.json"
+COLUMNS = ("input_ids", "mask_positions", "mask_groups", "random_tokens")
+
+
+def id_type(vocab_size: int) -> pa.DataType:
+    return pa.uint16() if vocab_size <= 2**16 else pa.uint32()
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def shard_schema(vocab_size: int, dup: int) -> pa.Schema:
+    ids = id_type(vocab_size)
+    return pa.schema(
+        [
+            pa.field("input_ids", pa.list_(ids), nullable=False),
+            pa.field("mask_positions", pa.list_(pa.uint16()), nullable=False),
+            pa.field("mask_groups", pa.list_(pa.uint16(), 3 * dup), nullable=False),
+            pa.field("random_tokens", pa.list_(ids), nullable=False),
+        ]
+    )
+
+
+def shard_table(
+    row_offsets: np.ndarray,
+    row_tokens: np.ndarray,
+    position_offsets: np.ndarray,
+    positions: np.ndarray,
+    groups: np.ndarray,
+    random_offsets: np.ndarray,
+    random_tokens: np.ndarray,
+    vocab_size: int,
+    dup: int,
+) -> pa.Table:
+    """Arrow table of packed rows and their masks (the kernels' outputs)."""
+    ids = id_dtype(vocab_size)
+
+    def list_array(offsets: np.ndarray, values: np.ndarray, dtype: np.dtype) -> pa.Array:
+        return pa.ListArray.from_arrays(
+            pa.array(offsets.astype(np.int32)), pa.array(values.astype(dtype, copy=False))
+        )
+
+    group_values = pa.array(groups.reshape(-1).astype(np.uint16, copy=False))
+    return pa.Table.from_arrays(
+        [
+            list_array(row_offsets, row_tokens, ids),
+            list_array(position_offsets, positions, np.dtype(np.uint16)),
+            pa.FixedSizeListArray.from_arrays(group_values, 3 * dup),
+            list_array(random_offsets, random_tokens, ids),
+        ],
+        schema=shard_schema(vocab_size, dup),
+    )
+
+
+def write_shard(table: pa.Table, path: Path, compression: str | None) -> str:
+    """Write ``table`` as an Arrow IPC file atomically; return the file's sha256."""
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    temporary = path.with_name(path.name + ".tmp")
+    with (
+        pa.OSFile(str(temporary), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema, options=options) as writer,
+    ):
+        for batch in table.to_batches(max_chunksize=4096):
+            writer.write_batch(batch)
+    _fsync(temporary)
+    digest = file_sha256(temporary)
+    os.replace(temporary, path)
+    return digest
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def write_json_atomically(data: Any, path: Path) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    _fsync(temporary)
+    os.replace(temporary, path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(2**20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as file:
+        os.fsync(file.fileno())

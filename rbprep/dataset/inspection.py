@@ -1,0 +1,153 @@
+"""``inspect``: a dataset's numbers, and sample rows decoded as the model will see them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rbprep.dataset.format import SPLITS
+from rbprep.dataset.reader import IGNORE_INDEX, open_dataset, read_manifest
+from rbprep.errors import RbprepError
+from rbprep.sizes import format_size
+
+LEGEND = "[<mask>|word]: masked word   [~new|word]: random replacement   [=word]: kept"
+
+
+@dataclass
+class Inspection:
+    """The manifest's summary and ``rows`` decoded with copy ``copy``'s masks marked."""
+
+    root: str
+    split: str
+    copy: int
+    summary: dict[str, Any]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def report(self) -> str:
+        s = self.summary
+        lines = [
+            f"{self.root}: rbprep {s['rbprep_version']}, format {s['format_version']}",
+            f"  parameters: {s['parameters_line']}",
+            f"  tokenizer:  vocabulary {s['vocab_size']:,}, sha256 {s['tokenizer_sha256'][:12]}",
+            f"  corpus:     {s['documents']:,} documents, {s['units']:,} lines, "
+            f"{format_size(s['text_bytes'])}, {s['partitions']} partitions",
+        ]
+        for split in SPLITS:
+            info = s["splits"][split]
+            lines.append(
+                f"  {split:<6}      {info['rows']:,} rows, {info['tokens']:,} tokens, "
+                f"{info['shards']} shards, {format_size(info['bytes'])}"
+            )
+        lines.append(
+            f"  padding:    {s['padding_share']:.1%}; on disk {s['bytes_per_token']:.2f} B/token"
+        )
+        lines.append(f"  skipped:    {s['skipped'] or 'nothing'}")
+        lines.append("  row lengths (train):")
+        peak = max(s["length_histogram"].values(), default=0) or 1
+        for bucket, count in s["length_histogram"].items():
+            lines.append(f"    {bucket:>9} {count:>9,} {'#' * round(40 * count / peak)}")
+        if self.samples:
+            lines.append(f"\nSample rows of {self.split}, copy {self.copy} ({LEGEND}):")
+        for sample in self.samples:
+            lines.append(
+                f"\n-- row {sample['row']}: {sample['length']} tokens, "
+                f"{sample['masked']} chosen for prediction"
+            )
+            lines.append(sample["text"])
+        return "\n".join(lines)
+
+
+def inspect(
+    root: str | os.PathLike, *, split: str = "train", rows: int = 2, copy: int = 0
+) -> Inspection:
+    """Summarise the dataset at ``root`` and decode ``rows`` evenly spaced sample rows."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    totals = manifest["totals"]
+    parameters = manifest["parameters"]
+    summary = {
+        "format_version": manifest["format_version"],
+        "rbprep_version": manifest["rbprep_version"],
+        "parameters": parameters,
+        "parameters_line": ", ".join(
+            f"{key}={parameters[key]}"
+            for key in ("seq_len", "dup", "mode", "mask_prob", "whole_word", "seed")
+        ),
+        "vocab_size": manifest["tokenizer"]["vocab_size"],
+        "tokenizer_sha256": manifest["tokenizer"]["sha256"],
+        "documents": totals["documents"],
+        "units": totals["units"],
+        "text_bytes": totals["read"]["text_bytes"],
+        "partitions": manifest["corpus"]["partitions"],
+        "padding_share": totals["padding_share"],
+        "bytes_per_token": totals["bytes_per_token"],
+        "skipped": ", ".join(f"{n} {r}" for r, n in totals["read"]["skipped"].items()),
+        "length_histogram": manifest["splits"]["train"]["length_histogram"],
+        "splits": {
+            split_name: {
+                "rows": info["rows"],
+                "tokens": info["tokens"],
+                "shards": len(info["shards"]),
+                "bytes": info["bytes"],
+            }
+            for split_name, info in manifest["splits"].items()
+        },
+    }
+    result = Inspection(str(root), split, copy, summary)
+    dataset = open_dataset(root, split)
+    if not len(dataset) or rows <= 0:
+        return result
+    if not 0 <= copy < dataset.dup:
+        raise RbprepError(f"--copy must be in 0..{dataset.dup - 1}")
+    indices = np.unique(np.linspace(0, len(dataset) - 1, min(rows, len(dataset))).astype(int))
+    original = dataset.batch(indices, copy=None)
+    masked = dataset.batch(indices, copy=copy)
+    for n, index in enumerate(indices):
+        length = int(original["attention_mask"][n].sum())
+        result.samples.append(
+            {
+                "row": int(index),
+                "length": length,
+                "masked": int((masked["labels"][n] != IGNORE_INDEX).sum()),
+                "text": _marked_text(
+                    dataset.tokenizer,
+                    original["input_ids"][n, :length],
+                    masked["input_ids"][n, :length],
+                    masked["labels"][n, :length],
+                    dataset.mask_id,
+                ),
+            }
+        )
+    return result
+
+
+def _marked_text(
+    tokenizer: Any, original: np.ndarray, masked: np.ndarray, labels: np.ndarray, mask_id: int
+) -> str:
+    """Decode a row; positions chosen for prediction are shown in brackets."""
+    pieces: list[str] = []
+    run: list[int] = []
+    for position, token in enumerate(original.tolist()):
+        if labels[position] == IGNORE_INDEX:
+            run.append(token)
+            continue
+        if run:
+            pieces.append(tokenizer.decode(run, skip_special_tokens=False))
+            run = []
+        word = tokenizer.decode([token]).strip()
+        if masked[position] == mask_id:
+            pieces.append(f" [<mask>|{word}]")
+        elif masked[position] != token:
+            pieces.append(f" [~{tokenizer.decode([int(masked[position])]).strip()}|{word}]")
+        else:
+            pieces.append(f" [={word}]")
+    if run:
+        pieces.append(tokenizer.decode(run, skip_special_tokens=False))
+    return "".join(pieces)

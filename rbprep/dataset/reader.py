@@ -1,0 +1,181 @@
+"""``open_dataset``: memory-mapped shards -> padded, masked NumPy batches.
+
+A batch is assembled with NumPy index arithmetic over the shards' flat Arrow buffers:
+one step per shard touched, no Python loop per row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from rbprep.dataset.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SPLITS
+from rbprep.errors import RbprepError
+
+IGNORE_INDEX = -100  # labels at unmasked positions, as torch's cross-entropy expects
+
+
+class Dataset:
+    """One split of a dataset made by ``rbprep shard``; rows in corpus order.
+
+    ``batch(indices, copy=k)`` returns ``input_ids`` (masked as copy ``k``),
+    ``attention_mask`` and ``labels`` (the original id where masked, -100 elsewhere),
+    each an int64 array of shape (len(indices), seq_len); ``copy=None`` returns the
+    unmasked ``input_ids`` and ``attention_mask``.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train"):
+        self.root = Path(root)
+        self.split = split
+        self.manifest = read_manifest(self.root)
+        if split not in SPLITS:
+            raise RbprepError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        parameters = self.manifest["parameters"]
+        self.seq_len: int = parameters["seq_len"]
+        self.dup: int = parameters["dup"]
+        tokenizer = self.manifest["tokenizer"]
+        self.pad_id: int = tokenizer["pad_id"]
+        self.mask_id: int = tokenizer["mask_id"]
+        self.shards = self.manifest["splits"][split]["shards"]
+        self._tables = [
+            pa.ipc.open_file(pa.memory_map(str(self.root / shard["file"]))).read_all()
+            for shard in self.shards
+        ]
+        counts = [table.num_rows for table in self._tables]
+        self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])  # (shards+1,)
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({str(self.root)!r}, split={self.split!r}, rows={len(self)}, "
+            f"seq_len={self.seq_len}, dup={self.dup})"
+        )
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """The ``tokenizers.Tokenizer`` the dataset was made with (its own copy)."""
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(self.root / "tokenizer.json"))
+
+    def batch(self, indices: Any, copy: int | None = 0) -> dict[str, np.ndarray]:
+        """Rows ``indices`` as padded int64 arrays, masked as copy ``copy`` (or unmasked)."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)  # (batch,)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"row index out of range for {len(self)} rows")
+        if copy is not None and not 0 <= copy < self.dup:
+            raise IndexError(f"copy must be in 0..{self.dup - 1}, got {copy}")
+        size = len(indices)
+        input_ids = np.full((size, self.seq_len), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((size, self.seq_len), dtype=np.int64)
+        labels = np.full((size, self.seq_len), IGNORE_INDEX, dtype=np.int64)
+        shard_of = np.searchsorted(self._starts, indices, side="right") - 1  # (batch,)
+        for shard in np.unique(shard_of):
+            out_rows = np.flatnonzero(shard_of == shard)
+            table = self._tables[shard].take(pa.array(indices[out_rows] - self._starts[shard]))
+            self._fill(table, out_rows, copy, input_ids, attention_mask, labels)
+        result = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if copy is not None:
+            result["labels"] = labels
+        return result
+
+    def _fill(
+        self,
+        table: pa.Table,
+        out_rows: np.ndarray,
+        copy: int | None,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        labels: np.ndarray,
+    ) -> None:
+        lengths, values = _lists(table.column("input_ids"))
+        rows, columns = _scatter_index(out_rows, lengths)
+        input_ids[rows, columns] = values
+        attention_mask[rows, columns] = 1
+        if copy is None:
+            return
+        groups = _fixed(table.column("mask_groups")).reshape(-1, self.dup, 3)  # (n, dup, 3)
+        per_copy = groups.sum(axis=2, dtype=np.int64)  # (n, dup)
+        _, positions = _lists(table.column("mask_positions"))
+        _, random_tokens = _lists(table.column("random_tokens"))
+        # This copy's slice of each row's positions and random tokens.
+        position_starts = _row_starts(per_copy.sum(axis=1)) + per_copy[:, :copy].sum(axis=1)
+        chosen = _slices(position_starts, per_copy[:, copy])
+        random_counts = groups[:, :, 1].astype(np.int64)
+        random_starts = _row_starts(random_counts.sum(axis=1)) + random_counts[:, :copy].sum(axis=1)
+        replacements = random_tokens[_slices(random_starts, random_counts[:, copy])]
+        rows, rank = _scatter_index(out_rows, per_copy[:, copy])
+        columns = positions[chosen].astype(np.int64)
+        labels[rows, columns] = input_ids[rows, columns]
+        masked_count = groups[:, copy, 0].astype(np.int64)
+        random_count = groups[:, copy, 1].astype(np.int64)
+        row_in_table = np.repeat(np.arange(len(out_rows)), per_copy[:, copy])
+        is_masked = rank < masked_count[row_in_table]
+        is_random = ~is_masked & (rank < (masked_count + random_count)[row_in_table])
+        input_ids[rows[is_masked], columns[is_masked]] = self.mask_id
+        input_ids[rows[is_random], columns[is_random]] = replacements
+
+
+def open_dataset(root: str | os.PathLike, split: str = "train") -> Dataset:
+    """Open one split (``train`` or ``valid``) of a dataset made by ``rbprep shard``."""
+    return Dataset(root, split)
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise RbprepError(
+            f"{path}: no manifest; {root} is not a finished `rbprep shard` output "
+            "(rerun shard, with --resume if it was interrupted)"
+        ) from exc
+    except ValueError as exc:
+        raise RbprepError(f"{path}: not valid JSON ({exc})") from exc
+    if manifest.get("format") != FORMAT_NAME:
+        raise RbprepError(f"{path}: not an rbprep dataset manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise RbprepError(
+            f"{path}: format version {manifest.get('format_version')}, this rbprep reads "
+            f"{FORMAT_VERSION}; reshard with this version"
+        )
+    return manifest
+
+
+def _lists(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths (int64) and flat values of a list column, zero-copy where possible."""
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    offsets = array.offsets.to_numpy().astype(np.int64)
+    values = array.values.to_numpy()[offsets[0] : offsets[-1]]
+    return np.diff(offsets), values
+
+
+def _fixed(column: pa.ChunkedArray) -> np.ndarray:
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    return array.flatten().to_numpy()
+
+
+def _row_starts(lengths: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+
+def _slices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Flat indices of the slices [start, start + length) of each row, in row order."""
+    total = int(lengths.sum())
+    offsets = np.repeat(starts - _row_starts(lengths), lengths)
+    return offsets + np.arange(total, dtype=np.int64)
+
+
+def _scatter_index(out_rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(output row, rank within the row) of every element of rows of ``lengths``."""
+    rows = np.repeat(out_rows, lengths)
+    rank = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(_row_starts(lengths), lengths)
+    return rows, rank

@@ -1,0 +1,184 @@
+"""``verify``: checksums of every shard and every invariant of every row.
+
+Checks, shard by shard: the manifest's sha256 and row counts; the schema; each row's
+length, ``<s>``/``</s>`` placement, no padding or mask token inside, separators only
+where the mode allows them; and that the stored masks equal what the seed recomputes
+(which also proves positions distinct, in range and never special, and replacements
+never special, as the kernel makes them so). The first problem raises ``RbprepError``
+naming the shard and row.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from rbprep import kernels
+from rbprep.dataset.format import SPLITS, file_sha256, shard_schema
+from rbprep.dataset.reader import read_manifest
+from rbprep.errors import RbprepError
+from rbprep.progress import ByteProgress
+from rbprep.tokenizer_info import word_start_table
+
+_STREAMS = {"train": 0, "valid": 1}
+
+
+@dataclass
+class VerifyReport:
+    shards: int
+    rows: int
+    tokens: int
+    masked_positions: int
+
+    def report(self) -> str:
+        return (
+            f"OK: {self.shards} shards, {self.rows:,} rows, {self.tokens:,} tokens and "
+            f"{self.masked_positions:,} masked positions verified."
+        )
+
+
+def verify(root: str | os.PathLike, *, progress: bool = False) -> VerifyReport:
+    """Check the dataset at ``root``; raise ``RbprepError`` at the first damage."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    parameters = manifest["parameters"]
+    tokenizer = manifest["tokenizer"]
+    tokenizer_path = root / tokenizer["file"]
+    if not tokenizer_path.is_file() or file_sha256(tokenizer_path) != tokenizer["sha256"]:
+        raise RbprepError(f"{tokenizer_path}: missing or changed (sha256 differs from manifest)")
+    vocab_size = tokenizer["vocab_size"]
+    special = np.zeros(vocab_size, dtype=np.bool_)  # (vocab,) bool
+    special[tokenizer["special_ids"]] = True
+    replacements = np.flatnonzero(~special).astype(np.uint32)
+    word_starts = _word_starts(tokenizer_path, tokenizer, vocab_size)
+    schema = shard_schema(vocab_size, parameters["dup"])
+    report = VerifyReport(0, 0, 0, 0)
+    shards = [(split, shard) for split in SPLITS for shard in manifest["splits"][split]["shards"]]
+    with ByteProgress("verify", sum(s["bytes"] for _, s in shards), enabled=progress) as bar:
+        for split, shard in shards:
+            path = root / shard["file"]
+            if not path.is_file():
+                raise RbprepError(f"{path}: missing; the dataset is incomplete")
+            if file_sha256(path) != shard["sha256"]:
+                raise RbprepError(f"{path}: checksum differs from the manifest (damaged file)")
+            try:
+                table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+            except pa.ArrowException as exc:
+                raise RbprepError(f"{path}: not a readable Arrow file ({exc})") from exc
+            if not table.schema.equals(schema) or table.num_rows != shard["rows"]:
+                raise RbprepError(f"{path}: schema or row count differs from the manifest")
+            _check_rows(path, table, parameters, tokenizer)
+            _check_masks(path, table, parameters, special, replacements, word_starts, split, shard)
+            report.shards += 1
+            report.rows += table.num_rows
+            report.tokens += shard["tokens"]
+            report.masked_positions += len(table.column("mask_positions").combine_chunks().values)
+            bar.update(shard["bytes"])
+    return report
+
+
+def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    array = column.combine_chunks()
+    offsets = array.offsets.to_numpy().astype(np.int64)
+    return offsets - offsets[0], array.values.to_numpy()[offsets[0] : offsets[-1]]
+
+
+def _check_rows(path: Path, table: pa.Table, parameters: dict, tokenizer: dict) -> None:
+    offsets, ids = _flat(table.column("input_ids"))
+    lengths = np.diff(offsets)
+    starts, ends = offsets[:-1], offsets[1:] - 1
+
+    def fail(rows: np.ndarray, problem: str) -> None:
+        if rows.size:
+            raise RbprepError(f"{path}: row {int(rows[0])}: {problem}")
+
+    fail(np.flatnonzero((lengths < 3) | (lengths > parameters["seq_len"])), "bad row length")
+    fail(np.flatnonzero(ids[starts] != tokenizer["cls_id"]), "does not start with <s>/[CLS]")
+    fail(np.flatnonzero(ids[ends] != tokenizer["sep_id"]), "does not end with </s>/[SEP]")
+    row_of = np.repeat(np.arange(len(lengths)), lengths)
+    inner = np.ones(len(ids), dtype=np.bool_)
+    inner[starts] = inner[ends] = False
+    fail(row_of[inner & (ids == tokenizer["cls_id"])], "<s>/[CLS] inside the row")
+    fail(row_of[(ids == tokenizer["pad_id"]) | (ids == tokenizer["mask_id"])], "pad or mask id")
+    fail(row_of[ids >= tokenizer["vocab_size"]], "id outside the vocabulary")
+    separators = inner & (ids == tokenizer["sep_id"])
+    if parameters["mode"] == "doc-sentences":
+        fail(row_of[separators], "document separator in a doc-sentences row")
+    # A separator stands between two documents: never first or last of the content,
+    # never two in a row.
+    following = np.zeros(len(ids), dtype=np.bool_)
+    following[1:] = separators[:-1]
+    fail(row_of[separators & following], "two separators in a row")
+    before_end = np.zeros(len(ids), dtype=np.bool_)
+    before_end[ends - 1] = True
+    fail(
+        row_of[separators & (before_end | np.isin(np.arange(len(ids)), starts + 1))],
+        "stray separator",
+    )
+
+
+def _check_masks(
+    path: Path,
+    table: pa.Table,
+    parameters: dict,
+    special: np.ndarray,
+    replacements: np.ndarray,
+    word_starts: np.ndarray,
+    split: str,
+    shard: dict,
+) -> None:
+    offsets, ids = _flat(table.column("input_ids"))
+    positions, groups, random_tokens, position_offsets, random_offsets = kernels.mask_rows(
+        offsets,
+        ids.astype(np.uint32),
+        special,
+        replacements,
+        word_starts,
+        parameters["seed"],
+        _STREAMS[split],
+        shard["partition"],
+        0,
+        parameters["dup"],
+        parameters["mask_prob"],
+        parameters["random_prob"],
+        parameters["keep_prob"],
+        parameters["max_predictions"],
+        parameters["whole_word"],
+    )
+    stored_position_offsets, stored_positions = _flat(table.column("mask_positions"))
+    stored_random_offsets, stored_random = _flat(table.column("random_tokens"))
+    stored_groups = table.column("mask_groups").combine_chunks().flatten().to_numpy()
+    expected_groups = groups.reshape(len(offsets) - 1, -1)
+    stored_groups = stored_groups.reshape(expected_groups.shape)
+    bad = np.flatnonzero(
+        (np.diff(stored_position_offsets) != np.diff(position_offsets))
+        | (np.diff(stored_random_offsets) != np.diff(random_offsets))
+        | (stored_groups != expected_groups).any(axis=1)
+    )
+    if bad.size == 0:
+        bad_positions = np.flatnonzero(stored_positions != positions)
+        bad_random = np.flatnonzero(stored_random != random_tokens)
+        rows = []
+        if bad_positions.size:
+            rows.append(np.searchsorted(position_offsets, bad_positions[0], side="right") - 1)
+        if bad_random.size:
+            rows.append(np.searchsorted(random_offsets, bad_random[0], side="right") - 1)
+        bad = np.array(sorted(rows))
+    if bad.size:
+        raise RbprepError(
+            f"{path}: row {int(bad[0])}: masks differ from what the seed recomputes "
+            "(damaged data or different rbprep masking)"
+        )
+
+
+def _word_starts(tokenizer_path: Path, tokenizer: dict, vocab_size: int) -> np.ndarray:
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(tokenizer_path)).get_vocab(with_added_tokens=True)
+    return word_start_table(
+        vocab, vocab_size, tokenizer["word_prefix"], tokenizer["continuation_prefix"]
+    )

@@ -1,0 +1,524 @@
+"""Every numba kernel of rbprep: the counter-based RNG, packing, and masking (DESIGN §5).
+
+The kernels are pure: arrays and scalars in, arrays out, no I/O and no validation. The two
+public entry points, :func:`pack_rows` and :func:`mask_rows`, check their arguments once
+in Python and call the ``@njit`` kernels ``_pack_rows`` and ``_mask_rows``. All loops are
+serial, so the output never depends on threads.
+
+The random scheme (part of the on-disk format: ``rbprep verify`` recomputes masks)
+=================================================================================
+
+Version string: :data:`RNG_SCHEME` = ``"rbprep-splitmix64-v1"``. All arithmetic is on
+unsigned 64-bit integers, wrapping modulo 2**64; ``G = 0x9E3779B97F4A7C15``.
+
+- ``splitmix64(x)``: ``x += G; z = x; z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EB; return z ^ (z >> 31)``.
+- ``row_key(seed, stream, partition, row, copy)``: ``k = splitmix64(seed)``, then
+  ``k = splitmix64(k ^ v)`` for ``v`` = stream, partition, row, copy, in that order.
+  ``stream`` is the split (0 = train, 1 = valid), ``partition`` the partition id, ``row``
+  the row's index within its partition, ``copy`` the copy ``k`` in ``0..dup-1``.
+- ``random_u64(key, c) = splitmix64(key + c * G)``;
+  ``random_float(key, c) = (random_u64(key, c) >> 11) * 2**-53``, in [0, 1);
+  ``random_below(key, c, m) = ((random_u64(key, c) >> 32) * m) >> 32``, in [0, m),
+  for ``1 <= m < 2**32``.
+
+For one row and copy, ``key = row_key(seed, stream, partition, row, copy)``. The row's
+candidates are the list of its positions (0 is ``<s>``), ascending, whose token is not
+special; ``C`` is their number, and ``p`` below is a position in the row.
+
+1. counter 0: ``n = floor(mask_prob * C + random_float(key, 0))`` in float64 (stochastic
+   rounding), then ``n = min(n, max_predictions, C)``.
+2. counters ``1 + i``: the shuffle.
+   - Token masking: a partial Fisher-Yates over the candidate list: for ``i`` in
+     ``0..n-1``: ``j = i + random_below(key, 1 + i, C - i)``; swap items ``i`` and ``j``.
+     The chosen positions are the first ``n`` items.
+   - Whole-word masking: words are the maximal runs of consecutive candidate positions;
+     a candidate starts a new word when ``word_start[token]`` is True or the position
+     before it is not a candidate. With ``W`` words in position order, for ``i`` in
+     ``0..W-1``: ``j = i + random_below(key, 1 + i, W - i)``; swap words ``i`` and ``j``;
+     take word ``i`` (all its positions) if ``taken + len(word) <= n``, else skip it
+     (BERT's ``create_pretraining_data``). Drawing stops once ``taken == n``, which
+     changes nothing: no word fits after that.
+3. counter ``2**32 + p`` for each chosen position ``p``: ``u = random_float(key, .)``;
+   ``u < 1.0 - random_prob - keep_prob`` (float64, evaluated left to right) makes it
+   ``<mask>``; else ``u < 1.0 - keep_prob`` gives it a random token; else it is kept.
+4. counter ``2**40 + p`` for each random position ``p``: the replacement is
+   ``replacement_ids[random_below(key, ., len(replacement_ids))]``.
+
+The chosen positions are stored per copy as the ``<mask>`` group, the random group and the
+kept group, each ascending, with the random group's replacements in the same order. A key
+depends on the row's index within its partition, never on a global row number, and a
+draw's counter on its position, never on earlier draws: any row's masks can be recomputed
+alone, with the same result for any number of workers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "RNG_SCHEME",
+    "mask_rows",
+    "pack_rows",
+    "random_below",
+    "random_float",
+    "random_u64",
+    "row_key",
+    "splitmix64",
+]
+
+RNG_SCHEME = "rbprep-splitmix64-v1"
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_ACTION_COUNTER = 1 << 32  # + position: the <mask> / random / keep draw
+_REPLACE_COUNTER = 1 << 40  # + position: which replacement token
+_U64_MAX = 2**64 - 1
+
+
+# --------------------------------------------------------------------------- RNG
+
+
+@njit(cache=True)
+def _splitmix64(x):
+    z = np.uint64(x) + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def _row_key(seed, stream, partition, row, copy):
+    k = _splitmix64(np.uint64(seed))
+    k = _splitmix64(k ^ np.uint64(stream))
+    k = _splitmix64(k ^ np.uint64(partition))
+    k = _splitmix64(k ^ np.uint64(row))
+    return _splitmix64(k ^ np.uint64(copy))
+
+
+@njit(cache=True)
+def _random_u64(key, counter):
+    return _splitmix64(np.uint64(key) + np.uint64(counter) * _GOLDEN)
+
+
+@njit(cache=True)
+def _random_float(key, counter):
+    return float(_random_u64(key, counter) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True)
+def _random_below(key, counter, m):
+    x = _random_u64(key, counter) >> np.uint64(32)
+    return np.int64((x * np.uint64(m)) >> np.uint64(32))
+
+
+# Python entry points to the generator (a verifier, tests). They take any ints in
+# [0, 2**64) (numba's dispatcher cannot type a Python int >= 2**63 itself).
+
+
+def splitmix64(x: int) -> int:
+    """The SplitMix64 finaliser of ``x`` (uint64, wrapping)."""
+    return int(_splitmix64(np.uint64(x)))
+
+
+def row_key(seed: int, stream: int, partition: int, row: int, copy: int) -> int:
+    """The uint64 key of one (seed, stream, partition, row, copy): a chain of splitmix64."""
+    values = (seed, stream, partition, row, copy)
+    return int(_row_key(*(np.uint64(v) for v in values)))
+
+
+def random_u64(key: int, counter: int) -> int:
+    """Draw number ``counter`` of stream ``key``: ``splitmix64(key + counter * G)``."""
+    return int(_random_u64(np.uint64(key), np.uint64(counter)))
+
+
+def random_float(key: int, counter: int) -> float:
+    """A float in [0, 1) from the top 53 bits of ``random_u64(key, counter)``."""
+    return float(_random_float(np.uint64(key), np.uint64(counter)))
+
+
+def random_below(key: int, counter: int, m: int) -> int:
+    """An int in [0, m), 1 <= m < 2**32, by multiply-shift on ``random_u64``'s top 32 bits."""
+    if not 1 <= m < 2**32:
+        raise ValueError(f"m must be in [1, 2**32), got {m}")
+    return int(_random_below(np.uint64(key), np.uint64(counter), np.uint64(m)))
+
+
+# --------------------------------------------------------------------------- packing
+
+
+@njit(cache=True)
+def _close_row(row_tokens, row_offsets, w, n_rows, eos):
+    """End the open row with ``eos`` at ``w``; return the new (w, n_rows)."""
+    row_tokens[w] = eos
+    row_offsets[n_rows + 1] = w + 1
+    return w + 1, n_rows + 1
+
+
+@njit(cache=True)
+def _pack_rows(token_ids, unit_lengths, unit_starts_document, seq_len, full_sentences, bos, eos):
+    n_units = unit_lengths.shape[0]
+    n_tokens = token_ids.shape[0]
+    cap = seq_len - 2
+    # Each row holds >= 1 token; a row ends before a unit, inside a long unit, or at the end.
+    max_rows = min(n_tokens, n_units + n_tokens // cap + 1)
+    row_offsets = np.empty(max_rows + 1, np.int64)  # (max_rows + 1,) int64
+    row_tokens = np.empty(n_tokens + n_units + 2 * max_rows, np.uint32)  # (bound,) uint32
+    row_offsets[0] = 0
+    n_rows = 0
+    w = 0  # write cursor in row_tokens
+    cur = 0  # content tokens (separators included) in the open row; 0 = no open row
+    src = 0  # read cursor in token_ids
+    starts_pending = False
+    for i in range(n_units):
+        length = unit_lengths[i]
+        if unit_starts_document[i]:
+            starts_pending = True
+        if length == 0:
+            continue
+        starts = starts_pending
+        starts_pending = False
+        if starts and cur > 0 and not full_sentences:  # doc-sentences: close the document
+            w, n_rows = _close_row(row_tokens, row_offsets, w, n_rows, eos)
+            cur = 0
+        sep = 1 if (starts and cur > 0) else 0
+        if length > cap:  # a long unit: full rows of cap tokens, the rest stays open
+            if cur > 0:
+                w, n_rows = _close_row(row_tokens, row_offsets, w, n_rows, eos)
+                cur = 0
+            while length > cap:
+                row_tokens[w] = bos
+                row_tokens[w + 1 : w + 1 + cap] = token_ids[src : src + cap]
+                row_tokens[w + 1 + cap] = eos
+                w += cap + 2
+                n_rows += 1
+                row_offsets[n_rows] = w
+                src += cap
+                length -= cap
+            sep = 0
+        if cur + sep + length > cap:
+            w, n_rows = _close_row(row_tokens, row_offsets, w, n_rows, eos)
+            cur = 0
+            sep = 0
+        if cur == 0:
+            row_tokens[w] = bos
+            w += 1
+        if sep:
+            row_tokens[w] = eos
+            w += 1
+            cur += 1
+        row_tokens[w : w + length] = token_ids[src : src + length]
+        w += length
+        src += length
+        cur += length
+    if cur > 0:
+        w, n_rows = _close_row(row_tokens, row_offsets, w, n_rows, eos)
+    return row_offsets[: n_rows + 1].copy(), row_tokens[:w].copy()
+
+
+def pack_rows(
+    token_ids: np.ndarray,
+    unit_lengths: np.ndarray,
+    unit_starts_document: np.ndarray,
+    seq_len: int,
+    full_sentences: bool,
+    bos_id: int,
+    eos_id: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pack sentence units greedily into rows ``<s> content </s>`` of at most ``seq_len``.
+
+    Args:
+        token_ids: (n_tokens,) uint32, every unit's tokens concatenated, no specials.
+        unit_lengths: (n_units,) int64 tokens per unit (0 allowed); sums to n_tokens.
+        unit_starts_document: (n_units,) bool, True on each document's first unit.
+        seq_len: the longest row, specials included (>= 3); rows hold seq_len - 2 content.
+        full_sentences: True for FULL-SENTENCES (rows cross documents, an extra
+            ``eos_id`` between two documents inside a row), False for DOC-SENTENCES.
+        bos_id, eos_id: the ids of ``<s>`` and ``</s>`` (``[CLS]``/``[SEP]``).
+
+    Returns:
+        ``(row_offsets, row_tokens)``: (n_rows + 1,) int64 offsets into (total,) uint32
+        unpadded rows, concatenated. A unit that does not fit starts a new row; a unit
+        longer than a row is cut into full rows and its rest opens the next row. No token
+        is dropped, and every row has at least one content token.
+    """
+    token_ids = _unsigned(token_ids, np.uint32, "token_ids")
+    unit_lengths = np.ascontiguousarray(unit_lengths, dtype=np.int64)
+    unit_starts_document = np.ascontiguousarray(unit_starts_document, dtype=np.bool_)
+    if unit_lengths.ndim != 1 or unit_starts_document.shape != unit_lengths.shape:
+        raise ValueError("unit_lengths and unit_starts_document must be 1-D of one length")
+    if unit_lengths.size and unit_lengths.min() < 0:
+        raise ValueError("unit_lengths must be >= 0")
+    if int(unit_lengths.sum()) != token_ids.size:
+        raise ValueError("unit_lengths must sum to len(token_ids)")
+    if seq_len < 3:
+        raise ValueError(f"seq_len must be >= 3, got {seq_len}")
+    return _pack_rows(
+        token_ids,
+        unit_lengths,
+        unit_starts_document,
+        int(seq_len),
+        bool(full_sentences),
+        np.uint32(bos_id),
+        np.uint32(eos_id),
+    )
+
+
+# --------------------------------------------------------------------------- masking
+
+
+@njit(cache=True)
+def _mask_rows(
+    row_offsets,
+    row_tokens,
+    is_special,
+    replacement_ids,
+    word_start,
+    seed,
+    stream,
+    partition,
+    first_row,
+    dup,
+    mask_prob,
+    random_prob,
+    keep_prob,
+    max_predictions,
+    whole_word,
+):
+    n_rows = row_offsets.shape[0] - 1
+    n_replacements = replacement_ids.shape[0]
+    mask_below = 1.0 - random_prob - keep_prob
+    random_below_ = 1.0 - keep_prob
+    max_len = 0
+    bound = 0
+    for r in range(n_rows):
+        length = row_offsets[r + 1] - row_offsets[r]
+        max_len = max(max_len, length)
+        bound += dup * min(max_predictions, length)
+    positions = np.empty(bound, np.uint16)  # (bound,) uint16, trimmed at the end
+    random_tokens = np.empty(bound, np.uint32)  # (bound,) uint32, trimmed at the end
+    groups = np.zeros((n_rows, dup, 3), np.uint16)  # (rows, dup, 3): masked, random, kept
+    position_offsets = np.zeros(n_rows + 1, np.int64)  # (rows + 1,) int64
+    random_offsets = np.zeros(n_rows + 1, np.int64)  # (rows + 1,) int64
+    # Scratch, one row at a time. `perm` and `order` are the identity between copies: each
+    # copy undoes its Fisher-Yates swaps (recorded in `swaps`) in reverse.
+    cand = np.empty(max_len, np.int64)  # (max_len,) candidate positions, ascending
+    perm = np.arange(max_len)  # (max_len,) int64 indices into cand (token masking)
+    order = np.arange(max_len)  # (max_len,) int64 word indices (whole-word masking)
+    swaps = np.empty(max_len, np.int64)  # (max_len,) the j of each Fisher-Yates step
+    new_word = np.empty(max_len, np.bool_)  # (max_len,) by candidate index: starts a word
+    word_first = np.empty(max_len + 1, np.int64)  # (words + 1,) first candidate index, end
+    mark = np.zeros(max_len, np.int64)  # (max_len,) == stamp where a candidate is chosen
+    stamp = 0  # one per (row, copy), so `mark` never needs clearing
+    chosen = np.empty(max_len, np.int64)  # (max_len,) the first m: chosen, ascending
+    kind = np.empty(max_len, np.int8)  # (max_len,) of chosen: 0 masked, 1 random, 2 kept
+    n_pos = 0
+    n_rand = 0
+    for r in range(n_rows):
+        start = row_offsets[r]
+        length = row_offsets[r + 1] - start
+        n_cand = 0
+        previous = -2  # the last candidate position
+        for p in range(length):
+            token = row_tokens[start + p]
+            if not is_special[token]:
+                if whole_word:  # word_start is not read otherwise
+                    new_word[n_cand] = (previous != p - 1) | word_start[token]
+                cand[n_cand] = p
+                n_cand += 1
+                previous = p
+        n_words = 0
+        if whole_word:  # branchless: a non-start writes a slot the next start overwrites
+            for q in range(n_cand):
+                word_first[n_words] = q
+                n_words += new_word[q]
+            word_first[n_words] = n_cand
+        for k in range(dup):
+            stamp += 1
+            key = _row_key(seed, stream, partition, first_row + np.uint64(r), k)
+            n = np.int64(np.floor(mask_prob * n_cand + _random_float(key, 0)))
+            n = min(n, max_predictions, n_cand)
+            m = 0
+            if not whole_word:
+                for i in range(n):
+                    j = i + _random_below(key, 1 + i, n_cand - i)
+                    swaps[i] = j
+                    perm[i], perm[j] = perm[j], perm[i]
+                    mark[perm[i]] = stamp
+                for i in range(n - 1, -1, -1):
+                    j = swaps[i]
+                    perm[i], perm[j] = perm[j], perm[i]
+                m = n
+            else:
+                drawn = 0
+                while drawn < n_words and m < n:
+                    i = drawn
+                    j = i + _random_below(key, 1 + i, n_words - i)
+                    swaps[i] = j
+                    order[i], order[j] = order[j], order[i]
+                    word = order[i]
+                    first = word_first[word]
+                    size = word_first[word + 1] - first
+                    if m + size <= n:
+                        mark[first : first + size] = stamp
+                        m += size
+                    drawn += 1
+                for i in range(drawn - 1, -1, -1):
+                    j = swaps[i]
+                    order[i], order[j] = order[j], order[i]
+            # Sort by scanning the candidates in order: branchless, faster than a sort.
+            if m > 0:
+                m = 0
+                for q in range(n_cand):
+                    chosen[m] = cand[q]
+                    m += mark[q] == stamp
+            n_masked = 0
+            n_random = 0
+            for i in range(m):
+                p = chosen[i]
+                u = _random_float(key, _ACTION_COUNTER + p)
+                c = (u >= mask_below) + (u >= random_below_)  # 0 masked, 1 random, 2 kept
+                kind[i] = c
+                n_masked += c == 0
+                if c == 1:
+                    t = _random_below(key, _REPLACE_COUNTER + p, n_replacements)
+                    random_tokens[n_rand + n_random] = replacement_ids[t]
+                    n_random += 1
+            next_masked = n_pos
+            next_random = n_pos + n_masked
+            next_kept = next_random + n_random
+            for i in range(m):  # branchless: selects, not jumps
+                c = kind[i]
+                w = next_masked if c == 0 else (next_random if c == 1 else next_kept)
+                positions[w] = chosen[i]
+                next_masked += c == 0
+                next_random += c == 1
+                next_kept += c == 2
+            groups[r, k, 0] = n_masked
+            groups[r, k, 1] = n_random
+            groups[r, k, 2] = m - n_masked - n_random
+            n_rand += n_random
+            n_pos += m
+        position_offsets[r + 1] = n_pos
+        random_offsets[r + 1] = n_rand
+    return (
+        positions[:n_pos].copy(),
+        groups,
+        random_tokens[:n_rand].copy(),
+        position_offsets,
+        random_offsets,
+    )
+
+
+def mask_rows(
+    row_offsets: np.ndarray,
+    row_tokens: np.ndarray,
+    is_special: np.ndarray,
+    replacement_ids: np.ndarray,
+    word_start: np.ndarray,
+    seed: int,
+    stream: int,
+    partition: int,
+    first_row: int,
+    dup: int,
+    mask_prob: float,
+    random_prob: float,
+    keep_prob: float,
+    max_predictions: int,
+    whole_word: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Choose ``dup`` masks for every row; the scheme is in this module's docstring.
+
+    Args:
+        row_offsets, row_tokens: (n_rows + 1,) int64 and (total,) uint32, as from
+            :func:`pack_rows`; rows at most 65,536 tokens (positions are uint16).
+        is_special: (vocab,) bool by token id; special tokens are never candidates.
+        replacement_ids: (n,) uint32, sorted, the non-special ids a random token is drawn
+            from uniformly (may be empty only when ``random_prob`` is 0).
+        word_start: (vocab,) bool by token id, True where a token starts a word; read
+            only when ``whole_word``.
+        seed, stream, partition: the key of this partition's masks (stream 0 = train,
+            1 = valid); each in [0, 2**64).
+        first_row: the index within the partition of row 0 of this call.
+        dup: copies per row; copy ``k`` uses ``row_key(seed, stream, partition, row, k)``.
+        mask_prob: share of candidates chosen (0.15), rounded stochastically.
+        random_prob, keep_prob: of the chosen, the share given a random token (0.1) and
+            kept (0.1); the rest (0.8) become ``<mask>``.
+        max_predictions: the most positions chosen per row and copy.
+        whole_word: choose whole words (runs of pieces up to the next word start).
+
+    Returns:
+        ``(positions, groups, random_tokens, position_offsets, random_offsets)``:
+        positions (total,) uint16, for row 0 copy 0, row 0 copy 1, ..., row 1 copy 0, ...,
+        each copy's masked, then random, then kept positions, each group ascending
+        (indices into the unpadded row, 0 = ``<s>``); groups (n_rows, dup, 3) uint16, the
+        three group sizes; random_tokens (total,) uint32, the replacement of each random
+        position in the same order; position_offsets and random_offsets (n_rows + 1,)
+        int64, where each row's copies start in positions and random_tokens.
+    """
+    row_offsets = np.ascontiguousarray(row_offsets, dtype=np.int64)
+    row_tokens = _unsigned(row_tokens, np.uint32, "row_tokens")
+    is_special = np.ascontiguousarray(is_special, dtype=np.bool_)
+    word_start = np.ascontiguousarray(word_start, dtype=np.bool_)
+    replacement_ids = _unsigned(replacement_ids, np.uint32, "replacement_ids")
+    lengths = np.diff(row_offsets)
+    if row_offsets.ndim != 1 or row_offsets.size == 0 or row_offsets[0] != 0:
+        raise ValueError("row_offsets must be 1-D and start at 0")
+    if row_offsets[-1] != row_tokens.size or (lengths < 0).any():
+        raise ValueError("row_offsets must be non-decreasing and end at len(row_tokens)")
+    if lengths.size and lengths.max() > 65536:
+        raise ValueError("rows must be at most 65,536 tokens (positions are uint16)")
+    vocab = min(is_special.size, word_start.size if whole_word else is_special.size)
+    if row_tokens.size and int(row_tokens.max()) >= vocab:
+        raise ValueError("row_tokens holds an id outside is_special / word_start")
+    if replacement_ids.size:
+        if int(replacement_ids.max()) >= is_special.size or is_special[replacement_ids].any():
+            raise ValueError("replacement_ids must be non-special ids of the vocabulary")
+        if (np.diff(replacement_ids.astype(np.int64)) <= 0).any():
+            raise ValueError("replacement_ids must be sorted and distinct")
+    if not (0.0 <= mask_prob <= 1.0 and random_prob >= 0.0 and keep_prob >= 0.0):
+        raise ValueError("probabilities must lie in [0, 1]")
+    if random_prob + keep_prob > 1.0:
+        raise ValueError("random_prob + keep_prob must be at most 1")
+    if random_prob > 0.0 and replacement_ids.size == 0:
+        raise ValueError("random_prob > 0 needs replacement_ids")
+    if not 1 <= dup <= 65535 or max_predictions < 0:
+        raise ValueError("dup must be in 1..65535 and max_predictions >= 0")
+    for name, value in (("seed", seed), ("stream", stream), ("partition", partition)):
+        if not 0 <= value <= _U64_MAX:
+            raise ValueError(f"{name} must be in [0, 2**64), got {value}")
+    if not 0 <= first_row <= _U64_MAX - len(lengths):
+        raise ValueError(f"first_row out of range: {first_row}")
+    return _mask_rows(
+        row_offsets,
+        row_tokens,
+        is_special,
+        replacement_ids,
+        word_start,
+        np.uint64(seed),
+        np.uint64(stream),
+        np.uint64(partition),
+        np.uint64(first_row),
+        int(dup),
+        float(mask_prob),
+        float(random_prob),
+        float(keep_prob),
+        int(min(max_predictions, 65536)),
+        bool(whole_word),
+    )
+
+
+def _unsigned(array: np.ndarray, dtype: type, name: str) -> np.ndarray:
+    """``array`` as a contiguous 1-D ``dtype`` array; values out of its range are an error."""
+    array = np.asarray(array)
+    if array.dtype != dtype and array.size:
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integers, got {array.dtype}")
+        if int(array.min()) < 0 or int(array.max()) > np.iinfo(dtype).max:
+            raise ValueError(f"{name} holds values outside {np.dtype(dtype).name}")
+    array = np.ascontiguousarray(array, dtype=dtype)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D")
+    return array

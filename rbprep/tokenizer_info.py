@@ -1,0 +1,177 @@
+"""Load a tokenizer for ``shard`` and find its special tokens by role, not by spelling.
+
+A tokenizer is a ``tokenizer.json`` or a directory holding one (the output of
+``train-vocab``, or a Hugging Face tokenizer directory). Roles come from the
+directory's ``tokenizer_config.json`` / ``special_tokens_map.json`` where present, else
+from the usual spellings of RoBERTa's and BERT's specials among the tokenizer's added
+special tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from rbprep.errors import RbprepError
+
+# role -> spellings tried in order when no config names the role
+_ROLE_SPELLINGS = {
+    "cls": ("<s>", "[CLS]", "<cls>"),
+    "sep": ("</s>", "[SEP]", "<sep>"),
+    "pad": ("<pad>", "[PAD]"),
+    "mask": ("<mask>", "[MASK]"),
+    "unk": ("<unk>", "[UNK]"),
+}
+_CONFIG_KEYS = {
+    "cls": ("cls_token", "bos_token"),
+    "sep": ("sep_token", "eos_token"),
+    "pad": ("pad_token",),
+    "mask": ("mask_token",),
+    "unk": ("unk_token",),
+}
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """What the packer and the masker need to know about a tokenizer."""
+
+    path: str  # the tokenizer.json read
+    sha256: str
+    vocab_size: int
+    cls_id: int  # starts a row: <s> or [CLS]
+    sep_id: int  # ends a row and separates documents: </s> or [SEP]
+    pad_id: int
+    mask_id: int
+    unk_id: int | None
+    special_ids: tuple[int, ...]  # never masked, never drawn as a replacement
+    word_prefix: str | None  # "Ġ"/"▁": a piece starting with it starts a word
+    continuation_prefix: str | None  # "##": a piece starting with it continues one
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def word_starts(self, tokenizer: Tokenizer) -> np.ndarray:
+        """A bool per id: does this piece start a word (for whole-word masking)?"""
+        return word_start_table(
+            tokenizer.get_vocab(with_added_tokens=True),
+            self.vocab_size,
+            self.word_prefix,
+            self.continuation_prefix,
+        )
+
+    def special_mask(self) -> np.ndarray:
+        special = np.zeros(self.vocab_size, dtype=np.bool_)  # (vocab,) bool
+        special[list(self.special_ids)] = True
+        return special
+
+
+def word_start_table(
+    vocab: dict[str, int], vocab_size: int, word_prefix: str | None, continuation: str | None
+) -> np.ndarray:
+    """A bool per id: True where the piece starts a word ("Ġ"/"▁"-style: it carries the
+    word prefix; "##"-style: it lacks the continuation prefix; otherwise every piece)."""
+    starts = np.ones(vocab_size, dtype=np.bool_)  # (vocab,) bool
+    if continuation or word_prefix:
+        for token, index in vocab.items():
+            starts[index] = (
+                not token.startswith(continuation)
+                if continuation
+                else token.startswith(word_prefix)
+            )
+    return starts
+
+
+def tokenizer_file(path: str | os.PathLike) -> Path:
+    """The tokenizer.json that ``path`` names (the file, or a directory holding it)."""
+    path = Path(path)
+    candidate = path / "tokenizer.json" if path.is_dir() else path
+    if not candidate.is_file():
+        raise RbprepError(
+            f"{path}: no tokenizer.json there; give a tokenizer directory from "
+            "`rbprep train-vocab` (e.g. vocab/bpe) or a tokenizer.json file"
+        )
+    return candidate
+
+
+def load_tokenizer(path: str | os.PathLike) -> tuple[Tokenizer, TokenizerInfo]:
+    """Load the tokenizer at ``path`` for packing, with specials found by role.
+
+    The returned tokenizer encodes text that spells a special token (``<mask>``,
+    ``[SEP]``) as ordinary text: a corpus cannot inject specials.
+    """
+    file = tokenizer_file(path)
+    data = file.read_bytes()
+    try:
+        tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as exc:  # tokenizers raises plain Exception for bad files
+        raise RbprepError(f"{file}: not a tokenizers tokenizer.json ({exc})") from exc
+    tokenizer.encode_special_tokens = True
+    configured = _configured_tokens(file.parent)
+    specials = {
+        token.content: index
+        for index, token in tokenizer.get_added_tokens_decoder().items()
+        if token.special
+    }
+    roles: dict[str, int | None] = {}
+    for role, spellings in _ROLE_SPELLINGS.items():
+        names = [configured[key] for key in _CONFIG_KEYS[role] if configured.get(key)]
+        roles[role] = next(
+            (
+                tokenizer.token_to_id(name)
+                for name in [*names, *spellings]
+                if tokenizer.token_to_id(name) is not None
+            ),
+            None,
+        )
+    missing = [role for role in ("cls", "sep", "pad", "mask") if roles[role] is None]
+    if missing:
+        raise RbprepError(
+            f"{file}: the tokenizer has no {' or '.join(missing)} token; masked-LM data "
+            "needs start, end, pad and mask tokens (train one with `rbprep train-vocab`)"
+        )
+    special_ids = sorted(
+        {*specials.values(), *(index for index in roles.values() if index is not None)}
+    )
+    model = json.loads(data)["model"]
+    continuation = model.get("continuing_subword_prefix") if model["type"] == "WordPiece" else None
+    pre_tokenizer = json.dumps(json.loads(data).get("pre_tokenizer"))
+    word_prefix = (
+        "Ġ" if "ByteLevel" in pre_tokenizer else "▁" if "Metaspace" in pre_tokenizer else None
+    )
+    info = TokenizerInfo(
+        path=str(file),
+        sha256=hashlib.sha256(data).hexdigest(),
+        vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+        cls_id=roles["cls"],  # type: ignore[arg-type]
+        sep_id=roles["sep"],  # type: ignore[arg-type]
+        pad_id=roles["pad"],  # type: ignore[arg-type]
+        mask_id=roles["mask"],  # type: ignore[arg-type]
+        unk_id=roles["unk"],
+        special_ids=tuple(special_ids),
+        word_prefix=word_prefix,
+        continuation_prefix=continuation,
+    )
+    return tokenizer, info
+
+
+def _configured_tokens(directory: Path) -> dict[str, str]:
+    """Special-token names from a Hugging Face directory's config files, if any."""
+    names: dict[str, str] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        try:
+            config = json.loads((directory / name).read_text())
+        except (OSError, ValueError):
+            continue
+        for key, value in config.items():
+            if isinstance(value, dict):  # {"content": "<mask>", ...}
+                value = value.get("content")
+            if key.endswith("_token") and isinstance(value, str):
+                names[key] = value
+    return names

@@ -1,0 +1,353 @@
+"""shard, the reader, inspect and verify, end to end on real text (DESIGN §5-7)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+from tokenizers import Tokenizer
+
+from rbprep.cli import main
+from rbprep.corpus import ReadStats, document_coin, open_corpus
+from rbprep.dataset import open_dataset
+from rbprep.dataset.inspection import inspect
+from rbprep.dataset.verification import verify
+from rbprep.errors import RbprepError
+from rbprep.shard import ShardConfig, shard
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def dataset_files(root: Path) -> dict[str, bytes]:
+    """Every file a dataset consists of (the run's own bookkeeping aside)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".") and ".parts" not in p.parts
+    }
+
+
+@pytest.fixture(scope="session")
+def bpe_dataset(tmp_path_factory, builtin_corpus, small_vocab) -> Path:
+    """The built-in corpus sharded at the defaults (seq 512, dup 10) with the BPE."""
+    out = tmp_path_factory.mktemp("bpe-data")
+    shard([builtin_corpus], small_vocab / "bpe", out, ShardConfig(valid_fraction=0.05), force=True)
+    return out
+
+
+def test_summary_and_manifest(bpe_dataset):
+    manifest = json.loads((bpe_dataset / "manifest.json").read_text())
+    totals = manifest["totals"]
+    assert manifest["parameters"]["dup"] == 10 and manifest["parameters"]["max_predictions"] == 77
+    assert (
+        totals["rows"] == manifest["splits"]["train"]["rows"] + manifest["splits"]["valid"]["rows"]
+    )
+    assert manifest["splits"]["valid"]["documents"] > 10  # about 5% of ~900
+    # Every content token is in a row: rows hold content + <s> + </s> + separators.
+    separators = totals["tokens"] - totals["content_tokens"] - 2 * totals["rows"]
+    assert 0 <= separators < totals["documents"]
+    assert totals["padding_share"] < 0.06  # FULL-SENTENCES packs tightly
+    assert totals["bytes_per_token"] < 8  # the issue's ceiling at dup 10, seq 512
+    assert (bpe_dataset / "tokenizer.json").exists()
+
+
+def test_rows_decode_to_the_input_text_in_order(bpe_dataset, builtin_corpus):
+    corpus = open_corpus([builtin_corpus])
+    texts = {"train": [], "valid": []}
+    for partition in corpus.partitions:
+        for index, document in enumerate(corpus.read_partition(partition, ReadStats())):
+            valid = document_coin(0, "valid", partition.id, index, 0.05)
+            texts["valid" if valid else "train"].append(" ".join(document.units))
+    for split in ("train", "valid"):
+        dataset = open_dataset(bpe_dataset, split)
+        batch = dataset.batch(np.arange(len(dataset)), copy=None)
+        lengths = batch["attention_mask"].sum(axis=1)
+        rows = [ids[1 : n - 1] for ids, n in zip(batch["input_ids"], lengths, strict=True)]
+        sep = dataset.manifest["tokenizer"]["sep_id"]
+        # Row breaks fall inside documents or between them; inner </s> only between them.
+        content = np.concatenate(rows)
+        pieces = np.split(content, np.flatnonzero(content == sep))
+        decoded = "".join(
+            dataset.tokenizer.decode(piece[piece != sep].tolist()) for piece in pieces
+        )
+        assert decoded == "".join(texts[split])
+        assert len(pieces) <= len(texts[split])
+
+
+def test_batches(bpe_dataset):
+    dataset = open_dataset(bpe_dataset)
+    assert (dataset.seq_len, dataset.dup, len(dataset)) == (
+        512,
+        10,
+        dataset.manifest["splits"]["train"]["rows"],
+    )
+    indices = np.array([len(dataset) - 1, 0, 5, 5])
+    plain = dataset.batch(indices, copy=None)
+    assert set(plain) == {"input_ids", "attention_mask"}
+    masked = dataset.batch(indices, copy=3)
+    for name in ("input_ids", "attention_mask", "labels"):
+        assert masked[name].dtype == np.int64 and masked[name].shape == (4, 512)
+    np.testing.assert_array_equal(masked["input_ids"][2], masked["input_ids"][3])
+    chosen = masked["labels"] != -100
+    np.testing.assert_array_equal(masked["labels"][chosen], plain["input_ids"][chosen])
+    assert (plain["input_ids"][plain["attention_mask"] == 0] == 1).all()  # <pad> is 1
+    unchanged = ~chosen
+    np.testing.assert_array_equal(masked["input_ids"][unchanged], plain["input_ids"][unchanged])
+    assert isinstance(dataset.tokenizer, Tokenizer)
+
+
+def test_mask_statistics_over_the_dataset(bpe_dataset):
+    dataset = open_dataset(bpe_dataset)
+    rows = np.arange(len(dataset))
+    plain = dataset.batch(rows, copy=None)
+    candidates = (
+        plain["attention_mask"].sum()
+        - 2 * len(rows)
+        - ((plain["input_ids"] == 2).sum() - len(rows))
+    )
+    shares, per_copy = [], []
+    for copy in range(dataset.dup):
+        batch = dataset.batch(rows, copy=copy)
+        chosen = batch["labels"] != -100
+        per_copy.append(chosen)
+        masked = (batch["input_ids"] == 4) & chosen
+        kept = (batch["input_ids"] == plain["input_ids"]) & chosen
+        shares.append(
+            (chosen.sum() / candidates, masked.sum() / chosen.sum(), kept.sum() / chosen.sum())
+        )
+        special = plain["input_ids"] <= 4
+        assert not (chosen & special).any()  # specials never chosen
+        assert (batch["input_ids"][chosen & ~masked & ~kept] > 4).all()  # nor drawn
+    rate, mask_share, keep_share = np.mean(shares, axis=0)
+    assert abs(rate - 0.15) < 0.003
+    assert abs(mask_share - 0.8) < 0.01 and abs(keep_share - 0.1) < 0.01
+    assert (per_copy[0] != per_copy[1]).any(axis=1).all()  # every row's copies differ
+
+
+def test_verify_passes_and_catches_a_flipped_byte(bpe_dataset, tmp_path):
+    assert verify(bpe_dataset).rows == open_dataset(bpe_dataset).manifest["totals"]["rows"]
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for name, data in dataset_files(bpe_dataset).items():
+        (damaged / name).parent.mkdir(parents=True, exist_ok=True)
+        (damaged / name).write_bytes(data)
+    shard_file = damaged / "train" / "shard-00000.arrow"
+    data = bytearray(shard_file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard_file.write_bytes(bytes(data))
+    result = run("verify", damaged, "-q")
+    assert result.exit_code == 1
+    assert "shard-00000.arrow: checksum differs" in result.stderr
+
+
+def test_verify_recomputes_masks(bpe_dataset, tmp_path):
+    """A consistent-looking shard whose masks were not made from the seed is caught."""
+    from rbprep.dataset.format import file_sha256, write_shard
+
+    copy = tmp_path / "copy"
+    for name, data in dataset_files(bpe_dataset).items():
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).write_bytes(data)
+    path = copy / "train" / "shard-00000.arrow"
+    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    positions = table.column("mask_positions").combine_chunks()
+    values = positions.values.to_numpy().copy()
+    values[positions.offsets[7].as_py()] += 1  # row 7's first masked position moves
+    moved = pa.ListArray.from_arrays(positions.offsets, pa.array(values))
+    table = table.set_column(1, table.schema.field(1), moved)
+    write_shard(table, path, None)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["sha256"] = file_sha256(path)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RbprepError, match=r"shard-00000\.arrow: row 7: masks differ"):
+        verify(copy)
+
+
+def test_files_open_in_pyarrow_polars_and_duckdb(bpe_dataset):
+    path = bpe_dataset / "train" / "shard-00000.arrow"
+    table = pa.ipc.open_file(str(path)).read_all()
+    assert table.column_names == ["input_ids", "mask_positions", "mask_groups", "random_tokens"]
+    assert table.schema.field("input_ids").type == pa.list_(pa.uint16())
+    polars = pytest.importorskip("polars")
+    frame = polars.read_ipc(path)
+    assert frame.height == table.num_rows
+    duckdb = pytest.importorskip("duckdb")
+    import pyarrow.dataset as pads
+
+    shards = pads.dataset(str(bpe_dataset / "train"), format="ipc")  # noqa: F841 - queried by name
+    [(count, longest)] = duckdb.sql("select count(*), max(len(input_ids)) from shards").fetchall()
+    assert count == table.num_rows and longest <= 512
+
+
+def test_inspect_shows_numbers_and_marked_rows(bpe_dataset):
+    result = inspect(bpe_dataset, rows=2, copy=1)
+    text = result.report()
+    assert "padding" in text and "B/token" in text and "[<mask>|" in text
+    assert len(result.samples) == 2 and result.samples[0]["masked"] > 0
+    cli = run("inspect", bpe_dataset, "--json", "--rows", "1")
+    assert json.loads(cli.stdout)["samples"][0]["row"] == 0
+
+
+def test_specials_in_text_are_ordinary_text(tmp_path, small_vocab):
+    corpus = tmp_path / "inject.txt"
+    corpus.write_text("Try <mask> and </s> and <s> and <pad> and [SEP] here.\n\nNext doc <mask>.\n")
+    shard([corpus], small_vocab / "bpe", tmp_path / "d", ShardConfig(valid_fraction=0))
+    dataset = open_dataset(tmp_path / "d")
+    ids = dataset.batch([0], copy=None)["input_ids"][0]
+    content = ids[1 : dataset.manifest["totals"]["tokens"] - 1]
+    assert ids[0] == 0
+    assert set(content[content <= 4].tolist()) == {2}  # only the document separator
+    assert (content == 2).sum() == 1
+    text = dataset.tokenizer.decode(content[content != 2].tolist())
+    assert text == "Try <mask> and </s> and <s> and <pad> and [SEP] here.Next doc <mask>."
+
+
+def test_wordpiece_whole_word_doc_sentences(tmp_path, builtin_corpus, small_vocab):
+    config = ShardConfig(seq_len=128, dup=3, mode="doc-sentences", whole_word=True)
+    summary = shard([builtin_corpus], small_vocab / "wordpiece", tmp_path / "wp", config)
+    assert summary.manifest["tokenizer"]["continuation_prefix"] == "##"
+    verify(tmp_path / "wp")
+    dataset = open_dataset(tmp_path / "wp")
+    plain = dataset.batch(np.arange(200), copy=None)["input_ids"]
+    assert (plain[:, 0] == 2).all()  # [CLS]
+    lengths = (plain != 0).sum(axis=1)
+    inner = [row[1 : n - 1] for row, n in zip(plain, lengths, strict=True)]
+    assert not any((row == 3).any() for row in inner)  # no [SEP] inside doc-sentences rows
+    vocab = {i: t for t, i in dataset.tokenizer.get_vocab().items()}
+    labels = dataset.batch(np.arange(200), copy=0)["labels"]
+    for row, label in zip(plain, labels, strict=True):
+        chosen = label != -100
+        # A chosen ## piece never stands without the piece before it.
+        for position in np.flatnonzero(chosen):
+            if vocab[int(row[position])].startswith("##"):
+                assert chosen[position - 1]
+
+
+def test_workers_1_and_2_give_identical_bytes(tmp_path, builtin_corpus, small_vocab):
+    common = [builtin_corpus, "--tokenizer", small_vocab / "bpe", "--partition-size", "600KB"]
+    common += ["--dup", "2", "-q"]
+    assert run("shard", *common, "--out", tmp_path / "one", "--workers", "1").exit_code == 0
+    assert run("shard", *common, "--out", tmp_path / "two", "--workers", "2").exit_code == 0
+    one, two = dataset_files(tmp_path / "one"), dataset_files(tmp_path / "two")
+    assert len([n for n in one if n.endswith(".arrow")]) > 5
+    assert one == two
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_is_byte_identical(tmp_path, builtin_corpus, small_vocab):
+    args = [sys.executable, "-m", "rbprep", "shard", str(builtin_corpus), "--tokenizer"]
+    args += [str(small_vocab / "bpe"), "--partition-size", "300KB", "--workers", "1", "-q"]
+    subprocess.run([*args, "--out", str(tmp_path / "straight")], check=True)
+    victim = subprocess.Popen([*args, "--out", str(tmp_path / "killed")])
+    parts = tmp_path / "killed" / ".parts"
+    deadline = time.monotonic() + 120
+    while len(list(parts.glob("*.json"))) < 3 and victim.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "killed" / "manifest.json").exists()
+    refused = subprocess.run(
+        [*args, "--out", str(tmp_path / "killed")], capture_output=True, text=True
+    )
+    assert refused.returncode == 1 and "--resume" in refused.stderr
+    subprocess.run([*args, "--out", str(tmp_path / "killed"), "--resume"], check=True)
+    assert dataset_files(tmp_path / "killed") == dataset_files(tmp_path / "straight")
+
+
+def test_a_second_concurrent_run_is_refused(tmp_path, small_corpus, small_vocab):
+    out = tmp_path / "d"
+    out.mkdir()
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = run("shard", small_corpus, "--tokenizer", small_vocab / "bpe", "--out", out)
+    assert result.exit_code == 1 and "another rbprep shard" in result.stderr
+
+
+def test_existing_output_needs_force(tmp_path, small_corpus, small_vocab):
+    args = [
+        "shard",
+        small_corpus,
+        "--tokenizer",
+        small_vocab / "bpe",
+        "--out",
+        tmp_path / "d",
+        "-q",
+    ]
+    assert run(*args).exit_code == 0
+    again = run(*args)
+    assert again.exit_code == 1 and "--force" in again.stderr
+    assert run(*args, "--force").exit_code == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mine.txt").write_text("x")
+    foreign = run(
+        "shard", small_corpus, "--tokenizer", small_vocab / "bpe", "--out", tmp_path / "other"
+    )
+    assert foreign.exit_code == 1 and "not empty" in foreign.stderr
+
+
+def test_tokenizer_without_mask_or_pad_is_refused(tmp_path, small_corpus):
+    from tokenizers import models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.train_from_iterator(
+        ["some text"], trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"])
+    )
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    result = run(
+        "shard", small_corpus, "--tokenizer", tmp_path / "tokenizer.json", "--out", tmp_path / "d"
+    )
+    assert result.exit_code == 1
+    assert "no pad or mask token" in result.stderr
+
+
+def test_damaged_input_through_shard(tmp_path, small_vocab):
+    import gzip
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "good.txt").write_text("Some good text here.\n\nAnother document.\n")
+    (corpus / "binary.txt").write_bytes(b"\x00\x01" * 100)
+    data = gzip.compress(b"text\n" * 10_000)
+    (corpus / "cut.txt.gz").write_bytes(data[: len(data) // 2])
+    (corpus / "latin1.txt").write_bytes("café\n".encode("latin-1"))
+    (corpus / "bad.jsonl").write_text('{"text": "fine"}\n{oops\n')
+    (corpus / "notes.md").write_text("x\n")
+    (corpus / "empty.txt").write_text("")
+    (corpus / "loop.txt").symlink_to(corpus / "loop.txt")
+    args = ["shard", corpus, "--tokenizer", small_vocab / "bpe", "--valid-fraction", "0"]
+    result = run(*args, "--out", tmp_path / "d", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    read = json.loads(result.stdout)["manifest"]["totals"]["read"]
+    assert read["skipped"] == {"binary": 1, "corrupt": 1, "unknown_format": 1, "unreadable": 1}
+    assert (read["invalid_utf8"], read["malformed_records"], read["empty_files"]) == (1, 1, 1)
+    assert read["documents"] == 4
+    strict = run(*args, "--out", tmp_path / "s", "--strict")
+    assert strict.exit_code == 1 and len(strict.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--dup", "0"], "--dup"),
+        (["--random-prob", "0.6", "--keep-prob", "0.6"], "sum to at most 1"),
+    ],
+)
+def test_bad_options(tmp_path, small_corpus, small_vocab, option, message):
+    result = run(
+        "shard", small_corpus, "--tokenizer", small_vocab / "bpe", "--out", tmp_path / "d", *option
+    )
+    assert result.exit_code == 1 and message in result.stderr
