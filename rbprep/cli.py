@@ -362,7 +362,8 @@ def demo_command(out: Path, quiet: bool) -> None:
 
     Builds the built-in corpus (about 4 MB of docstrings of Python and its libraries,
     cached after the first run), trains both tokenizers on it into OUT/vocab (small
-    sizes, to be quick), and prints a summary. Tokenizers already in OUT/vocab are
+    sizes, to be quick), shards it with the BPE into OUT/data (seq 512, 10 masked
+    copies), and shows `inspect` of the result. What an earlier demo wrote there is
     replaced.
 
     \b

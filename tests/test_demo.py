@@ -9,10 +9,11 @@ from click.testing import CliRunner
 from tokenizers import Tokenizer
 
 from rbprep.cli import main
+from rbprep.dataset.verification import verify
 
 
 @pytest.mark.slow
-def test_demo_leaves_two_tokenizers_and_a_summary(tmp_path, monkeypatch, builtin_corpus):
+def test_demo_leaves_tokenizers_a_dataset_and_a_summary(tmp_path, monkeypatch, builtin_corpus):
     monkeypatch.setenv("RBPREP_CACHE_DIR", str(builtin_corpus.parent))
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo"), "--quiet"])
     assert result.exit_code == 0, result.output
@@ -22,6 +23,8 @@ def test_demo_leaves_two_tokenizers_and_a_summary(tmp_path, monkeypatch, builtin
         "bpe": 8000,
         "wordpiece": 8000,
     }
+    verify(tmp_path / "demo" / "data")
+    assert "[<mask>|" in result.output  # inspect's sample row, masks marked
     for kind in ("bpe", "wordpiece"):
         tokenizer = Tokenizer.from_file(str(tmp_path / "demo" / "vocab" / kind / "tokenizer.json"))
         assert len(tokenizer.encode("Return the number of items in a container.").ids) > 5
