@@ -281,7 +281,7 @@ def shard_command(
       rbprep shard corpus/ --tokenizer vocab/bpe --out data --dup 10
       rbprep shard --builtin-corpus --tokenizer vocab/wordpiece --out data-wp --whole-word
     """
-    from rbprep.shard import ShardConfig, shard
+    from rbprep.sharding import ShardConfig, shard
 
     config = ShardConfig(
         seq_len=seq_len,

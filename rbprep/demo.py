@@ -8,7 +8,7 @@ from pathlib import Path
 from rbprep.corpus import open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
 from rbprep.dataset.inspection import inspect
-from rbprep.shard import ShardConfig, shard
+from rbprep.sharding import ShardConfig, shard
 from rbprep.sizes import format_size
 from rbprep.vocab import VocabConfig, train_vocab
 

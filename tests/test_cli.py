@@ -183,3 +183,14 @@ def test_builtin_corpus_flag(tmp_path, monkeypatch, builtin_corpus):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["sampled"] and 100_000 < summary["text_bytes_used"] <= 200_000
+
+
+def test_library_functions_carry_the_command_names():
+    import rbprep
+    import rbprep.dataset.inspection
+    import rbprep.dataset.verification
+    import rbprep.sharding
+    import rbprep.vocab  # importing submodules must not hide the functions
+
+    for name in ("train_vocab", "shard", "open_dataset", "inspect", "verify", "open_corpus"):
+        assert callable(getattr(rbprep, name)), name

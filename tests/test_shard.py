@@ -23,7 +23,7 @@ from rbprep.dataset import open_dataset
 from rbprep.dataset.inspection import inspect
 from rbprep.dataset.verification import verify
 from rbprep.errors import RbprepError
-from rbprep.shard import ShardConfig, shard
+from rbprep.sharding import ShardConfig, shard
 
 
 def run(*args):
