@@ -7,6 +7,7 @@ The library behind the ``rbprep`` command; each command is one of these function
 - ``shard(corpus, tokenizer, out, ShardConfig(...))``: packed rows with masked copies.
 - ``open_dataset(out, split)``: read them back as padded, masked NumPy batches.
 - ``inspect(out)``, ``verify(out)``: look at a dataset; check it.
+- ``pretrain(data, run, TrainConfig(...))``: train a RoBERTa masked-LM on it (torch).
 
 Imports are lazy, so ``import rbprep`` stays light.
 """
@@ -29,6 +30,8 @@ _EXPORTS = {
     "open_dataset": "rbprep.dataset",
     "inspect": "rbprep.dataset.inspection",
     "verify": "rbprep.dataset.verification",
+    "pretrain": "rbprep.train.loop",
+    "TrainConfig": "rbprep.train.loop",
     "RbprepError": "rbprep.errors",
 }
 

@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -345,6 +346,132 @@ def verify_command(data: Path, quiet: bool) -> None:
     from rbprep.dataset.verification import verify
 
     click.echo(verify(data, progress=not quiet).report())
+
+
+@main.command("pretrain")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option(
+    "--model",
+    type=click.Choice(["tiny", "small", "base", "large"]),
+    default="base",
+    show_default=True,
+    help="Size preset (base: RoBERTa-base, 12 x 768).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON model config (layers, hidden, heads, ffn, ...) instead of --model.",
+)
+@click.option("--micro-batch", default=32, show_default=True, help="Sequences per forward pass.")
+@click.option(
+    "--batch-size",
+    default=256,
+    show_default=True,
+    help="Sequences per optimizer step (accumulation x ranks x micro-batch).",
+)
+@click.option("--lr", default=6e-4, show_default=True, help="Peak learning rate.")
+@click.option("--warmup", type=int, help="Warmup steps [default: 6% of the run].")
+@click.option("--steps", type=int, help="Optimizer steps [default: one epoch].")
+@click.option("--epochs", type=float, help="Epochs instead of --steps.")
+@click.option("--weight-decay", default=0.01, show_default=True)
+@click.option("--betas", default=(0.9, 0.98), nargs=2, type=float, show_default=True)
+@click.option("--eps", default=1e-6, show_default=True)
+@click.option("--grad-clip", default=1.0, show_default=True, help="Max gradient norm; 0: off.")
+@click.option("--seed", default=0, show_default=True, help="Model init, data order, dropout.")
+@click.option("--device", default="auto", show_default=True, help="cuda, cuda:N, cpu or auto.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "bf16", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 autocast on CUDA, fp32 on CPU.",
+)
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
+@click.option("--log-every", default=10, show_default=True, help="Steps between log lines.")
+@click.option("--eval-every", default=500, show_default=True, help="Steps between val losses.")
+@click.option("--save-every", default=1000, show_default=True, help="Steps between checkpoints.")
+@click.option(
+    "--stop-at", type=int, help="Stop after this step with a checkpoint (preemptible jobs)."
+)
+@click.option("--resume", is_flag=True, help="Continue from the run's latest checkpoint.")
+@click.option("--force", is_flag=True, help="Start over in a non-empty --out.")
+@click.option("--quiet", "-q", is_flag=True, help="No log lines on the terminal.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_user_errors
+def pretrain_command(
+    data: Path,
+    out: Path,
+    model: str,
+    config_file: Path | None,
+    micro_batch: int,
+    batch_size: int,
+    lr: float,
+    warmup: int | None,
+    steps: int | None,
+    epochs: float | None,
+    weight_decay: float,
+    betas: tuple[float, float],
+    eps: float,
+    grad_clip: float,
+    seed: int,
+    device: str,
+    precision: str,
+    compile_model: bool,
+    log_every: int,
+    eval_every: int,
+    save_every: int,
+    stop_at: int | None,
+    resume: bool,
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Train a RoBERTa masked-LM on a dataset made by `rbprep shard`.
+
+    Epoch e reads copy e % dup of the masks, rows shuffled from --seed. Logs loss,
+    learning rate, tokens/s and MFU to the terminal and OUT/metrics.jsonl; checkpoints
+    to OUT/checkpoints/; the final model to OUT/hf/ (RobertaForMaskedLM.from_pretrained).
+    Several GPUs: torchrun --nproc-per-node N -m rbprep pretrain ... (DDP).
+
+    \b
+    Example:
+      rbprep pretrain data --out run --model base --batch-size 2048 --steps 100000
+      rbprep pretrain data --out run --model tiny --device cpu --steps 200
+    """
+    from rbprep.train.loop import TrainConfig, pretrain
+
+    model_config = None
+    if config_file is not None:
+        try:
+            model_config = json.loads(config_file.read_text())
+        except ValueError as exc:
+            raise click.ClickException(f"{config_file}: not valid JSON ({exc})") from exc
+    config = TrainConfig(
+        model=model,
+        model_config=model_config,
+        micro_batch=micro_batch,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        steps=steps,
+        epochs=epochs,
+        weight_decay=weight_decay,
+        betas=betas,
+        eps=eps,
+        grad_clip=grad_clip,
+        seed=seed,
+        device=device,
+        precision=precision,
+        compile=compile_model,
+        log_every=log_every,
+        eval_every=eval_every,
+        save_every=save_every,
+        stop_at=stop_at,
+    )
+    summary = pretrain(data, out, config, resume=resume, force=force, progress=not quiet)
+    click.echo(json.dumps(asdict(summary), indent=2) if as_json else summary.report())
 
 
 @main.command("demo")

@@ -443,6 +443,55 @@ def _set_post_processor(tokenizer: Tokenizer, kind: str) -> None:
         )
 
 
+_ROLE_ORDER = {  # cls, sep, pad, mask, unk
+    "bpe": ("<s>", "</s>", "<pad>", "<mask>", "<unk>"),
+    "wordpiece": ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"),
+}
+
+
+def write_transformers_configs(
+    directory: Path,
+    kind: str,
+    specials: dict[str, str | None],
+    *,
+    lowercase: bool,
+    model_max_length: int = MODEL_MAX_LENGTH,
+) -> None:
+    """Write tokenizer_config.json and special_tokens_map.json so that
+    ``transformers.AutoTokenizer`` loads ``directory`` as a RoBERTa (``kind`` "bpe") or
+    BERT ("wordpiece") tokenizer. ``specials`` maps roles (cls, sep, pad, mask, unk) to
+    token strings. transformers rebuilds the pipeline from these keys, so they must
+    mirror tokenizer.json exactly (no prefix space; BERT's lowercasing)."""
+    named = {
+        "cls_token": specials["cls"],
+        "sep_token": specials["sep"],
+        "pad_token": specials["pad"],
+        "mask_token": specials["mask"],
+        "unk_token": specials.get("unk"),
+    }
+    if kind == "bpe":
+        named = {"bos_token": specials["cls"], "eos_token": specials["sep"], **named}
+        tokenizer_config: dict[str, Any] = {
+            "tokenizer_class": "RobertaTokenizer",
+            "add_prefix_space": False,
+            "trim_offsets": True,
+            "errors": "replace",
+        }
+    else:
+        tokenizer_config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": lowercase,
+            "tokenize_chinese_chars": True,
+            "strip_accents": None,
+        }
+    special_map = {key: value for key, value in named.items() if value is not None}
+    tokenizer_config.update(special_map)
+    tokenizer_config["model_max_length"] = model_max_length
+    tokenizer_config["clean_up_tokenization_spaces"] = False
+    (directory / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n")
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+
+
 def _save(tokenizer: Tokenizer, kind: str, directory: Path, config: VocabConfig) -> list[str]:
     """Write the tokenizer files into ``directory`` (replaced whole, via a temp dir)."""
     staging = directory.with_name(directory.name + ".tmp")
@@ -450,41 +499,8 @@ def _save(tokenizer: Tokenizer, kind: str, directory: Path, config: VocabConfig)
     staging.mkdir(parents=True)
     tokenizer.save(str(staging / "tokenizer.json"))
     tokenizer.model.save(str(staging))  # vocab.json + merges.txt, or vocab.txt
-    if kind == "bpe":
-        special_map = {
-            "bos_token": "<s>",
-            "eos_token": "</s>",
-            "unk_token": "<unk>",
-            "sep_token": "</s>",
-            "pad_token": "<pad>",
-            "cls_token": "<s>",
-            "mask_token": "<mask>",
-        }
-        tokenizer_config = {
-            "tokenizer_class": "RobertaTokenizer",
-            "add_prefix_space": False,
-            "trim_offsets": True,
-            "errors": "replace",
-        }
-    else:
-        special_map = {
-            "unk_token": "[UNK]",
-            "sep_token": "[SEP]",
-            "pad_token": "[PAD]",
-            "cls_token": "[CLS]",
-            "mask_token": "[MASK]",
-        }
-        tokenizer_config = {
-            "tokenizer_class": "BertTokenizer",
-            "do_lower_case": not config.cased,
-            "tokenize_chinese_chars": True,
-            "strip_accents": None,
-        }
-    tokenizer_config.update(special_map)
-    tokenizer_config["model_max_length"] = MODEL_MAX_LENGTH
-    tokenizer_config["clean_up_tokenization_spaces"] = False
-    (staging / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n")
-    (staging / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+    specials = dict(zip(("cls", "sep", "pad", "mask", "unk"), _ROLE_ORDER[kind], strict=True))
+    write_transformers_configs(staging, kind, specials, lowercase=not config.cased)
     files = sorted(p.name for p in staging.iterdir())
     if directory.exists():
         shutil.rmtree(directory)

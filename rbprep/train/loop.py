@@ -1,0 +1,447 @@
+"""``pretrain``: the training loop over rbprep shards, on CPU or CUDA, one or many ranks.
+
+A step takes ``batch_size`` sequences: ``micro_batch`` per forward pass, accumulated
+over ranks and passes. AdamW (fused on CUDA) with RoBERTa's betas, eps and weight decay;
+the learning rate is a pure function of the step (linear warmup, then linear decay to
+0). Checkpoints hold model, optimizer, step, data cursor and RNG state, written
+atomically and loaded with ``weights_only=True`` (no arbitrary unpickling); a resumed
+run continues exactly where the saved one was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rbprep.dataset.reader import open_dataset
+from rbprep.errors import RbprepError
+from rbprep.train import distributed
+from rbprep.train.data import Cursor, Loader
+from rbprep.train.export import export_hf
+from rbprep.train.model import (
+    PRESETS,
+    ModelConfig,
+    RobertaMLM,
+    decay_groups,
+    flops_per_token,
+    preset,
+)
+
+# Dense bf16 peak FLOP/s by device name (vendor data sheets); MFU is not reported for
+# a device not listed here rather than guessed.
+PEAK_BF16_FLOPS = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 80GB HBM3": 989e12,
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "RTX 4090": 165e12,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Parameters of ``pretrain``; CLI options carry the same names."""
+
+    model: str = "base"  # a preset name, or ignored when model_config is given
+    model_config: dict[str, Any] | None = None  # from --config config.json
+    micro_batch: int = 32
+    batch_size: int = 256
+    lr: float = 6e-4
+    warmup: int | None = None  # steps; default 6% of the run
+    steps: int | None = None
+    epochs: float | None = None
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    grad_clip: float = 1.0  # 0 turns clipping off
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # bf16 on CUDA, fp32 on CPU
+    compile: bool = False
+    log_every: int = 10
+    eval_every: int = 500
+    eval_batches: int = 50
+    save_every: int = 1000
+    stop_at: int | None = None  # stop (with a checkpoint) after this step; --resume goes on
+
+
+def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warmup from 0 to ``peak`` over ``warmup`` steps, then linear decay to 0."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * max(0.0, (total - step) / max(1, total - warmup))
+
+
+@dataclass
+class TrainSummary:
+    run: str
+    steps: int
+    total_steps: int
+    final_loss: float | None
+    val_loss: float | None
+    tokens_per_s: float | None
+    mfu: float | None
+    seconds: float
+    hf_dir: str
+
+    def report(self) -> str:
+        mfu = f", MFU {self.mfu:.1%}" if self.mfu is not None else ""
+        val = f", validation loss {self.val_loss:.3f}" if self.val_loss is not None else ""
+        rate = f", {self.tokens_per_s:,.0f} tokens/s" if self.tokens_per_s else ""
+        loss = f"{self.final_loss:.3f}" if self.final_loss is not None else "n/a"
+        head = f"Trained to step {self.steps} in {self.seconds:.1f} s: loss {loss}{val}{rate}{mfu}"
+        if self.steps < self.total_steps:
+            stopped = f"Stopped at step {self.steps} of {self.total_steps}; go on with --resume."
+            return f"{head}\n{stopped}"
+        return f"{head}\nHugging Face model: {self.hf_dir} (RobertaForMaskedLM.from_pretrained)"
+
+
+def pretrain(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    config: TrainConfig = TrainConfig(),
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> TrainSummary:
+    """Train a RoBERTa masked-LM on the dataset at ``data``; write the run to ``out``.
+
+    Under ``torchrun`` each rank trains on its share of the rows (DDP). Writes
+    ``out/metrics.jsonl``, ``out/checkpoints/step-N/`` (trainer state and a Hugging Face
+    export) and the final model as a Hugging Face directory ``out/hf/``.
+    """
+    rank, world, device = distributed.setup(config.device)
+    try:
+        return _pretrain(data, Path(out), config, rank, world, device, resume, force, progress)
+    finally:
+        distributed.teardown()
+
+
+def _pretrain(
+    data: str | os.PathLike,
+    run: Path,
+    config: TrainConfig,
+    rank: int,
+    world: int,
+    device: torch.device,
+    resume: bool,
+    force: bool,
+    progress: bool,
+) -> TrainSummary:
+    started = time.perf_counter()
+    train_set = open_dataset(data, "train")
+    valid_set = open_dataset(data, "valid") if _has_rows(data, "valid") else None
+    model_config = _model_config(config, train_set)
+    per_step = config.micro_batch * world
+    if config.batch_size % per_step:
+        raise RbprepError(
+            f"--batch-size {config.batch_size} is not a multiple of --micro-batch x ranks "
+            f"({per_step})"
+        )
+    accumulation = config.batch_size // per_step
+    try:
+        loader = Loader(train_set, config.micro_batch, config.seed, rank, world, device)
+    except ValueError as exc:
+        raise RbprepError(f"{data}: {exc}; use a smaller --micro-batch") from exc
+    total = _total_steps(config, loader, accumulation)
+    warmup = config.warmup if config.warmup is not None else max(1, round(0.06 * total))
+    precision = config.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+
+    torch.manual_seed(config.seed)
+    model = RobertaMLM(model_config).to(device)
+    optimizer = torch.optim.AdamW(
+        decay_groups(model, config.weight_decay),
+        lr=config.lr,
+        betas=config.betas,
+        eps=config.eps,
+        fused=device.type == "cuda",
+    )
+    step, cursor = 0, Cursor()
+    checkpoints = run / "checkpoints"
+    if rank == 0:
+        _prepare_run(run, resume=resume, force=force)
+    distributed.barrier()
+    if resume:
+        state = _load_latest(checkpoints, device)
+        if state is None:
+            raise RbprepError(f"{run}: no checkpoint to resume from")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, cursor = int(state["step"]), Cursor(*state["cursor"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+    trained = distributed.wrap(model, device)
+    forward = torch.compile(trained) if config.compile else trained
+    if rank == 0:
+        (run / "config.json").write_text(
+            json.dumps(
+                {"train": asdict(config), "model": model_config.as_dict(), "data": str(data)},
+                indent=2,
+            )
+            + "\n"
+        )
+    peak = _peak_flops(device)
+    metrics = open(run / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115
+    last = {"loss": None, "val_loss": None, "tokens_per_s": None, "mfu": None}
+    window = _Window()
+    batches = loader(cursor)
+    try:
+        end = min(total, config.stop_at) if config.stop_at else total
+        while step < end:
+            lr = lr_at(step, config.lr, warmup, total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_loss = torch.zeros((), device=device)
+            for micro in range(accumulation):
+                cursor, batch = next(batches)
+                sync = micro == accumulation - 1
+                with distributed.no_sync(trained, sync), _autocast(device, precision):
+                    loss = forward(batch["input_ids"], batch["attention_mask"], batch["labels"])
+                (loss / accumulation).backward()
+                step_loss += loss.detach() / accumulation
+                window.add(batch)
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            record: dict[str, Any] = {}
+            if step % config.log_every == 0 or step == total:
+                loss_value = distributed.all_mean(step_loss).item()
+                tokens_per_s, mfu = window.rates(model_config, world, peak, device)
+                record = {
+                    "step": step,
+                    "epoch": cursor.epoch,
+                    "loss": loss_value,
+                    "lr": lr,
+                    "tokens_per_s": tokens_per_s,
+                    "mfu": mfu,
+                }
+                last.update(loss=loss_value, tokens_per_s=tokens_per_s, mfu=mfu)
+            if valid_set is not None and (step % config.eval_every == 0 or step == total):
+                val_loss = _evaluate(model, valid_set, config, rank, world, device, precision)
+                record = {**record, "step": step, "val_loss": val_loss}
+                last["val_loss"] = val_loss
+                window.restart()  # no credit or blame for evaluation time
+            if record and rank == 0:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                if progress:
+                    print(_log_line(record, total), flush=True)
+            if step % config.save_every == 0 or step == end:
+                _save(run, model, optimizer, step, cursor, device, rank, train_set.root)
+                window.restart()
+    finally:
+        batches.close()
+        if metrics is not None:
+            metrics.close()
+    hf_dir = run / "hf"
+    if rank == 0 and step == total:
+        export_hf(model, hf_dir, train_set.root)
+    distributed.barrier()
+    return TrainSummary(
+        run=str(run),
+        steps=step,
+        total_steps=total,
+        final_loss=last["loss"],
+        val_loss=last["val_loss"],
+        tokens_per_s=last["tokens_per_s"],
+        mfu=last["mfu"],
+        seconds=round(time.perf_counter() - started, 3),
+        hf_dir=str(hf_dir),
+    )
+
+
+def _has_rows(data: str | os.PathLike, split: str) -> bool:
+    from rbprep.dataset.reader import read_manifest
+
+    return read_manifest(Path(data))["splits"][split]["rows"] > 0
+
+
+def _model_config(config: TrainConfig, dataset: Any) -> ModelConfig:
+    vocab = dataset.manifest["tokenizer"]["vocab_size"]
+    pad = dataset.pad_id
+    if config.model_config is not None:
+        base = ModelConfig(vocab_size=vocab, pad_id=pad, max_positions=dataset.seq_len + pad + 1)
+        try:
+            return replace(base, **config.model_config)
+        except TypeError as exc:
+            raise RbprepError(f"--config: {exc}; fields are {list(base.as_dict())}") from exc
+    if config.model not in PRESETS:
+        raise RbprepError(f"--model must be one of {', '.join(PRESETS)}")
+    return preset(config.model, vocab, pad, dataset.seq_len)
+
+
+def _total_steps(config: TrainConfig, loader: Loader, accumulation: int) -> int:
+    if config.steps is not None:
+        return config.steps
+    epochs = config.epochs if config.epochs is not None else 1.0
+    return max(1, math.floor(epochs * loader.batches_per_epoch / accumulation))
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+class _Window:
+    """Real tokens, masked positions and attended length since the last restart."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.started = time.perf_counter()
+        self.tokens = 0
+        self.squares = 0
+        self.masked = 0
+
+    def add(self, batch: dict[str, torch.Tensor]) -> None:
+        lengths = batch["attention_mask"].sum(dim=1)
+        self.tokens += int(lengths.sum())
+        self.squares += int((lengths * lengths).sum())
+        self.masked += int((batch["labels"] != -100).sum())
+
+    def rates(
+        self, config: ModelConfig, world: int, peak: float | None, device: torch.device
+    ) -> tuple[float | None, float | None]:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - self.started
+        if not self.tokens or seconds <= 0:
+            return None, None
+        tokens_per_s = self.tokens * world / seconds
+        attended = self.squares / self.tokens  # T: mean squared length over mean length
+        flops = flops_per_token(config, attended, self.masked / self.tokens)
+        mfu = tokens_per_s * flops / (peak * world) if peak else None
+        self.restart()
+        return round(tokens_per_s, 1), (round(mfu, 4) if mfu is not None else None)
+
+
+@torch.no_grad()
+def _evaluate(
+    model: RobertaMLM,
+    dataset: Any,
+    config: TrainConfig,
+    rank: int,
+    world: int,
+    device: torch.device,
+    precision: str,
+) -> float:
+    """Mean masked-LM loss on valid/ (copy 0, in order), at most eval_batches batches."""
+    model.eval()
+    rows = torch.arange(len(dataset))[rank::world][: config.eval_batches * config.micro_batch]
+    total = torch.zeros(2, device=device)  # (loss sum, masked count)
+    for start in range(0, len(rows), config.micro_batch):
+        arrays = dataset.batch(rows[start : start + config.micro_batch].numpy(), copy=0)
+        batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+        masked = int((batch["labels"] != -100).sum())
+        if masked:
+            with _autocast(device, precision):
+                loss = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
+            total += torch.stack([loss.float() * masked, torch.tensor(masked, device=device)])
+    model.train()
+    total = distributed.all_sum(total)
+    return (total[0] / total[1]).item() if total[1] else float("nan")
+
+
+def _log_line(record: dict[str, Any], total: int) -> str:
+    parts = [f"step {record['step']}/{total}"]
+    if "loss" in record:
+        parts.append(f"loss {record['loss']:.4f}")
+        parts.append(f"lr {record['lr']:.2e}")
+        if record["tokens_per_s"]:
+            parts.append(f"{record['tokens_per_s']:,.0f} tok/s")
+        if record["mfu"] is not None:
+            parts.append(f"MFU {record['mfu']:.1%}")
+    if "val_loss" in record:
+        parts.append(f"val_loss {record['val_loss']:.4f}")
+    return "  ".join(parts)
+
+
+# --- checkpoints ---------------------------------------------------------------------
+
+
+def _prepare_run(run: Path, *, resume: bool, force: bool) -> None:
+    if run.exists() and any(run.iterdir()) and not (resume or force):
+        raise RbprepError(f"{run}: run directory is not empty; use --resume or --force")
+    if force and not resume:
+        import shutil
+
+        for name in ("checkpoints", "hf", "metrics.jsonl", "config.json"):
+            path = run / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+def _save(
+    run: Path,
+    model: RobertaMLM,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    cursor: Cursor,
+    device: torch.device,
+    rank: int,
+    data_root: Path,
+) -> None:
+    """Write checkpoints/step-N/{trainer.pt, Hugging Face files} atomically (rank 0)."""
+    if rank != 0:
+        return
+    directory = run / "checkpoints" / f"step-{step:08d}"
+    staging = directory.with_name(directory.name + ".tmp")
+    staging.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "cursor": [cursor.epoch, cursor.batch],
+        "rng_cpu": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state(device)
+    torch.save(state, staging / "trainer.pt")
+    export_hf(model, staging, data_root)
+    if directory.exists():
+        import shutil
+
+        shutil.rmtree(directory)
+    os.replace(staging, directory)
+    (run / "checkpoints" / "latest.tmp").write_text(directory.name + "\n")
+    os.replace(run / "checkpoints" / "latest.tmp", run / "checkpoints" / "latest")
+
+
+def _load_latest(checkpoints: Path, device: torch.device) -> dict[str, Any] | None:
+    latest = checkpoints / "latest"
+    if not latest.exists():
+        return None
+    path = checkpoints / latest.read_text().strip() / "trainer.pt"
+    # weights_only: tensors, numbers, strings and containers only; never arbitrary objects.
+    return torch.load(path, map_location="cpu", weights_only=True)

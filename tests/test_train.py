@@ -1,0 +1,246 @@
+"""The trainer on CPU: model parity with transformers, the loader, learning, exact resume,
+export, and DDP under torchrun (real torch throughout)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+
+from rbprep.cli import main  # noqa: E402
+from rbprep.dataset import open_dataset  # noqa: E402
+from rbprep.sharding import ShardConfig, shard  # noqa: E402
+from rbprep.train.data import Cursor, Loader, epoch_order  # noqa: E402
+from rbprep.train.loop import TrainConfig, lr_at, pretrain  # noqa: E402
+from rbprep.train.model import ModelConfig, RobertaMLM, flops_per_token, preset  # noqa: E402
+
+TINY = dict(model="tiny", micro_batch=8, batch_size=16, lr=2e-3, log_every=1, eval_every=1000)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, builtin_corpus, small_vocab) -> Path:
+    """The built-in corpus in 64-token rows, 2 masked copies, with a valid split."""
+    out = tmp_path_factory.mktemp("tiny-data")
+    config = ShardConfig(seq_len=64, dup=2, valid_fraction=0.02)
+    shard([builtin_corpus], small_vocab / "bpe", out, config, force=True)
+    return out
+
+
+def test_logits_match_transformers():
+    transformers = pytest.importorskip("transformers")
+    config = ModelConfig(
+        vocab_size=300, pad_id=1, layers=2, hidden=64, heads=4, ffn=128, max_positions=34
+    )
+    torch.manual_seed(0)
+    ours = RobertaMLM(config).eval()
+    theirs = transformers.RobertaForMaskedLM(
+        transformers.RobertaConfig(
+            vocab_size=300,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=34,
+            type_vocab_size=1,
+            layer_norm_eps=1e-5,
+            pad_token_id=1,
+        )
+    ).eval()
+    missing, unexpected = theirs.load_state_dict(ours.hf_state_dict(), strict=False)
+    assert set(missing) == {"lm_head.decoder.weight", "lm_head.decoder.bias"}  # tied
+    assert unexpected == []
+    ids = torch.randint(5, 300, (3, 32))
+    mask = torch.ones_like(ids)
+    mask[1, 20:] = 0
+    ids[mask == 0] = 1
+    with torch.no_grad():
+        a = ours.logits(ids, mask)
+        b = theirs(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(a[mask.bool()], b[mask.bool()], atol=1e-5, rtol=1e-4)
+
+
+def test_loss_is_computed_at_masked_positions_only():
+    config = ModelConfig(
+        vocab_size=50, pad_id=1, layers=1, hidden=16, heads=2, ffn=32, max_positions=20
+    )
+    model = RobertaMLM(config).eval()
+    ids = torch.randint(5, 50, (2, 12))
+    mask = torch.ones_like(ids)
+    labels = torch.full_like(ids, -100)
+    labels[0, 3], labels[1, 7] = 9, 11
+    logits = model.logits(ids, mask)
+    expected = torch.nn.functional.cross_entropy(
+        torch.stack([logits[0, 3], logits[1, 7]]), torch.tensor([9, 11])
+    )
+    torch.testing.assert_close(model(ids, mask, labels), expected)
+
+
+def test_presets_and_flops():
+    base = preset("base", 50_265, 1, 512)
+    assert (base.layers, base.hidden, base.heads, base.ffn, base.max_positions) == (
+        12,
+        768,
+        12,
+        3072,
+        514,
+    )
+    assert base.encoder_parameters == 12 * 7_087_872  # RoBERTa-base: 85.1 M in the layers
+    # 6 N + 12 L H T + 6 p (H^2 + H V), by hand for a small config.
+    small = ModelConfig(vocab_size=100, layers=2, hidden=8, heads=2, ffn=16)
+    n_enc = 2 * (4 * (64 + 8) + (2 * 8 * 16 + 16 + 8) + 4 * 8)
+    assert flops_per_token(small, 10, 0.15) == 6 * n_enc + 12 * 2 * 8 * 10 + 6 * 0.15 * (64 + 800)
+
+
+def test_lr_schedule():
+    assert lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert lr_at(9, 1.0, 10, 100) == pytest.approx(1.0)
+    assert lr_at(10, 1.0, 10, 100) == pytest.approx(1.0)
+    assert lr_at(55, 1.0, 10, 100) == pytest.approx(0.5)
+    assert lr_at(100, 1.0, 10, 100) == 0.0
+
+
+def test_loader_order_copies_and_ranks(tiny_data):
+    dataset = open_dataset(tiny_data)
+    order0, order1 = epoch_order(len(dataset), 7, 0), epoch_order(len(dataset), 7, 1)
+    assert sorted(order0) == list(range(len(dataset))) and (order0 != order1).any()
+    np.testing.assert_array_equal(order0, epoch_order(len(dataset), 7, 0))
+    ranks = [Loader(dataset, 4, seed=7, rank=r, world=2) for r in (0, 1)]
+    first = [loader.batch_at(Cursor(0, 0))["input_ids"] for loader in ranks]
+    expected = dataset.batch(order0[[0, 2, 4, 6]], copy=0)["input_ids"]
+    np.testing.assert_array_equal(first[0].numpy(), expected)
+    assert not torch.equal(first[0], first[1])
+    # Epoch 1 reads copy 1 % dup of the masks.
+    loader = ranks[0]
+    batch = loader.batch_at(Cursor(1, 0))
+    expected = dataset.batch(order1[[0, 2, 4, 6]], copy=1)
+    np.testing.assert_array_equal(batch["labels"].numpy(), expected["labels"])
+    # The prefetching iterator yields exactly what batch_at gives, cursor after cursor.
+    cursor = Cursor(0, loader.batches_per_epoch - 2)
+    stream = loader(cursor)
+    for _ in range(3):
+        after, got = next(stream)
+        torch.testing.assert_close(got["input_ids"], loader.batch_at(cursor)["input_ids"])
+        cursor = after
+    stream.close()
+    assert cursor == Cursor(1, 1)
+
+
+def test_tiny_model_learns_on_cpu(tiny_data, tmp_path):
+    summary = pretrain(
+        tiny_data,
+        tmp_path / "run",
+        TrainConfig(**{**TINY, "steps": 40, "eval_every": 20}),
+        progress=False,
+    )
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    losses = [r["loss"] for r in records if "loss" in r]
+    vocab = json.loads((tiny_data / "manifest.json").read_text())["tokenizer"]["vocab_size"]
+    assert losses[0] > math.log(vocab) - 0.5  # starts near chance
+    assert np.mean(losses[-5:]) < losses[0] - 1.0  # and clearly learns (noise is ~0.3)
+    assert {"step", "loss", "lr", "tokens_per_s", "mfu"} <= set(records[0])
+    assert records[0]["mfu"] is None  # no made-up peak for a CPU
+    assert [r["step"] for r in records if "val_loss" in r] == [20, 40]
+    assert summary.steps == 40 and summary.val_loss < losses[0]
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path):
+    config = TrainConfig(**{**TINY, "steps": 8, "save_every": 4})
+    pretrain(tiny_data, tmp_path / "straight", config, progress=False)
+    pretrain(
+        tiny_data,
+        tmp_path / "halves",
+        TrainConfig(**{**TINY, "steps": 8, "save_every": 4, "stop_at": 4}),
+        progress=False,
+    )
+    assert not (tmp_path / "halves" / "hf").exists()
+    pretrain(tiny_data, tmp_path / "halves", config, resume=True, progress=False)
+
+    def losses(run: str) -> list[float]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines]
+
+    assert losses("halves") == losses("straight")  # equal floats, not approximately
+    straight = torch.load(
+        tmp_path / "straight" / "checkpoints" / "step-00000008" / "trainer.pt", weights_only=True
+    )
+    halves = torch.load(
+        tmp_path / "halves" / "checkpoints" / "step-00000008" / "trainer.pt", weights_only=True
+    )
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, halves["model"][name]), name
+    assert straight["cursor"] == halves["cursor"]
+
+
+def test_export_loads_in_transformers(tiny_data, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pretrain(tiny_data, tmp_path / "run", TrainConfig(**{**TINY, "steps": 3}), progress=False)
+    hf_dir = tmp_path / "run" / "hf"
+    loaded = transformers.RobertaForMaskedLM.from_pretrained(hf_dir).eval()
+    state = torch.load(
+        tmp_path / "run" / "checkpoints" / "step-00000003" / "trainer.pt", weights_only=True
+    )
+    ours = RobertaMLM(
+        ModelConfig(**json.loads((tmp_path / "run" / "config.json").read_text())["model"])
+    )
+    ours.load_state_dict(state["model"])
+    ours.eval()
+    batch = open_dataset(tiny_data).batch([0, 1], copy=0)
+    ids, mask = torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(input_ids=ids, attention_mask=mask).logits,
+            ours.logits(ids, mask),
+            atol=1e-5,
+            rtol=1e-4,
+        )
+    fill = transformers.pipeline("fill-mask", model=str(hf_dir), tokenizer=str(hf_dir))
+    tokenizer = fill.tokenizer
+    predictions = fill(f"Return the {tokenizer.mask_token} of the list.")
+    assert len(predictions) == 5 and all("sequence" in p for p in predictions)
+    assert tokenizer.model_max_length == 64
+
+
+def test_cli_pretrain_and_its_errors(tiny_data, tmp_path):
+    runner = CliRunner()
+    args = ["pretrain", str(tiny_data), "--out", str(tmp_path / "run"), "--model", "tiny"]
+    args += ["--micro-batch", "8", "--batch-size", "16", "--steps", "2", "--quiet", "--json"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == 2
+    again = runner.invoke(main, args)
+    assert again.exit_code == 1 and "--resume or --force" in again.stderr
+    bad_args = ["pretrain", str(tiny_data), "--out", str(tmp_path / "other"), "--model", "tiny"]
+    bad = runner.invoke(main, [*bad_args, "--micro-batch", "8", "--batch-size", "12"])
+    assert bad.exit_code == 1 and "multiple of --micro-batch" in bad.stderr
+
+
+@pytest.mark.slow
+def test_ddp_under_torchrun_on_two_cpu_ranks(tiny_data, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun
+    command = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "rbprep", "pretrain"]
+    command += [
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "run"),
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+    ]
+    command += ["--micro-batch", "4", "--batch-size", "16", "--steps", "3", "--log-every", "1"]
+    subprocess.run(command, check=True, timeout=300, capture_output=True)
+    records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in records] == [1, 2, 3]  # rank 0 alone logs
+    assert (tmp_path / "run" / "hf" / "model.safetensors").exists()
