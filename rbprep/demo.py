@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,11 +18,16 @@ from rbprep.vocab import VocabConfig, train_vocab
 DEMO_VOCAB = VocabConfig(bpe_size=8_000, wordpiece_size=8_000)
 
 
+FILL_MASK_PROMPT = "Return a new list containing all items from the <mask> in ascending order."
+
+
 def run_demo(out: str | os.PathLike, *, progress: bool = False) -> str:
     """Train both tokenizers on the built-in corpus into ``out/vocab``, shard it with the
-    BPE into ``out/data`` (seq 512, 10 masked copies) and return a report.
+    BPE into ``out/data`` (seq 512, 10 masked copies), pretrain a tiny RoBERTa on it for
+    a few CPU steps into ``out/run`` (when torch is installed), and return a report.
 
-    What the demo wrote before under ``out`` (vocab/bpe, vocab/wordpiece, data) is replaced.
+    What the demo wrote before under ``out`` (vocab/bpe, vocab/wordpiece, data, run) is
+    replaced.
     """
     out_dir = Path(out)
     corpus_path = builtin_corpus_path()
@@ -43,9 +49,56 @@ def run_demo(out: str | os.PathLike, *, progress: bool = False) -> str:
             f"3. inspect {data}",
             inspect(data, rows=1).report(),
             "",
+            _pretrain_section(data, out_dir / "run", progress),
+            "",
             "Next:",
             f"  rbprep verify {data}",
             '  python -c "import rbprep; ds = rbprep.open_dataset('
             f"'{data}'); print(ds.batch([0, 1], copy=3))\"",
+        ]
+    )
+
+
+def _pretrain_section(data: Path, run: Path, progress: bool) -> str:
+    """A short CPU run of the tiny preset, and a fill-mask example with its result."""
+    try:
+        import torch
+    except ImportError:
+        return "4. pretrain: skipped (torch is not installed: pip install 'rbprep[train]')"
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
+
+    from rbprep.train.loop import TrainConfig, pretrain
+    from rbprep.train.model import ModelConfig, RobertaMLM
+
+    config = TrainConfig(
+        model="tiny",
+        micro_batch=8,
+        batch_size=16,
+        lr=2e-3,
+        steps=30,
+        device="cpu",
+        log_every=10,
+        eval_every=30,
+        save_every=30,
+    )
+    summary = pretrain(data, run, config, force=True, progress=progress)
+    hf_dir = Path(summary.hf_dir)
+    model = RobertaMLM(ModelConfig(**json.loads((run / "config.json").read_text())["model"]))
+    model.load_state_dict(load_file(str(hf_dir / "model.safetensors")), strict=False)
+    model.eval()
+    tokenizer = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    encoding = tokenizer.encode(FILL_MASK_PROMPT)
+    ids = torch.tensor([encoding.ids])
+    with torch.no_grad():
+        mask_id = json.loads((data / "manifest.json").read_text())["tokenizer"]["mask_id"]
+        logits = model.logits(ids, torch.ones_like(ids))[0, encoding.ids.index(mask_id)]
+    guesses = [tokenizer.decode([int(i)]).strip() for i in logits.topk(5).indices]
+    return "\n".join(
+        [
+            "4. pretrain --model tiny --device cpu --steps 30 (a smoke run, not a useful model)",
+            summary.report(),
+            f"fill-mask: {FILL_MASK_PROMPT}",
+            f"  top 5: {', '.join(repr(g) for g in guesses)}",
         ]
     )

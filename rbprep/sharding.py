@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -235,18 +235,39 @@ def shard_partition(
 
 
 def _encode(tokenizer: Any, units: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of all units concatenated (uint32) and each unit's length (int64)."""
-    id_lists: list[list[int]] = []
-    for start in range(0, len(units), _ENCODE_BATCH):
-        encodings = tokenizer.encode_batch_fast(
-            units[start : start + _ENCODE_BATCH], add_special_tokens=False
-        )
-        id_lists.extend(encoding.ids for encoding in encodings)
-    lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
-    token_ids = np.fromiter(
-        itertools.chain.from_iterable(id_lists), dtype=np.uint32, count=int(lengths.sum())
-    )
-    return token_ids, lengths
+    """Token ids of all units concatenated (uint32) and each unit's length (int64).
+
+    Batches are encoded on a second thread (tokenizers releases the GIL) while this
+    one turns the previous batch's encodings into arrays, so the Python work hides in
+    the cores the tokenizer leaves idle.
+    """
+    batches = [units[i : i + _ENCODE_BATCH] for i in range(0, len(units), _ENCODE_BATCH)]
+    lengths: list[np.ndarray] = []
+    token_ids: list[np.ndarray] = []
+    with ThreadPoolExecutor(1) as encoder:
+        pending = [encoder.submit(_encode_batch, tokenizer, batch) for batch in batches[:2]]
+        for index in range(len(batches)):
+            encodings = pending[index].result()
+            if index + 2 < len(batches):
+                pending.append(encoder.submit(_encode_batch, tokenizer, batches[index + 2]))
+            id_lists = [encoding.ids for encoding in encodings]
+            batch_lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+            lengths.append(batch_lengths)
+            token_ids.append(
+                np.fromiter(
+                    itertools.chain.from_iterable(id_lists),
+                    dtype=np.uint32,
+                    count=int(batch_lengths.sum()),
+                )
+            )
+            pending[index] = None  # let the encodings go
+    if not lengths:
+        return np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.int64)
+    return np.concatenate(token_ids), np.concatenate(lengths)
+
+
+def _encode_batch(tokenizer: Any, units: list[str]) -> list[Any]:
+    return tokenizer.encode_batch_fast(units, add_special_tokens=False)
 
 
 def _length_histogram(lengths: np.ndarray, seq_len: int) -> dict[str, int]:
@@ -279,7 +300,9 @@ def shard(
     config.check()
     if not isinstance(corpus, Corpus):
         corpus = open_corpus(corpus)
-    _, info = load_tokenizer(tokenizer)
+    loaded = load_tokenizer(tokenizer)
+    info = loaded[1]
+    _worker_tokenizers[info.path] = loaded  # in-process tasks reuse it
     if info.vocab_size > 2**32:
         raise RbprepError("vocabularies over 2**32 entries are not supported")
     out_dir = Path(out)
