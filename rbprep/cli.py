@@ -234,6 +234,11 @@ def train_vocab_command(
     help="Share of documents held out in valid/ (0 for none).",
 )
 @click.option("--workers", type=int, help="Processes (default: all cores).")
+@click.option(
+    "--scheduler",
+    help="Run partitions on this Dask cluster (tcp://HOST:PORT); --out must be a path "
+    "every worker reaches. Needs rbprep[dask].",
+)
 @click.option("--resume", is_flag=True, help="Finish an interrupted run into --out.")
 @click.option(
     "--compression",
@@ -263,6 +268,7 @@ def shard_command(
     seed: int,
     valid_fraction: float,
     workers: int | None,
+    scheduler: str | None,
     resume: bool,
     compression: str,
     force: bool,
@@ -275,7 +281,8 @@ def shard_command(
     ordinary text), packs greedily (FULL-SENTENCES by default: rows cross documents
     with a separator), masks each row DUP times (BERT's 80/10/10, specials never), and
     writes OUT/train/, OUT/valid/, OUT/tokenizer.json and OUT/manifest.json. Output is
-    byte-identical for any --workers; --resume finishes an interrupted run.
+    byte-identical for any --workers or a Dask --scheduler; --resume finishes an
+    interrupted run.
 
     \b
     Example:
@@ -303,6 +310,7 @@ def shard_command(
         out,
         config,
         workers=workers,
+        scheduler=scheduler,
         resume=resume,
         force=force,
         progress=not quiet,

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import itertools
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rbprep import __version__, kernels
+from rbprep import __version__
 from rbprep.corpus import Corpus, Partition, ReadStats, document_coin, open_corpus
 from rbprep.dataset.format import (
     FORMAT_NAME,
@@ -37,13 +37,16 @@ from rbprep.dataset.format import (
     write_shard,
 )
 from rbprep.errors import RbprepError
+from rbprep.executors import run_tasks
 from rbprep.progress import ByteProgress
 from rbprep.sizes import format_size
 from rbprep.tokenizer_info import TokenizerInfo, load_tokenizer
 
 MODES = ("full-sentences", "doc-sentences")
 COMPRESSIONS = ("none", "zstd", "lz4")
-_ENCODE_BATCH = 10_000  # units per encode call: bounds the Encoding objects alive at once
+# Units per encode call: bounds the Encoding objects alive at once; measured a little
+# faster than larger batches.
+_ENCODE_BATCH = 2_000
 _STREAMS = {"train": 0, "valid": 1}  # separates the splits' mask streams
 _PARTS = ".parts"
 _RUN = ".run.json"
@@ -143,6 +146,12 @@ def _tokenizer(path: str) -> tuple[Any, TokenizerInfo]:
     return _worker_tokenizers[path]
 
 
+def _shard_partition_task(
+    corpus: Corpus, tokenizer_path: str, config: ShardConfig, out: str, partition: Partition
+) -> dict[str, Any]:
+    return shard_partition(corpus, partition, tokenizer_path, config, out)
+
+
 def shard_partition(
     corpus: Corpus, partition: Partition, tokenizer_path: str, config: ShardConfig, out: str
 ) -> dict[str, Any]:
@@ -151,6 +160,10 @@ def shard_partition(
     Writes ``out/{train,valid}/shard-NNNNN.arrow`` (a split with no rows gets no file)
     and then the marker ``out/.parts/NNNNN.json`` holding the returned record.
     """
+    # Loading numba and the cached kernels takes most of a second: do it on a thread
+    # while this one reads and tokenises (the tokenizer leaves the GIL free).
+    warm = threading.Thread(target=_warm_kernels, daemon=True)
+    warm.start()
     tokenizer, info = _tokenizer(tokenizer_path)
     stats = ReadStats()
     units: dict[str, list[str]] = {split: [] for split in SPLITS}
@@ -172,8 +185,12 @@ def shard_partition(
     special = info.special_mask()
     replacements = np.flatnonzero(~special).astype(np.uint32)  # (vocab - specials,)
     word_starts = info.word_starts(tokenizer) if config.whole_word else np.ones(1, np.bool_)
+    encoded = {split: _encode(tokenizer, units[split]) for split in SPLITS}
+    warm.join()
+    from rbprep import kernels
+
     for split in SPLITS:
-        token_ids, unit_lengths = _encode(tokenizer, units[split])
+        token_ids, unit_lengths = encoded.pop(split)
         units_starting = np.array(starts[split], dtype=np.bool_)  # (units,)
         row_offsets, row_tokens = kernels.pack_rows(
             token_ids,
@@ -234,40 +251,54 @@ def shard_partition(
     return record
 
 
+def _warm_kernels() -> None:
+    """Import the kernels and load both from numba's cache, on tiny inputs."""
+    from rbprep import kernels
+
+    offsets, tokens = kernels.pack_rows(
+        np.arange(5, 9, dtype=np.uint32), np.array([4]), np.array([True]), 8, True, 0, 1
+    )
+    special = np.zeros(9, dtype=np.bool_)  # (vocab,) bool
+    special[:5] = True
+    for whole_word in (False, True):
+        kernels.mask_rows(
+            offsets,
+            tokens,
+            special,
+            np.arange(5, 9, dtype=np.uint32),
+            np.ones(9, dtype=np.bool_),
+            0,
+            0,
+            0,
+            0,
+            1,
+            0.15,
+            0.1,
+            0.1,
+            1,
+            whole_word,
+        )
+
+
 def _encode(tokenizer: Any, units: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of all units concatenated (uint32) and each unit's length (int64).
-
-    Batches are encoded on a second thread (tokenizers releases the GIL) while this
-    one turns the previous batch's encodings into arrays, so the Python work hides in
-    the cores the tokenizer leaves idle.
-    """
-    batches = [units[i : i + _ENCODE_BATCH] for i in range(0, len(units), _ENCODE_BATCH)]
-    lengths: list[np.ndarray] = []
-    token_ids: list[np.ndarray] = []
-    with ThreadPoolExecutor(1) as encoder:
-        pending = [encoder.submit(_encode_batch, tokenizer, batch) for batch in batches[:2]]
-        for index in range(len(batches)):
-            encodings = pending[index].result()
-            if index + 2 < len(batches):
-                pending.append(encoder.submit(_encode_batch, tokenizer, batches[index + 2]))
-            id_lists = [encoding.ids for encoding in encodings]
-            batch_lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
-            lengths.append(batch_lengths)
-            token_ids.append(
-                np.fromiter(
-                    itertools.chain.from_iterable(id_lists),
-                    dtype=np.uint32,
-                    count=int(batch_lengths.sum()),
-                )
+    """Token ids of all units concatenated (uint32) and each unit's length (int64)."""
+    lengths: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    token_ids: list[np.ndarray] = [np.zeros(0, dtype=np.uint32)]
+    for start in range(0, len(units), _ENCODE_BATCH):
+        encodings = tokenizer.encode_batch_fast(
+            units[start : start + _ENCODE_BATCH], add_special_tokens=False
+        )
+        id_lists = [encoding.ids for encoding in encodings]
+        batch_lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+        lengths.append(batch_lengths)
+        token_ids.append(
+            np.fromiter(
+                itertools.chain.from_iterable(id_lists),
+                dtype=np.uint32,
+                count=int(batch_lengths.sum()),
             )
-            pending[index] = None  # let the encodings go
-    if not lengths:
-        return np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.int64)
+        )
     return np.concatenate(token_ids), np.concatenate(lengths)
-
-
-def _encode_batch(tokenizer: Any, units: list[str]) -> list[Any]:
-    return tokenizer.encode_batch_fast(units, add_special_tokens=False)
 
 
 def _length_histogram(lengths: np.ndarray, seq_len: int) -> dict[str, int]:
@@ -286,23 +317,25 @@ def shard(
     config: ShardConfig = ShardConfig(),
     *,
     workers: int | None = None,
+    scheduler: str | None = None,
     resume: bool = False,
     force: bool = False,
     progress: bool = False,
 ) -> ShardSummary:
-    """Shard ``corpus`` with ``tokenizer`` into ``out`` (DESIGN §5-6).
+    """Shard ``corpus`` with ``tokenizer`` into ``out`` (DESIGN §5-7).
 
-    ``workers`` processes run partitions (default: all cores); the output is the same
-    for any number. ``resume`` finishes an interrupted run, byte-identical to an
-    uninterrupted one; ``force`` replaces an existing dataset. A second run on the same
-    ``out`` while one is live is refused.
+    ``workers`` processes run partitions (default: all cores), or the Dask cluster at
+    ``scheduler`` (``tcp://HOST:PORT``) does, its workers reading the inputs and
+    writing to ``out`` (a path they all reach); the output is the same either way.
+    ``resume`` finishes an interrupted run, byte-identical to an uninterrupted one;
+    ``force`` replaces an existing dataset. A second run on the same ``out`` while one
+    is live is refused.
     """
     config.check()
     if not isinstance(corpus, Corpus):
         corpus = open_corpus(corpus)
     loaded = load_tokenizer(tokenizer)
     info = loaded[1]
-    _worker_tokenizers[info.path] = loaded  # in-process tasks reuse it
     if info.vocab_size > 2**32:
         raise RbprepError("vocabularies over 2**32 entries are not supported")
     out_dir = Path(out)
@@ -314,8 +347,15 @@ def shard(
         shutil.copyfile(info.path, out_dir / "tokenizer.json")
         todo = [p for p in corpus.partitions if p.id not in done]
         records = {p: read_json(out_dir / _PARTS / f"{p:05d}.json") for p in done}
+        # Tasks read the dataset's own copy of the tokenizer: on a cluster it is in the
+        # shared output location, where every worker can reach it.
+        tokenizer_copy = str(out_dir / "tokenizer.json")
+        _worker_tokenizers[tokenizer_copy] = loaded
+        task = functools.partial(
+            _shard_partition_task, corpus, tokenizer_copy, config, str(out_dir)
+        )
         with ByteProgress("shard", sum(p.size for p in todo), enabled=progress) as bar:
-            for record, partition in _run(corpus, todo, info.path, config, out_dir, workers):
+            for partition, record in run_tasks(task, todo, workers=workers, scheduler=scheduler):
                 records[partition.id] = record
                 bar.update(partition.size)
         manifest = _manifest(corpus, info, config, [records[p.id] for p in corpus.partitions])
@@ -329,39 +369,6 @@ def shard(
         seconds=round(seconds, 3),
         text_bytes=manifest["totals"]["read"]["text_bytes"],
     )
-
-
-def _run(
-    corpus: Corpus,
-    partitions: list[Partition],
-    tokenizer_path: str,
-    config: ShardConfig,
-    out: Path,
-    workers: int,
-) -> Iterator[tuple[dict[str, Any], Partition]]:
-    """Run the partition tasks here (one worker) or in a process pool."""
-    workers = min(workers, len(partitions))
-    if workers <= 1:
-        for partition in partitions:
-            yield shard_partition(corpus, partition, tokenizer_path, config, str(out)), partition
-        return
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    # spawn, not fork: a forked tokenizers thread pool can deadlock.
-    with ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)
-    ) as pool:
-        futures = {
-            pool.submit(shard_partition, corpus, p, tokenizer_path, config, str(out)): p
-            for p in partitions
-        }
-        for future in as_completed(futures):
-            yield future.result(), futures[future]
-
-
-def _init_worker(threads: int) -> None:
-    # Each process tokenises with its share of the cores.
-    os.environ["RAYON_NUM_THREADS"] = str(threads)
-    os.environ["TOKENIZERS_PARALLELISM"] = "true"
 
 
 @contextlib.contextmanager

@@ -1,0 +1,90 @@
+"""Where partition tasks run: here, in a local process pool, or on a Dask cluster.
+
+Executors only choose where a task runs; a task's output depends only on its
+arguments (plain configuration and a partition), so every executor produces the same
+bytes. Results come back as tasks finish, in any order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from typing import Any, TypeVar
+
+from rbprep.errors import RbprepError
+
+Item = TypeVar("Item")
+# Dask reruns a task whose worker died; after this many deaths it gives up on it.
+DASK_RETRIES = 3
+
+
+def run_tasks(
+    task: Callable[[Item], Any],
+    items: Sequence[Item],
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+) -> Iterator[tuple[Item, Any]]:
+    """Yield (item, task(item)) for every item as tasks finish.
+
+    ``scheduler`` (``tcp://HOST:PORT``) runs them on that Dask cluster; otherwise
+    ``workers`` processes run them (one: in this process). ``task`` must be picklable
+    (a module-level function or a ``functools.partial`` of one).
+    """
+    if scheduler:
+        yield from _dask(task, items, scheduler)
+    elif min(workers, len(items)) <= 1:
+        for item in items:
+            yield item, task(item)
+    else:
+        yield from _pool(task, items, min(workers, len(items)))
+
+
+def _pool(task: Callable[[Item], Any], items: Sequence[Item], workers: int) -> Iterator:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # spawn, not fork: a forked tokenizers thread pool can deadlock.
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)
+    ) as pool:
+        futures = {pool.submit(task, item): item for item in items}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _init_worker(threads: int) -> None:
+    # Each process tokenises with its share of the cores.
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+
+
+def _dask(task: Callable[[Item], Any], items: Sequence[Item], scheduler: str) -> Iterator:
+    try:
+        from dask.distributed import Client
+        from dask.distributed import as_completed as dask_completed
+    except ImportError as exc:
+        raise RbprepError(
+            "--scheduler needs Dask: pip install 'rbprep[dask]' (dask[distributed])"
+        ) from exc
+    try:
+        client = Client(scheduler, timeout="30s")
+    except OSError as exc:
+        raise RbprepError(
+            f"no Dask scheduler answers at {scheduler} ({exc}); start one with "
+            "`dask scheduler` and workers with `dask worker ADDRESS`"
+        ) from exc
+    with client:
+        futures = {
+            client.submit(task, item, pure=False, retries=DASK_RETRIES): item for item in items
+        }
+        for future in dask_completed(futures):
+            try:
+                result = future.result()
+            except Exception as exc:
+                for other in futures:
+                    other.cancel()
+                if isinstance(exc, RbprepError):
+                    raise
+                raise RbprepError(f"a task failed on the Dask cluster: {exc!r}") from exc
+            yield futures[future], result

@@ -1,0 +1,128 @@
+"""shard on a real Dask cluster: a scheduler and two worker processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rbprep.cli import main
+from tests.test_shard import dataset_files
+
+distributed = pytest.importorskip("distributed")
+
+ARGS = ["--partition-size", "400KB", "--dup", "3", "-q"]
+
+
+def _dask(*args: str, log: Path) -> subprocess.Popen:
+    dask = Path(sys.executable).parent / "dask"
+    return subprocess.Popen(
+        [str(dask), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),
+    )
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A scheduler and two single-threaded workers; yields (address, worker processes)."""
+    scheduler_file = tmp_path / "scheduler.json"
+    processes = [
+        _dask(
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(scheduler_file),
+            log=tmp_path / "scheduler.log",
+        )
+    ]
+    deadline = time.monotonic() + 60
+    while not scheduler_file.exists():
+        assert time.monotonic() < deadline, "the Dask scheduler did not start"
+        time.sleep(0.1)
+    workers = [
+        _dask(
+            "worker",
+            "--scheduler-file",
+            str(scheduler_file),
+            "--host",
+            "127.0.0.1",
+            "--nworkers",
+            "1",
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--no-nanny",
+            "--name",
+            f"worker-{n}",
+            log=tmp_path / f"worker-{n}.log",
+        )
+        for n in range(2)
+    ]
+    processes += workers
+    with distributed.Client(scheduler_file=str(scheduler_file), timeout="60s") as client:
+        client.wait_for_workers(2, timeout=60)
+        address = client.scheduler.address
+    yield address, workers
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def local_reference(tmp_path, builtin_corpus, small_vocab) -> Path:
+    out = tmp_path / "local"
+    args = ["shard", builtin_corpus, "--tokenizer", small_vocab / "bpe", "--out", out, *ARGS]
+    assert CliRunner().invoke(main, [str(a) for a in args]).exit_code == 0
+    return out
+
+
+@pytest.mark.slow
+def test_cluster_output_is_byte_identical_to_local(
+    cluster, local_reference, tmp_path, builtin_corpus, small_vocab
+):
+    address, _ = cluster
+    out = tmp_path / "cluster"
+    args = ["shard", builtin_corpus, "--tokenizer", small_vocab / "bpe", "--out", out, *ARGS]
+    result = CliRunner().invoke(main, [str(a) for a in [*args, "--scheduler", address]])
+    assert result.exit_code == 0, result.output
+    files = dataset_files(out)
+    assert len([name for name in files if name.endswith(".arrow")]) > 5
+    assert files == dataset_files(local_reference)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_still_gives_identical_output(
+    cluster, local_reference, tmp_path, builtin_corpus, small_vocab
+):
+    address, workers = cluster
+    out = tmp_path / "cluster"
+    command = [sys.executable, "-m", "rbprep", "shard", str(builtin_corpus), "--tokenizer"]
+    command += [str(small_vocab / "bpe"), "--out", str(out), *ARGS, "--scheduler", address]
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    parts = out / ".parts"
+    deadline = time.monotonic() + 120
+    while len(list(parts.glob("*.json"))) < 2:
+        assert run.poll() is None, run.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(workers[0].pid, signal.SIGKILL)  # dies with a partition in hand
+    assert run.wait(timeout=300) == 0, run.stderr.read()
+    assert dataset_files(out) == dataset_files(local_reference)
+
+
+def test_no_scheduler_is_a_clear_error(tmp_path, small_corpus, small_vocab):
+    args = ["shard", small_corpus, "--tokenizer", small_vocab / "bpe", "--out", tmp_path / "d"]
+    result = CliRunner().invoke(main, [str(a) for a in [*args, "--scheduler", "tcp://127.0.0.1:9"]])
+    assert result.exit_code == 1
+    assert "no Dask scheduler answers at tcp://127.0.0.1:9" in result.stderr
