@@ -29,8 +29,13 @@ test-fast: install
 demo: install
 	$(BIN)/rbprep demo --out $(DEMO_OUT)
 
+# Each script prints its figures and appends them to benchmarks/results/ (minutes each).
 bench: install
 	$(BIN)/python benchmarks/train_vocab.py
+	$(BIN)/python benchmarks/shard.py
+	$(BIN)/python benchmarks/shard_scaling.py
+	$(BIN)/python benchmarks/compare_tokenizers.py
+	$(BIN)/python benchmarks/pretrain.py
 
 # Rewrite the README's command reference from --help.
 readme: install

@@ -27,6 +27,7 @@ _EXPORTS = {
     "VocabConfig": "rbprep.vocab",
     "shard": "rbprep.sharding",
     "ShardConfig": "rbprep.sharding",
+    "compare_tokenizers": "rbprep.compare",
     "open_dataset": "rbprep.dataset",
     "inspect": "rbprep.dataset.inspection",
     "verify": "rbprep.dataset.verification",

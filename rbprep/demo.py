@@ -6,9 +6,11 @@ import json
 import os
 from pathlib import Path
 
+from rbprep.compare import compare_tokenizers
 from rbprep.corpus import open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
 from rbprep.dataset.inspection import inspect
+from rbprep.errors import RbprepError
 from rbprep.sharding import ShardConfig, shard
 from rbprep.sizes import format_size
 from rbprep.vocab import VocabConfig, train_vocab
@@ -23,11 +25,11 @@ FILL_MASK_PROMPT = "Return a new list containing all items from the <mask> in as
 
 def run_demo(out: str | os.PathLike, *, progress: bool = False) -> str:
     """Train both tokenizers on the built-in corpus into ``out/vocab``, shard it with the
-    BPE into ``out/data`` (seq 512, 10 masked copies), pretrain a tiny RoBERTa on it for
-    a few CPU steps into ``out/run`` (when torch is installed), and return a report.
+    BPE into ``out/data`` (seq 512, 10 masked copies), compare the two tokenizers into
+    ``out/compare``, pretrain a tiny RoBERTa for a few CPU steps into ``out/run`` (when
+    torch is installed), and return a report.
 
-    What the demo wrote before under ``out`` (vocab/bpe, vocab/wordpiece, data, run) is
-    replaced.
+    What the demo wrote before under ``out`` (vocab, data, compare, run) is replaced.
     """
     out_dir = Path(out)
     corpus_path = builtin_corpus_path()
@@ -36,6 +38,17 @@ def run_demo(out: str | os.PathLike, *, progress: bool = False) -> str:
     bpe_dir = out_dir / "vocab" / "bpe"
     data = out_dir / "data"
     sharded = shard(corpus, bpe_dir, data, ShardConfig(), force=True, progress=progress)
+    comparison = compare_tokenizers(corpus, [out_dir / "vocab"], progress=progress)
+    compare_dir = out_dir / "compare"
+    compare_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        plots = comparison.write_plots(compare_dir / "plots")
+    except RbprepError as exc:  # matplotlib is the optional `plots` extra
+        plots, plots_note = [], f"no plots: {exc}"
+    else:
+        plots_note = f"{len(plots)} plots in {compare_dir / 'plots'}"
+    comparison.write_json(compare_dir / "compare.json")
+    comparison.write_markdown(compare_dir / "compare.md", plots)
     return "\n".join(
         [
             f"Built-in corpus: {corpus_path} ({format_size(corpus.size)})",
@@ -48,6 +61,10 @@ def run_demo(out: str | os.PathLike, *, progress: bool = False) -> str:
             "",
             f"3. inspect {data}",
             inspect(data, rows=1).report(),
+            "",
+            f"4. compare-tokenizers --tokenizers {out_dir / 'vocab'}",
+            comparison.report(),
+            f"-> {compare_dir / 'compare.json'}, {compare_dir / 'compare.md'}; {plots_note}",
             "",
             _pretrain_section(data, out_dir / "run", progress),
             "",
@@ -64,7 +81,7 @@ def _pretrain_section(data: Path, run: Path, progress: bool) -> str:
     try:
         import torch
     except ImportError:
-        return "4. pretrain: skipped (torch is not installed: pip install 'rbprep[train]')"
+        return "5. pretrain: skipped (torch is not installed: pip install 'rbprep[train]')"
     from safetensors.torch import load_file
     from tokenizers import Tokenizer
 
@@ -96,7 +113,7 @@ def _pretrain_section(data: Path, run: Path, progress: bool) -> str:
     guesses = [tokenizer.decode([int(i)]).strip() for i in logits.topk(5).indices]
     return "\n".join(
         [
-            "4. pretrain --model tiny --device cpu --steps 30 (a smoke run, not a useful model)",
+            "5. pretrain --model tiny --device cpu --steps 30 (a smoke run, not a useful model)",
             summary.report(),
             f"fill-mask: {FILL_MASK_PROMPT}",
             f"  top 5: {', '.join(repr(g) for g in guesses)}",

@@ -155,7 +155,7 @@ def train_vocab(
                 documents = sample_documents(
                     corpus, ReadStats(), config.sample_bytes, config.seed, Usage()
                 )
-                chars = continuation_chars(documents, config.cased)
+                chars = continuation_chars((d for _, d in documents), config.cased)
             tokenizer, trainer = _new_wordpiece(config, chars)
         # Each pass reads the same text; its warnings are worth printing once.
         with (
@@ -275,13 +275,14 @@ def _sample_rate(corpus: Corpus, sample_bytes: int | None) -> float:
 
 def sample_documents(
     corpus: Corpus, stats: ReadStats, sample_bytes: int | None, seed: int, usage: Usage
-) -> Iterator[Document]:
-    """Yield the corpus's documents, or a deterministic sample of about ``sample_bytes``.
+) -> Iterator[tuple[int, Document]]:
+    """Yield (partition id, document) for the corpus's documents, or for a deterministic
+    sample of about ``sample_bytes`` of their text.
 
     The sample keeps each document with probability ``sample_bytes / text size`` by a
-    hash of (seed, partition id, index in the partition), so it is spread over all
-    files and the same for any reader, and stops when the next document would pass
-    ``sample_bytes``. Counts what it yields into ``usage``.
+    hash of (seed, partition id, index in the partition), so it is spread evenly over
+    all files and the same for any reader. There is no hard stop at ``sample_bytes``:
+    one would cut off the files that sort last. Counts what it yields into ``usage``.
     """
     rate = _sample_rate(corpus, sample_bytes)
     usage.sampled = rate < 1.0
@@ -290,26 +291,19 @@ def sample_documents(
         for index, document in enumerate(corpus.read_partition(partition, stats)):
             if usage.sampled and not document_coin(seed, "sample", partition.id, index, rate):
                 continue
-            size = sum(len(unit.encode()) for unit in document.units)
-            if (
-                sample_bytes is not None
-                and usage.documents
-                and usage.text_bytes + size > sample_bytes
-            ):
-                return
             usage.documents += 1
             usage.units += len(document.units)
-            usage.text_bytes += size
-            yield document
+            usage.text_bytes += sum(len(unit.encode()) for unit in document.units)
+            yield partition.id, document
 
 
 def _unit_batches(
-    documents: Iterator[Document], stats: ReadStats, bar: ByteProgress
+    documents: Iterator[tuple[int, Document]], stats: ReadStats, bar: ByteProgress
 ) -> Iterator[list[str]]:
     """Batches of sentence units for the trainers (batches keep their threads busy)."""
     batch: list[str] = []
     reported = stats.text_bytes
-    for document in documents:
+    for _, document in documents:
         bar.update(stats.text_bytes - reported)
         reported = stats.text_bytes
         batch.extend(document.units)

@@ -26,6 +26,8 @@ def test_demo_leaves_tokenizers_a_dataset_and_a_summary(tmp_path, monkeypatch, b
     verify(tmp_path / "demo" / "data")
     assert "[<mask>|" in result.output  # inspect's sample row, masks marked
     assert "fill-mask:" in result.output and "top 5:" in result.output
+    assert "4. compare-tokenizers" in result.output
+    assert (tmp_path / "demo" / "compare" / "compare.json").exists()
     assert (tmp_path / "demo" / "run" / "hf" / "model.safetensors").exists()
     for kind in ("bpe", "wordpiece"):
         tokenizer = Tokenizer.from_file(str(tmp_path / "demo" / "vocab" / kind / "tokenizer.json"))

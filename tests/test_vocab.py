@@ -45,7 +45,7 @@ def test_files_and_sizes(small_vocab):
     sizes = {t["kind"]: t["vocab_size"] for t in summary["tokenizers"]}
     assert sizes == {"bpe": 4000, "wordpiece": 3000}
     assert summary["sampled"] is True
-    assert 1_500_000 < summary["text_bytes_used"] <= 2_000_000
+    assert 1_700_000 < summary["text_bytes_used"] < 2_300_000  # about the 2 MB asked
 
 
 def test_special_token_ids_are_as_documented(small_vocab):
@@ -175,7 +175,7 @@ def test_bad_config(small_corpus, tmp_path, config, message):
         train_vocab([small_corpus], tmp_path / "v", config)
 
 
-def test_sample_is_deterministic_spread_and_bounded(tmp_path):
+def test_sample_is_deterministic_spread_and_about_the_size(tmp_path):
     for name in ("a", "b", "c"):
         (tmp_path / f"{name}.txt").write_text(
             "\n\n".join(f"{name} document {i} " + "word " * 20 for i in range(300)) + "\n"
@@ -186,14 +186,16 @@ def test_sample_is_deterministic_spread_and_bounded(tmp_path):
     def sample(seed: int) -> tuple[list[list[str]], Usage]:
         usage = Usage()
         docs = sample_documents(corpus, ReadStats(), total // 4, seed, usage)
-        return [d.units for d in docs], usage
+        return [d.units for _, d in docs], usage
 
     first, usage = sample(0)
     assert sample(0)[0] == first
     assert sample(1)[0] != first
-    assert usage.sampled and usage.text_bytes <= total // 4
-    assert usage.text_bytes > total // 8  # about a quarter, not a handful
-    assert {units[0][0] for units in first} == {"a", "b", "c"}
+    assert usage.sampled and abs(usage.text_bytes - total // 4) < total // 20
+    # Every file gets its share: no hard stop cuts off the files that sort last.
+    for name in ("a", "b", "c"):
+        share = sum(units[0].startswith(name) for units in first) / len(first)
+        assert 0.25 < share < 0.42
 
 
 def test_training_is_deterministic(tmp_path, small_corpus):

@@ -1,0 +1,259 @@
+"""Benchmark ``rbprep compare-tokenizers`` against one plain encode pass per tokenizer.
+
+The issue's budget: the comparison may cost about one encode pass per tokenizer over
+the sample. What is measured, on one corpus and set of tokenizers:
+
+- floor: a small Python script (run with ``python -c``) that reads the same sample with
+  rbprep's reader (``rbprep.vocab.sample_documents``: the same documents), builds the
+  units as ``shard`` tokenises them (later lines with a leading space), and encodes them
+  once with each tokenizer by ``Tokenizer.encode_batch_fast`` (no offsets), in batches
+  of 10,000 units, as ``shard`` does. Nothing is counted: it is the cost of tokenising.
+- rbprep: ``rbprep compare-tokenizers CORPUS --tokenizer ... --sample-bytes S --json
+  OUT -q`` (the table goes to a log file): one encode per tokenizer (``encode_batch_fast``
+  for a byte-level tokenizer, whose ids alone place its tokens in words;
+  ``encode_batch`` with offsets for the others, plus ``encode_batch_fast`` on every 10th
+  unit to time the same call for all), one decode per document for the round trip, all
+  metrics, rows packed as ``shard`` packs.
+
+Every contestant is a separate process, timed whole (imports and start-up included):
+wall time around the child and its peak RSS (``os.wait4``). Runs are interleaved
+(floor, rbprep, floor, rbprep, ...) and the result is the median of ``--repeats``
+runs, reported as the ratio rbprep / floor. rbprep's own JSON says how its time splits
+(encode_batch_fast seconds per tokenizer, from ``encode_mb_s``); that is printed too.
+
+Without ``--tokenizers``/``--tokenizer``, both tokenizers are first trained on a 10 MB
+sample of the corpus (untimed). Run it from the repository root::
+
+    .venv/bin/python benchmarks/compare_tokenizers.py                 # dev corpus en/ + multi/
+    .venv/bin/python benchmarks/compare_tokenizers.py corpus/ --tokenizers vocab \\
+        --tokenizer small=vocab-small/bpe --sample-bytes 30MB --repeats 3
+
+Each run appends one JSON line to ``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rbprep.corpus import open_corpus
+from rbprep.corpus.builtin import builtin_corpus_path
+from rbprep.sizes import format_size, parse_size
+
+DEV_CORPUS = Path.home() / ".cache" / "rbprep-dev-corpus"
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "compare_tokenizers.jsonl"
+
+# The floor. Arguments: SAMPLE_BYTES (or "none"), the number of corpus paths, the paths,
+# then the tokenizer paths.
+FLOOR_SCRIPT = """\
+import itertools, sys
+from rbprep.corpus import ReadStats, open_corpus
+from rbprep.tokenizer_info import load_tokenizer
+from rbprep.vocab import Usage, sample_documents
+
+size = None if sys.argv[1] == "none" else int(sys.argv[1])
+n = int(sys.argv[2])
+paths, tokenizers = sys.argv[3 : 3 + n], sys.argv[3 + n :]
+corpus = open_corpus(paths)
+units = []
+for document in sample_documents(corpus, ReadStats(), size, 0, Usage()):
+    units.append(document.units[0])
+    units.extend(" " + unit for unit in document.units[1:])
+for path in tokenizers:
+    tokenizer, _ = load_tokenizer(path)
+    tokens = 0
+    for start in range(0, len(units), 10_000):
+        batch = units[start : start + 10_000]
+        encodings = tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+        tokens += sum(len(e.ids) for e in encodings)
+    print(path, tokens)
+"""
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_rss_mb: float
+
+
+def timed(command: list[str], log: Path) -> Run:
+    """Run ``command`` to its end, output to ``log``; its wall time and peak RSS."""
+    with open(log, "wb") as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        sys.exit(f"failed: {' '.join(command)}\n{tail}")
+    return Run(round(seconds, 3), round(usage.ru_maxrss / 1024, 1))
+
+
+def rbprep_command() -> list[str]:
+    script = Path(sys.executable).parent / "rbprep"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "rbprep"]
+
+
+def default_corpus() -> list[str]:
+    if DEV_CORPUS.is_dir():
+        return [str(DEV_CORPUS / "en"), str(DEV_CORPUS / "multi")]
+    return [str(builtin_corpus_path())]
+
+
+def git_commit() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("corpus", nargs="*", help="CORPUS paths (default: dev corpus en/ multi/)")
+    parser.add_argument("--tokenizers", help="a train-vocab output directory (bpe/, wordpiece/)")
+    parser.add_argument("--tokenizer", action="append", default=[], help="NAME=PATH; repeat")
+    parser.add_argument(
+        "--sample-bytes", type=parse_size, default=parse_size("20MB"), help="(20MB)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="runs per contestant (3)")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSON lines file")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    corpus_args = args.corpus or default_corpus()
+    corpus = open_corpus(corpus_args)
+    print(
+        f"Corpus: {' '.join(corpus_args)} ({len(corpus.files)} files, {format_size(corpus.size)})"
+    )
+    print(
+        f"  sample {format_size(args.sample_bytes)}; machine: {platform.platform()}, "
+        f"{os.cpu_count()} CPUs; {args.repeats} runs each",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="rbprep-bench-compare-") as work_dir:
+        work = Path(work_dir)
+        named: list[tuple[str, str]] = []
+        if args.tokenizers:
+            named += [
+                (k, str(Path(args.tokenizers) / k))
+                for k in ("bpe", "wordpiece")
+                if (Path(args.tokenizers) / k / "tokenizer.json").exists()
+            ]
+        for item in args.tokenizer:
+            name, _, path = item.partition("=") if "=" in item else ("", "", item)
+            named.append((name or Path(path).name, path))
+        if not named:
+            print("  training bpe and wordpiece on a 10 MB sample (untimed) ...", flush=True)
+            vocab = work / "vocab"
+            command = [*rbprep_command(), "train-vocab", *corpus_args, "--out", str(vocab)]
+            timed([*command, "--sample-bytes", "10MB", "--quiet"], work / "train.log")
+            named = [("bpe", str(vocab / "bpe")), ("wordpiece", str(vocab / "wordpiece"))]
+        paths = [path for _, path in named]
+        floor_command = [
+            sys.executable,
+            "-c",
+            FLOOR_SCRIPT,
+            str(args.sample_bytes),
+            str(len(corpus_args)),
+            *corpus_args,
+            *paths,
+        ]
+        ours_command = [
+            *rbprep_command(),
+            "compare-tokenizers",
+            *corpus_args,
+            "-q",
+            "--sample-bytes",
+            str(args.sample_bytes),
+            "--json",
+            str(work / "c.json"),
+        ]
+        for name, path in named:
+            ours_command += ["--tokenizer", f"{name}={path}"]
+        timed(floor_command, work / "warm.log")  # warm the page cache, untimed
+        floor: list[Run] = []
+        ours: list[Run] = []
+        for repeat in range(args.repeats):
+            floor.append(timed(floor_command, work / "floor.log"))
+            ours.append(timed(ours_command, work / "ours.log"))
+            print(
+                f"  run {repeat + 1}/{args.repeats}: floor {floor[-1].seconds:.1f} s, "
+                f"rbprep {ours[-1].seconds:.1f} s",
+                flush=True,
+            )
+        data = json.loads((work / "c.json").read_text())
+    floor_median = statistics.median(r.seconds for r in floor)
+    ours_median = statistics.median(r.seconds for r in ours)
+    ratio = ours_median / floor_median
+    text_bytes = data["corpus"]["text_bytes"]
+    encode_s = {
+        t["name"]: round(t["overall"]["bytes"] / 1e6 / t["overall"]["encode_mb_s"], 2)
+        for t in data["tokenizers"]
+    }
+    print()
+    print(
+        f"{len(named)} tokenizers ({', '.join(n for n, _ in named)}) on "
+        f"{format_size(text_bytes)} of text"
+    )
+    print(
+        f"  floor (read + encode_batch_fast per tokenizer): median {floor_median:.2f} s, "
+        f"peak {max(r.peak_rss_mb for r in floor):.0f} MB"
+    )
+    print(
+        f"  rbprep compare-tokenizers:                     median {ours_median:.2f} s, "
+        f"peak {max(r.peak_rss_mb for r in ours):.0f} MB"
+    )
+    print(f"  ratio rbprep / floor: {ratio:.2f}")
+    print(
+        f"  inside rbprep: {data['seconds']:.1f} s in all, of which encode_batch_fast "
+        f"{sum(encode_s.values()):.1f} s {encode_s} (from encode_mb_s: measured on all "
+        "text for byte-level tokenizers, on every 10th unit for the others)"
+    )
+    record = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
+        "corpus": corpus_args,
+        "sample_bytes": args.sample_bytes,
+        "text_bytes": text_bytes,
+        "tokenizers": named,
+        "floor_seconds": [r.seconds for r in floor],
+        "rbprep_seconds": [r.seconds for r in ours],
+        "floor_median_s": floor_median,
+        "rbprep_median_s": ours_median,
+        "ratio": round(ratio, 4),
+        "floor_peak_rss_mb": max(r.peak_rss_mb for r in floor),
+        "rbprep_peak_rss_mb": max(r.peak_rss_mb for r in ours),
+        "rbprep_encode_seconds": encode_s,
+        "rbprep_inner_seconds": data["seconds"],
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.results, "a", encoding="utf-8") as file:
+        file.write(json.dumps(record) + "\n")
+    print(f"Appended to {args.results}")
+
+
+if __name__ == "__main__":
+    main()

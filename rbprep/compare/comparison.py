@@ -1,0 +1,677 @@
+"""``compare_tokenizers``: measure tokenizers side by side on the user's own text.
+
+One read of the corpus (or of a deterministic sample of it). Each batch of sentence
+units (one file's, within one partition) is encoded once per tokenizer, and everything
+is counted from that encoding: tokens, words and their splits (placed by the token
+offsets, or for a byte-level tokenizer by the ids alone), [UNK]s, the round trip (one
+decode per document), the rows ``shard`` would pack (its own kernel, per partition as
+``shard`` runs it) and the unigram counts behind vocabulary use and Rényi efficiency.
+Memory stays bounded: per tokenizer one count array of the vocabulary's size, per file
+a few numbers, per partition the token count of each unit. Definitions: docs/compare.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from rbprep import __version__, kernels
+from rbprep.compare import metrics as m
+from rbprep.compare.pieces import Piece, Style, byte_length, display, piece, word_pieces
+from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
+from rbprep.errors import RbprepError
+from rbprep.progress import ByteProgress
+from rbprep.tokenizer_info import load_tokenizer, tokenizer_file
+from rbprep.vocab import Usage, sample_documents
+
+_BATCH_UNITS = 10_000  # units per encode call, as shard
+_BATCH_CHARS = 1_000_000  # bounds the per-character arrays of a batch (~50 MB)
+_SAMPLE_CHARS = (30, 140)  # a sample sentence is a unit of this many characters
+_TOP = 25  # most frequent / longest tokens kept in the report
+_SPEED_SHARE = 10  # tokenizers that need offsets: every 10th unit timed in encode_batch_fast
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Parameters of ``compare_tokenizers``; CLI options carry the same names."""
+
+    seq_len: int = 512  # rows and padding are counted for rows of this length
+    sample_bytes: int | None = None  # compare on a deterministic sample of this much text
+    seed: int = 0  # seed of the sample
+    samples: int = 6  # sample sentences shown tokenised by each tokenizer
+    renyi_alpha: float = m.RENYI_ALPHA
+
+    def check(self) -> None:
+        if not 8 <= self.seq_len <= 65535:
+            raise RbprepError(f"--seq-len must be in 8..65535, got {self.seq_len}")
+        if self.sample_bytes is not None and self.sample_bytes <= 0:
+            raise RbprepError("--sample-bytes must be positive")
+        if self.samples < 0:
+            raise RbprepError("samples must be >= 0")
+        if self.renyi_alpha <= 0:
+            raise RbprepError("renyi_alpha must be positive")
+
+
+# --- the tokenizers ----------------------------------------------------------------------
+
+
+@dataclass
+class _Contestant:
+    """One tokenizer under comparison and what is counted for it."""
+
+    name: str
+    path: str  # the tokenizer.json read
+    tokenizer: Tokenizer
+    style: Style
+    vocab_size: int
+    unk_id: int | None
+    special_ids: tuple[int, ...]
+    shardable: bool  # has the start, end, pad and mask tokens ``shard`` needs
+    byte_lengths: np.ndarray | None  # (vocab,) int64 bytes each id spells, if byte-level
+    counts: np.ndarray  # (vocab,) int64 token frequencies over the corpus
+    file_counts: np.ndarray  # (vocab,) int64 token frequencies over the current file
+    words_tokens: np.ndarray  # tokens-per-word histogram over the corpus
+    tallies: dict[int, m.Tally] = field(default_factory=dict)  # file index -> counts
+    file_extras: dict[int, tuple[int, float]] = field(default_factory=dict)  # seen, renyi
+    rows: int = 0  # over the corpus, each partition packed as shard packs it
+    row_tokens: int = 0
+    partition_lengths: list[np.ndarray] = field(default_factory=list)  # (units,) int64 each
+
+
+def train_vocab_tokenizers(directory: str | os.PathLike) -> list[tuple[str, str]]:
+    """The tokenizers ``train-vocab`` wrote into ``directory``: [("bpe", DIR/bpe), ...]."""
+    directory = Path(directory)
+    found = [
+        (kind, str(directory / kind))
+        for kind in ("bpe", "wordpiece")
+        if (directory / kind / "tokenizer.json").is_file()
+    ]
+    if not found:
+        raise RbprepError(
+            f"{directory}: no bpe/ or wordpiece/ tokenizer there; give the --out directory "
+            "of `rbprep train-vocab`, or name tokenizers with --tokenizer PATH"
+        )
+    return found
+
+
+def _named(tokenizers: Sequence[Any]) -> list[tuple[str, str]]:
+    """(name, path) for each tokenizer given; a train-vocab directory gives both of its own."""
+    named: list[tuple[str, str]] = []
+    for item in tokenizers:
+        if isinstance(item, tuple):
+            named.append((str(item[0]), os.fspath(item[1])))
+            continue
+        path = Path(item)
+        if (
+            path.is_dir()
+            and not (path / "tokenizer.json").exists()
+            and any((path / kind / "tokenizer.json").is_file() for kind in ("bpe", "wordpiece"))
+        ):
+            named.extend(train_vocab_tokenizers(path))  # a train-vocab output directory
+            continue
+        file = tokenizer_file(path)
+        name = file.parent.name if file.name == "tokenizer.json" else file.stem
+        named.append((name or str(path), str(path)))
+    seen: dict[str, int] = {}
+    unique = []
+    for name, path in named:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append((name if seen[name] == 1 else f"{name}-{seen[name]}", path))
+    return unique
+
+
+def _contestant(name: str, path: str) -> _Contestant:
+    try:
+        tokenizer, info = load_tokenizer(path)
+        unk_id, special_ids, shardable, file = (
+            info.unk_id,
+            info.special_ids,
+            True,
+            info.path,
+        )
+    except RbprepError:
+        # Not fit for shard (no mask or pad token, say), but it can still be measured;
+        # a file that is no tokenizer at all fails here with its own message.
+        file = str(tokenizer_file(path))
+        try:
+            tokenizer = Tokenizer.from_file(file)
+        except Exception as exc:  # tokenizers raises plain Exception for bad files
+            raise RbprepError(f"{file}: not a tokenizers tokenizer.json ({exc})") from exc
+        tokenizer.encode_special_tokens = True
+        model = json.loads(tokenizer.to_str())["model"]
+        unk = model.get("unk_token")  # BPE, WordPiece, WordLevel; Unigram names the id
+        unk_id = tokenizer.token_to_id(unk) if isinstance(unk, str) else model.get("unk_id")
+        special_ids = tuple(
+            sorted(i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special)
+        )
+        shardable = False
+    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    style = Style.of(tokenizer)
+    return _Contestant(
+        name=name,
+        path=file,
+        tokenizer=tokenizer,
+        style=style,
+        vocab_size=vocab_size,
+        unk_id=unk_id,
+        special_ids=tuple(special_ids),
+        shardable=shardable,
+        byte_lengths=_byte_lengths(tokenizer, style, vocab_size),
+        counts=np.zeros(vocab_size, dtype=np.int64),
+        file_counts=np.zeros(vocab_size, dtype=np.int64),
+        words_tokens=np.zeros(m.WORD_TOKENS_CAP + 1, dtype=np.int64),
+    )
+
+
+def _byte_lengths(tokenizer: Tokenizer, style: Style, vocab_size: int) -> np.ndarray | None:
+    """For a byte-level tokenizer without a normaliser: the bytes of text each id stands
+    for. Its tokens then spell the text byte for byte, so where a token lies follows from
+    these lengths and the ids alone, and no offsets are needed (see ``_encode``)."""
+    if not style.byte_level or tokenizer.normalizer is not None:
+        return None
+    lengths = np.zeros(vocab_size, dtype=np.int64)  # (vocab,) int64
+    for token, index in tokenizer.get_vocab(with_added_tokens=True).items():
+        if index < vocab_size:
+            spelled = byte_length(token, style)
+            lengths[index] = len(token.encode()) if spelled is None else spelled
+    return lengths
+
+
+# --- the stream of text -------------------------------------------------------------------
+
+
+def _units(document: Document) -> list[str]:
+    """A document's units as ``shard`` tokenises them: later lines with a leading space."""
+    return [document.units[0], *(" " + unit for unit in document.units[1:])]
+
+
+@dataclass
+class _Batch:
+    """Documents of one file and one partition, encoded together."""
+
+    file: int = -1
+    documents: list[list[str]] = field(default_factory=list)  # each: its units as encoded
+    units: int = 0
+    chars: int = 0
+
+    def add(self, units: list[str]) -> None:
+        self.documents.append(units)
+        self.units += len(units)
+        self.chars += sum(map(len, units))
+
+
+class _Run:
+    """The counting, batch by batch, partition by partition, file by file."""
+
+    def __init__(self, contestants: list[_Contestant], config: CompareConfig, n_files: int):
+        self.contestants = contestants
+        self.config = config
+        self.partition_starts: list[np.ndarray] = []  # (units,) bool: starts a document
+        self.partition_files: list[np.ndarray] = []  # (units,) int64: file index
+        self.files_done: list[int] = []
+        self.current_file = -1
+        per_file = max(1, math.ceil(config.samples / max(n_files, 1))) if config.samples else 0
+        self.samples_per_file = per_file
+        self.sample_candidates: dict[int, list[str]] = {}
+
+    # one batch ---------------------------------------------------------------------------
+
+    def batch(self, batch: _Batch) -> None:
+        texts = list(itertools.chain.from_iterable(batch.documents))
+        if not texts:
+            return
+        words = m.Words.of(texts)
+        doc_units = np.fromiter(map(len, batch.documents), np.int64, len(batch.documents))
+        doc_texts = ["".join(units) for units in batch.documents]
+        starts = np.zeros(len(texts), dtype=np.bool_)  # (units,) bool
+        starts[np.concatenate(([0], np.cumsum(doc_units)[:-1]))] = True
+        self.partition_starts.append(starts)
+        self.partition_files.append(np.full(len(texts), batch.file, dtype=np.int64))
+        for contestant in self.contestants:
+            self._encode(contestant, batch.file, texts, words, doc_units, doc_texts)
+
+    def _encode(
+        self,
+        contestant: _Contestant,
+        file: int,
+        texts: list[str],
+        words: m.Words,
+        doc_units: np.ndarray,
+        doc_texts: list[str],
+    ) -> None:
+        tokenizer = contestant.tokenizer
+        tally = contestant.tallies.setdefault(file, m.Tally())
+        token_words = None
+        if contestant.byte_lengths is not None:
+            # Byte-level: the ids alone place every token (Words.byte_token_words), so
+            # shard's own call, without offsets, is the whole encode pass.
+            started = time.perf_counter()
+            encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+            tally.encode_seconds += time.perf_counter() - started
+            tally.encode_bytes += words.utf8_bytes
+            id_lists = [e.ids for e in encodings]
+            del encodings
+            lengths, ids = _flat(id_lists)
+            token_text = np.repeat(np.arange(len(texts)), lengths)  # (tokens,) int64
+            token_bytes = contestant.byte_lengths[ids]
+            spelled = np.bincount(token_text, weights=token_bytes, minlength=len(texts))
+            if np.array_equal(spelled, words.text_bytes):
+                token_words = words.byte_token_words(token_text, token_bytes)
+        if token_words is None:
+            # Words need offsets. encode_batch_fast is timed on every 10th unit, so
+            # encode_mb_s is the same call's speed for every tokenizer.
+            if contestant.byte_lengths is None:  # (else timed above)
+                started = time.perf_counter()
+                tokenizer.encode_batch_fast(texts[::_SPEED_SHARE], add_special_tokens=False)
+                tally.encode_seconds += time.perf_counter() - started
+                tally.encode_bytes += int(words.text_bytes[::_SPEED_SHARE].sum())
+            encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+            id_lists = [e.ids for e in encodings]
+            offset_lists = [e.offsets for e in encodings]
+            del encodings
+            lengths, ids = _flat(id_lists)
+            offsets = np.fromiter(  # (tokens * 2,) int64: start, end in characters
+                itertools.chain.from_iterable(itertools.chain.from_iterable(offset_lists)),
+                np.int64,
+                2 * len(ids),
+            )
+            del offset_lists
+            token_text = np.repeat(np.arange(len(texts)), lengths)  # (tokens,) int64
+            token_words = words.token_words(token_text, offsets[0::2], offsets[1::2])
+        n_tokens = len(ids)
+        per_word = m.tokens_per_word(token_words, words.count)
+        contestant.words_tokens += m.histogram(per_word, m.WORD_TOKENS_CAP)
+        contestant.file_counts += np.bincount(ids, minlength=contestant.vocab_size)
+        contestant.partition_lengths.append(lengths)
+
+        tally.documents += len(doc_texts)
+        tally.units += len(texts)
+        tally.words += words.count
+        tally.bytes += words.utf8_bytes
+        tally.chars += words.chars
+        tally.tokens += n_tokens
+        tally.continued_words += int((per_word >= 2).sum())
+        if contestant.unk_id is not None:
+            unk = ids == contestant.unk_id
+            tally.unk_tokens += int(unk.sum())
+            unk_words = token_words[unk]
+            tally.unk_words += int(np.unique(unk_words[unk_words >= 0]).size)
+
+        # The round trip: one decode per document, of its units' ids.
+        unit_ends = np.cumsum(doc_units)
+        doc_ids = [
+            list(itertools.chain.from_iterable(id_lists[lo:hi]))
+            for lo, hi in zip(np.r_[0, unit_ends[:-1]], unit_ends, strict=True)
+        ]
+        del id_lists
+        decoded = tokenizer.decode_batch(doc_ids, skip_special_tokens=False)
+        normalizer = tokenizer.normalizer
+        for original, back in zip(doc_texts, decoded, strict=True):
+            if back == original:
+                tally.roundtrip_exact += 1
+                tally.roundtrip_normalized += 1
+                continue
+            # Equal up to whitespace once both are normalised; decoded text usually is
+            # normalised already (lowercase), which spares normalising it again.
+            expected = m.squash_whitespace(
+                normalizer.normalize_str(original) if normalizer else original
+            )
+            got = m.squash_whitespace(back)
+            if got != expected and normalizer is not None:
+                got = m.squash_whitespace(normalizer.normalize_str(back))
+            tally.roundtrip_normalized += got == expected
+
+    # partitions, files, samples --------------------------------------------------------------
+
+    def end_partition(self) -> None:
+        """Pack the partition's units into rows, as shard does: overall and per file."""
+        if not self.partition_starts:
+            return
+        starts = np.concatenate(self.partition_starts)
+        files = np.concatenate(self.partition_files)
+        bounds = np.flatnonzero(np.diff(files)) + 1
+        spans = list(zip(np.r_[0, bounds], np.r_[bounds, files.size], strict=True))
+        for contestant in self.contestants:
+            lengths = np.concatenate(contestant.partition_lengths)
+            rows, tokens = _pack(lengths, starts, self.config.seq_len)
+            contestant.rows += rows
+            contestant.row_tokens += tokens
+            for lo, hi in spans:
+                rows, tokens = _pack(lengths[lo:hi], starts[lo:hi], self.config.seq_len)
+                tally = contestant.tallies[int(files[lo])]
+                tally.rows += rows
+                tally.row_tokens += tokens
+            contestant.partition_lengths.clear()
+        self.partition_starts.clear()
+        self.partition_files.clear()
+
+    def end_file(self) -> None:
+        """Fold the file's token counts into the corpus's, keeping what they tell."""
+        if self.current_file < 0:
+            return
+        for contestant in self.contestants:
+            counts = contestant.file_counts
+            contestant.file_extras[self.current_file] = (
+                int(np.count_nonzero(counts)),
+                m.renyi_efficiency(counts, contestant.vocab_size, self.config.renyi_alpha),
+            )
+            contestant.counts += counts
+            counts[:] = 0
+        self.files_done.append(self.current_file)
+
+    def consider_sample(self, file: int, document: Document) -> None:
+        """Keep the document's first sentence-like unit, while its file needs samples."""
+        chosen = self.sample_candidates.setdefault(file, [])
+        if len(chosen) < self.samples_per_file:
+            unit = next((u for u in document.units if _sentence_like(u)), None)
+            if unit is not None and unit not in chosen:
+                chosen.append(unit)
+
+
+def _flat(id_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens per unit, (units,) int64, and all ids, (tokens,) int64."""
+    lengths = np.fromiter(map(len, id_lists), np.int64, len(id_lists))
+    ids = np.fromiter(itertools.chain.from_iterable(id_lists), np.int64, int(lengths.sum()))
+    return lengths, ids
+
+
+def _sentence_like(unit: str) -> bool:
+    """Prose rather than code, a URL or a heading: of middling length, mostly letters."""
+    low, high = _SAMPLE_CHARS
+    if not low <= len(unit) <= high:
+        return False
+    words = unit.split()
+    letters = sum(char.isalpha() for char in unit)
+    return max(map(len, words)) <= 30 and letters >= 0.75 * sum(map(len, words))
+
+
+def _pack(lengths: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[int, int]:
+    """Rows and tokens in them (specials included) for units of these token lengths."""
+    if lengths.size == 0:
+        return 0, 0
+    token_ids = np.zeros(int(lengths.sum()), dtype=np.uint32)  # (tokens,) uint32: ids unused
+    row_offsets, _ = kernels.pack_rows(token_ids, lengths, starts, seq_len, True, 0, 0)
+    return len(row_offsets) - 1, int(row_offsets[-1])
+
+
+# --- the whole comparison -----------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """What ``compare_tokenizers`` measured; ``as_dict()`` is the documented JSON."""
+
+    data: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.data
+
+    def report(self, width: int = 100) -> str:
+        """The side-by-side tables for the terminal."""
+        from rbprep.compare.report import text_report
+
+        return text_report(self.data, width=width)
+
+    def markdown(self, plots: Sequence[str] = ()) -> str:
+        """The whole report as Markdown; ``plots`` are image paths to embed."""
+        from rbprep.compare.report import markdown_report
+
+        return markdown_report(self.data, plots)
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.data, indent=2, ensure_ascii=False) + "\n")
+
+    def write_markdown(self, path: str | os.PathLike, plots: Sequence[Path] = ()) -> None:
+        """Write the Markdown report; ``plots`` (PNG files) are linked relative to it."""
+        path = Path(path)
+        links = [os.path.relpath(p, path.parent.resolve()) for p in map(Path.resolve, plots)]
+        path.write_text(self.markdown(links))
+
+    def write_plots(self, directory: str | os.PathLike) -> list[Path]:
+        """PNG plots into ``directory`` (needs matplotlib: ``pip install 'rbprep[plots]'``)."""
+        from rbprep.compare.plots import write_plots
+
+        return write_plots(self.data, Path(directory))
+
+
+def compare_tokenizers(
+    corpus: Sequence[str | os.PathLike] | Corpus,
+    tokenizers: Sequence[str | os.PathLike | tuple[str, str | os.PathLike]],
+    config: CompareConfig = CompareConfig(),
+    *,
+    progress: bool = False,
+) -> Comparison:
+    """Measure ``tokenizers`` side by side on ``corpus`` (docs/compare.md).
+
+    Each tokenizer is a tokenizer.json, a directory holding one (a Hugging Face
+    tokenizer directory, ``train-vocab``'s ``DIR/bpe``), a ``train-vocab`` output
+    directory (both of its tokenizers), or a ``(name, path)`` pair. Text is counted in
+    the sentence units ``shard`` tokenises, each once per tokenizer.
+    """
+    config.check()
+    if not isinstance(corpus, Corpus):
+        corpus = open_corpus(corpus)
+    named = _named(tokenizers)
+    if not named:
+        raise RbprepError("no tokenizer to compare; give --tokenizers DIR or --tokenizer PATH")
+    contestants = [_contestant(name, path) for name, path in named]
+    started = time.perf_counter()
+    stats = ReadStats()
+    usage = Usage()
+    run = _Run(contestants, config, len(corpus.files))
+    batch = _Batch()
+    partition = None
+    with ByteProgress("compare", corpus.size, enabled=progress) as bar:
+        reported = 0
+        for partition_id, document in sample_documents(
+            corpus, stats, config.sample_bytes, config.seed, usage
+        ):
+            if partition_id != partition or document.source != batch.file:
+                run.batch(batch)
+                if partition_id != partition:
+                    run.end_partition()
+                    partition = partition_id
+                if document.source != run.current_file:
+                    run.end_file()
+                    run.current_file = document.source
+                batch = _Batch(file=document.source)
+            batch.add(_units(document))
+            run.consider_sample(document.source, document)
+            if batch.units >= _BATCH_UNITS or batch.chars >= _BATCH_CHARS:
+                run.batch(batch)
+                batch = _Batch(file=document.source)
+            bar.update(stats.text_bytes - reported)
+            reported = stats.text_bytes
+        run.batch(batch)
+        run.end_partition()
+        run.end_file()
+    if usage.documents == 0:
+        raise RbprepError(f"the corpus holds no text: {len(corpus.files)} files, no document")
+    data = _result(corpus, run, config, stats, usage)
+    data["seconds"] = round(time.perf_counter() - started, 3)
+    return Comparison(data)
+
+
+def _result(
+    corpus: Corpus, run: _Run, config: CompareConfig, stats: ReadStats, usage: Usage
+) -> dict[str, Any]:
+    files = [corpus.files[i].path for i in run.files_done]
+    tokenizers = []
+    surfaces: list[list[Piece]] = []
+    for contestant in run.contestants:
+        vocab = contestant.tokenizer.get_vocab(with_added_tokens=True)
+        spelled = [""] * contestant.vocab_size
+        for token, index in vocab.items():
+            if index < contestant.vocab_size:
+                spelled[index] = token
+        pieces = [piece(token, contestant.style) for token in spelled]
+        surfaces.append(pieces)
+        per_file = {}
+        overall = m.Tally()
+        for index in run.files_done:
+            tally = contestant.tallies[index]
+            seen, renyi = contestant.file_extras[index]
+            per_file[corpus.files[index].path] = m.metrics(
+                tally,
+                vocab_size=contestant.vocab_size,
+                vocab_seen=seen,
+                renyi=renyi,
+                seq_len=config.seq_len,
+            )
+            overall.add(tally)
+        overall.rows, overall.row_tokens = contestant.rows, contestant.row_tokens
+        tokenizers.append(
+            {
+                "name": contestant.name,
+                "path": contestant.path,
+                "model": contestant.style.label,
+                "normalizer": contestant.tokenizer.normalizer is not None,
+                "shardable": contestant.shardable,
+                "overall": m.metrics(
+                    overall,
+                    vocab_size=contestant.vocab_size,
+                    vocab_seen=int(np.count_nonzero(contestant.counts)),
+                    renyi=m.renyi_efficiency(
+                        contestant.counts, contestant.vocab_size, config.renyi_alpha
+                    ),
+                    seq_len=config.seq_len,
+                ),
+                "per_file": per_file,
+                "tokens_per_word": m.histogram_dict(contestant.words_tokens),
+                "token_bytes": _token_bytes(contestant, pieces),
+                "top_tokens": _top_tokens(contestant, pieces),
+                "longest_tokens": _longest_tokens(contestant, pieces),
+            }
+        )
+    pairs = []
+    for (i, a), (j, b) in itertools.combinations(enumerate(run.contestants), 2):
+        ta, tb = tokenizers[i]["overall"], tokenizers[j]["overall"]
+        pairs.append(
+            {
+                "a": a.name,
+                "b": b.name,
+                "vocab_overlap": m.vocab_overlap(
+                    _pieces_set(a, surfaces[i]), _pieces_set(b, surfaces[j])
+                ),
+                "ratios": {
+                    key: (ta[key] / tb[key] if tb[key] else None)
+                    for key in ("vocab_size", "tokens", "fertility", "rows", "encode_mb_s")
+                },
+            }
+        )
+    return {
+        "rbprep_version": __version__,
+        "parameters": asdict(config),
+        "corpus": {
+            "files": files,
+            "documents": usage.documents,
+            "units": usage.units,
+            "text_bytes": usage.text_bytes,
+            "sampled": usage.sampled,
+            "read": stats.as_dict(),
+        },
+        "tokenizers": tokenizers,
+        "pairs": pairs,
+        "samples": _samples(run, corpus, config.samples),
+    }
+
+
+def _pieces_set(contestant: _Contestant, pieces: list[Piece]) -> set[str]:
+    special = set(contestant.special_ids)
+    return {p.text for index, p in enumerate(pieces) if index not in special and p.text}
+
+
+def _token_bytes(contestant: _Contestant, pieces: list[Piece]) -> dict[str, dict[str, int]]:
+    """Token lengths in bytes (marker left out): over the text, and over the vocabulary."""
+    lengths = np.fromiter((p.nbytes for p in pieces), np.int64, len(pieces))
+    content = np.ones(len(pieces), dtype=np.bool_)
+    content[list(contestant.special_ids)] = False
+    used = m.histogram(lengths, m.TOKEN_BYTES_CAP, weights=contestant.counts.astype(np.float64))
+    vocab = m.histogram(lengths[content], m.TOKEN_BYTES_CAP)
+    return {
+        "occurrences": m.histogram_dict(used.astype(np.int64)[1:], first=1),
+        "vocabulary": m.histogram_dict(vocab[1:], first=1),
+    }
+
+
+def _top_tokens(contestant: _Contestant, pieces: list[Piece]) -> list[dict[str, Any]]:
+    total = int(contestant.counts.sum())
+    order = np.argsort(-contestant.counts, kind="stable")[:_TOP]
+    return [
+        {
+            "token": display(pieces[i], contestant.style),
+            "count": int(contestant.counts[i]),
+            "share": int(contestant.counts[i]) / total if total else 0.0,
+        }
+        for i in order
+        if contestant.counts[i] > 0
+    ]
+
+
+def _longest_tokens(contestant: _Contestant, pieces: list[Piece]) -> list[dict[str, Any]]:
+    special = set(contestant.special_ids)
+    used = [  # runs of whitespace (code indentation) left out: words are what is of interest
+        int(i)
+        for i in np.flatnonzero(contestant.counts)
+        if int(i) not in special and pieces[int(i)].text.strip()
+    ]
+    used.sort(key=lambda i: (-pieces[i].nbytes, -int(contestant.counts[i]), i))
+    return [
+        {
+            "token": display(pieces[i], contestant.style),
+            "bytes": pieces[i].nbytes,
+            "count": int(contestant.counts[i]),
+        }
+        for i in used[:_TOP]
+    ]
+
+
+def _samples(run: _Run, corpus: Corpus, wanted: int) -> list[dict[str, Any]]:
+    """A few units, spread evenly over the files, tokenised by each tokenizer word by word."""
+    files = sorted(run.sample_candidates)
+    if not files or not wanted:
+        return []
+    spread = sorted({round(float(x)) for x in np.linspace(0, len(files) - 1, wanted)})
+    order = spread + [i for i in range(len(files)) if i not in spread]
+    chosen: list[tuple[int, int]] = []  # (index into files, index among its candidates)
+    for depth in range(run.samples_per_file):
+        for i in order:
+            if depth < len(run.sample_candidates[files[i]]) and len(chosen) < wanted:
+                chosen.append((i, depth))
+    samples = []
+    for i, depth in sorted(chosen):
+        text = run.sample_candidates[files[i]][depth]
+        samples.append(
+            {
+                "file": corpus.files[files[i]].path,
+                "text": text,
+                "words": text.split(),
+                "tokens": {c.name: _split_words(c, text) for c in run.contestants},
+            }
+        )
+    return samples
+
+
+def _split_words(contestant: _Contestant, text: str) -> list[list[str]]:
+    """The pieces of each whitespace word of ``text``, as text (markers left out)."""
+    encoding = contestant.tokenizer.encode(text, add_special_tokens=False)
+    words = m.Words.of([text])
+    offsets = np.array(encoding.offsets, dtype=np.int64).reshape(-1, 2)  # (tokens, 2)
+    token_words = words.token_words(
+        np.zeros(len(encoding.ids), dtype=np.int64), offsets[:, 0], offsets[:, 1]
+    )
+    split: list[list[Piece]] = [[] for _ in range(words.count)]
+    for token, word in zip(encoding.tokens, token_words, strict=True):
+        if word >= 0:
+            split[int(word)].append(piece(token, contestant.style))
+    return [word_pieces(pieces) for pieces in split]

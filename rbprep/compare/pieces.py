@@ -1,0 +1,185 @@
+"""How a tokenizer spells its pieces: word markers ("Ġ", "▁", "##"), the byte-level
+alphabet, and the readable text each piece stands for."""
+
+from __future__ import annotations
+
+import functools
+import json
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from tokenizers import Tokenizer
+
+
+@functools.cache
+def _byte_of_char() -> dict[str, int]:
+    """The inverse of GPT-2's byte-level alphabet: each of the 256 characters -> its byte.
+
+    Printable Latin-1 bytes stand for themselves; the others are shifted to U+0100 on,
+    in byte order (so a space is "Ġ", U+0120, and "\\n" is "Ċ").
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    mapping: dict[str, int] = {chr(b): b for b in printable}
+    shifted = 0
+    for b in range(256):
+        if b not in printable:
+            mapping[chr(256 + shifted)] = b
+            shifted += 1
+    return mapping
+
+
+@dataclass(frozen=True)
+class Style:
+    """What a tokenizer's pieces look like (read from its tokenizer.json)."""
+
+    model: str  # "BPE" | "WordPiece" | "Unigram" | "WordLevel"
+    byte_level: bool  # pieces are spelled in GPT-2's byte alphabet ("Ġ" is a space)
+    word_prefix: str | None  # "▁" (Metaspace): a piece starting with it starts a word
+    continuation: str | None  # "##" (WordPiece): a piece starting with it continues one
+
+    @property
+    def label(self) -> str:
+        return f"byte-level {self.model}" if self.byte_level else self.model
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> Style:
+        data = json.loads(tokenizer.to_str())
+        parts = [data.get("pre_tokenizer"), data.get("decoder")]
+        types = set(_types(parts))
+        metaspace = next(
+            (c.get("replacement", "▁") for c in _components(parts) if c.get("type") == "Metaspace"),
+            None,
+        )
+        return cls(
+            model=data["model"].get("type", "?"),
+            byte_level="ByteLevel" in types,
+            word_prefix=metaspace,
+            continuation=data["model"].get("continuing_subword_prefix") or None,
+        )
+
+
+def _components(value: Any) -> list[dict[str, Any]]:
+    """Every JSON object inside ``value`` (Sequence pre-tokenizers nest them)."""
+    found: list[dict[str, Any]] = []
+    if isinstance(value, dict):
+        found.append(value)
+        for item in value.values():
+            found.extend(_components(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_components(item))
+    return found
+
+
+def _types(value: Any) -> list[str]:
+    return [c["type"] for c in _components(value) if isinstance(c.get("type"), str)]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One vocabulary entry read as text."""
+
+    marker: str  # "start" (Ġ / ▁ prefix), "continue" (## prefix) or "" (neither)
+    body: bytes  # what it stands for, marker removed, as UTF-8 (byte-level: the bytes)
+    spelling: str  # the entry as the vocabulary writes it
+
+    @property
+    def text(self) -> str:
+        """The body as text; bytes that are no whole UTF-8 character as \\xNN."""
+        return self.body.decode("utf-8", "backslashreplace")
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.body)
+
+
+def piece(token: str, style: Style) -> Piece:
+    """Read vocabulary entry ``token`` of a tokenizer of ``style``."""
+    if style.byte_level:
+        table = _byte_of_char()
+        if all(char in table for char in token):
+            raw = bytes(table[char] for char in token)
+            marker = "start" if raw[:1] == b" " and len(raw) > 1 else ""
+            return Piece(marker, raw[1:] if marker else raw, token)
+    if style.continuation and token.startswith(style.continuation) and token != style.continuation:
+        return Piece("continue", _utf8(token[len(style.continuation) :]), token)
+    if style.word_prefix and token.startswith(style.word_prefix) and token != style.word_prefix:
+        return Piece("start", _utf8(token[len(style.word_prefix) :]), token)
+    return Piece("", _utf8(token), token)
+
+
+def byte_length(token: str, style: Style) -> int | None:
+    """UTF-8 bytes of the text a byte-level entry spells, marker included ("Ġthe": 4);
+    None for an entry outside the byte alphabet (an added token's plain spelling)."""
+    table = _byte_of_char()
+    return len(token) if style.byte_level and all(c in table for c in token) else None
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def word_pieces(pieces: list[Piece]) -> list[str]:
+    """A word's pieces as readable text, for showing how the word was split.
+
+    Byte-level tokenizers may cut a character into several tokens; such fragments are
+    shown joined, as the character(s) they make, with the number of tokens in braces:
+    "Г" in two byte tokens is "Г{2}".
+    """
+    shown: list[str] = []
+    pending = b""
+    count = 0
+    for item in pieces:
+        pending += item.body
+        count += 1
+        try:
+            text = pending.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        shown.append(escape(text) + (f"{{{count}}}" if count > 1 else ""))
+        pending, count = b"", 0
+    if count:
+        shown.append(escape(pending.decode("utf-8", "backslashreplace")))
+    return shown
+
+
+def escape(text: str) -> str:
+    """``text`` with line breaks, tabs and other invisible characters made visible."""
+    out = []
+    for char in text:
+        if char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif char == "\r":
+            out.append("\\r")
+        elif unicodedata.category(char)[0] in "CZ" and char != " ":
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def display(item: Piece, style: Style) -> str:
+    """How a report writes a vocabulary entry: its own marker, readable text.
+
+    A byte-level entry that stands for whitespace only keeps its spelling ("Ġ", "ĊĊ").
+    """
+    if not item.text.strip():
+        return item.spelling
+    if item.marker == "start":
+        return ("Ġ" if style.byte_level else style.word_prefix or "") + escape(item.text)
+    if item.marker == "continue":
+        return (style.continuation or "") + escape(item.text)
+    return escape(item.text)
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: wide (CJK) characters count 2, combining 0."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in "WF" else 1
+    return width

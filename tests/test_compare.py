@@ -1,0 +1,452 @@
+"""compare-tokenizers: metric functions by hand, the whole comparison against a slow
+independent count, rows against shard's own manifest, the CLI, JSON, Markdown and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from tokenizers import Tokenizer
+
+from rbprep.cli import main
+from rbprep.compare import CompareConfig, compare_tokenizers
+from rbprep.compare import metrics as m
+from rbprep.compare.pieces import Style, display, piece, word_pieces
+from rbprep.corpus import ReadStats, open_corpus
+from rbprep.errors import RbprepError
+from rbprep.sharding import ShardConfig, shard
+from rbprep.tokenizer_info import load_tokenizer
+
+METRIC_KEYS = {
+    "vocab_size",
+    "vocab_used",
+    "tokens",
+    "bytes_per_token",
+    "chars_per_token",
+    "fertility",
+    "continued_words",
+    "unk_rate",
+    "unk_word_rate",
+    "roundtrip_exact",
+    "roundtrip_normalized",
+    "rows",
+    "padding",
+    "encode_mb_s",
+    "renyi_efficiency",
+}
+RATES = METRIC_KEYS & {
+    "vocab_used",
+    "continued_words",
+    "unk_rate",
+    "unk_word_rate",
+    "roundtrip_exact",
+    "roundtrip_normalized",
+    "padding",
+    "renyi_efficiency",
+}
+
+# Three documents: plain lowercase English (WordPiece round-trips it exactly), accented
+# and capitalised text (lowercasing and accent stripping lose it), and Chinese and an
+# emoji that a vocabulary trained on English docstrings has no pieces for.
+MIXED = {
+    "en.txt": "the value of the function is returned\nas a list of strings\n",
+    "accents.txt": "Naïve café owners in Zürich serve crème brûlée\nÉcole\n\nThe second document\n",
+    "zh.txt": "中文字符 and emoji 🙂 here\n你好 世界\n",
+}
+
+
+def run(*args: object):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def mixed_corpus(tmp_path: Path) -> Path:
+    directory = tmp_path / "mixed"
+    directory.mkdir()
+    for name, text in MIXED.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def unigram_json(tmp_path_factory, builtin_corpus) -> Path:
+    """A third kind: a SentencePiece-style Unigram (Metaspace "▁", NFKC), no mask or pad."""
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+
+    lines = builtin_corpus.read_text(encoding="utf-8").splitlines()[:4000]
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=600, special_tokens=["<unk>"], unk_token="<unk>", show_progress=False
+    )
+    tokenizer.train_from_iterator(lines, trainer)
+    path = tmp_path_factory.mktemp("unigram") / "unigram.json"
+    tokenizer.save(str(path))
+    return path
+
+
+# --- metric functions, by hand ------------------------------------------------------------
+
+
+def test_renyi_efficiency_matches_the_papers_scorer():
+    # The examples in the authors' tokenization-scorer README: "pick @@ed pick @@l @@ed
+    # pick @@les" scores 0.8031528501359657 over its 4 observed types, and "pick @@e @@d
+    # pick @@l @@e @@d pick @@l @@e @@s" 0.9105681923824472 over 5. (The README says
+    # power=2.5; those figures are its code's default power, 3.0.)
+    assert m.renyi_efficiency(np.array([3, 2, 1, 1]), 4, 3.0) == pytest.approx(0.8031528501359657)
+    assert m.renyi_efficiency(np.array([3, 3, 2, 2, 1]), 5, 3.0) == pytest.approx(
+        0.9105681923824472
+    )
+    # By hand: H_2.5 = log(sum p^2.5) / (1 - 2.5); divided by log |V|.
+    p = np.array([0.5, 0.25, 0.25])
+    expected = math.log((p**2.5).sum()) / -1.5 / math.log(8)
+    assert m.renyi_efficiency(np.array([2, 1, 1, 0, 0]), 8) == pytest.approx(expected)
+    assert m.renyi_efficiency(np.array([5, 5, 5, 5]), 4) == pytest.approx(1.0)  # uniform
+    assert m.renyi_entropy(np.array([1, 1]), 1.0) == pytest.approx(math.log(2))  # Shannon
+    assert m.renyi_efficiency(np.array([0, 0]), 10) == 0.0
+
+
+def test_words_and_token_attribution_by_hand():
+    texts = ["a  bc", " d\u3000e"]  # two spaces; an ideographic space separates too
+    words = m.Words.of(texts)
+    assert words.text_words.tolist() == [2, 2] and words.count == 4
+    assert words.chars == 5 + 4 and words.utf8_bytes == 5 + (1 + 1 + 3 + 1)
+    # Tokens of text 0: "a" (0,1), lone space (2,2) empty, "Ġbc" (2,5) with its space;
+    # of text 1: "Ġd" (0,2), "\u3000" (2,3) whitespace only, "e" (3,4).
+    token_text = np.array([0, 0, 0, 1, 1, 1])
+    starts = np.array([0, 2, 2, 0, 2, 3])
+    ends = np.array([1, 2, 5, 2, 3, 4])
+    token_words = words.token_words(token_text, starts, ends)
+    assert token_words.tolist() == [0, -1, 1, 2, -1, 3]
+    assert m.tokens_per_word(np.array([0, 0, 1, -1, 3]), 4).tolist() == [2, 1, 0, 1]
+    assert m.histogram(np.array([0, 1, 1, 5, 9]), 4).tolist() == [1, 2, 0, 0, 2]
+    assert m.histogram_dict(np.array([1, 2, 3])) == {"0": 1, "1": 2, "2+": 3}
+
+
+def test_byte_level_words_without_offsets_equal_words_by_offsets(small_vocab):
+    """The byte-level shortcut places tokens from their byte lengths alone; it must agree
+    with the offsets tokenizers report, on text with every kind of awkward character."""
+    from rbprep.compare.comparison import _contestant
+
+    bpe = _contestant("bpe", str(small_vocab / "bpe"))
+    texts = [
+        "Naïve café  in\tZürich 🙂🙂 中文字符",
+        " second   line,with punctuation… and\u00a0nbsp",
+        "\u3000ideographic\u3000space and \u200bzero width",
+        "x",
+    ]
+    words = m.Words.of(texts)
+    encodings = bpe.tokenizer.encode_batch(texts, add_special_tokens=False)
+    ids = np.array([i for e in encodings for i in e.ids])
+    token_text = np.repeat(np.arange(len(texts)), [len(e.ids) for e in encodings])
+    offsets = np.array([o for e in encodings for o in e.offsets]).reshape(-1, 2)
+    by_offsets = words.token_words(token_text, offsets[:, 0], offsets[:, 1])
+    token_bytes = bpe.byte_lengths[ids]
+    assert np.bincount(token_text, weights=token_bytes).tolist() == words.text_bytes.tolist()
+    assert words.byte_token_words(token_text, token_bytes).tolist() == by_offsets.tolist()
+
+
+def test_metrics_object_by_hand():
+    tally = m.Tally(
+        documents=4,
+        units=6,
+        words=10,
+        bytes=60,
+        chars=50,
+        tokens=20,
+        unk_tokens=2,
+        unk_words=1,
+        continued_words=4,
+        roundtrip_exact=3,
+        roundtrip_normalized=4,
+        rows=2,
+        row_tokens=24,
+        encode_seconds=0.5,
+        encode_bytes=60,
+    )
+    result = m.metrics(tally, vocab_size=100, vocab_seen=25, renyi=0.4, seq_len=16)
+    assert set(result) >= METRIC_KEYS
+    assert result["vocab_used"] == 0.25 and result["tokens"] == 20
+    assert result["bytes_per_token"] == 3.0 and result["chars_per_token"] == 2.5
+    assert result["fertility"] == 2.0 and result["continued_words"] == 0.4
+    assert result["unk_rate"] == 0.1 and result["unk_word_rate"] == 0.1
+    assert result["roundtrip_exact"] == 0.75 and result["roundtrip_normalized"] == 1.0
+    assert result["rows"] == 2 and result["padding"] == (32 - 24) / 32
+    assert result["encode_mb_s"] == pytest.approx(60 / 1e6 / 0.5)
+    empty = m.metrics(m.Tally(), vocab_size=10, vocab_seen=0, renyi=0.0, seq_len=16)
+    assert all(empty[key] == 0 for key in METRIC_KEYS - {"vocab_size"})
+
+
+def test_vocab_overlap_and_pieces():
+    overlap = m.vocab_overlap({"the", "ing", "a"}, {"the", "ing", "b", "c"})
+    assert overlap == {"shared": 2, "jaccard": 0.4, "share_of_a": 2 / 3, "share_of_b": 0.5}
+    byte_level = Style("BPE", byte_level=True, word_prefix=None, continuation=None)
+    wordpiece = Style("WordPiece", byte_level=False, word_prefix=None, continuation="##")
+    metaspace = Style("Unigram", byte_level=False, word_prefix="▁", continuation=None)
+    the = piece("Ġthe", byte_level)
+    assert (the.marker, the.text, the.nbytes) == ("start", "the", 3)
+    assert piece("Ã©", byte_level).text == "é" and piece("Ċ", byte_level).body == b"\n"
+    assert (
+        piece("Ġ", byte_level).marker == "" and display(piece("Ġ", byte_level), byte_level) == "Ġ"
+    )
+    assert (piece("##ing", wordpiece).marker, piece("##ing", wordpiece).text) == ("continue", "ing")
+    assert piece("▁the", metaspace).text == "the" and piece("[UNK]", wordpiece).text == "[UNK]"
+    assert display(piece("Ġcafé".replace("é", "Ã©"), byte_level), byte_level) == "Ġcafé"
+    # A character cut into byte tokens shows as itself, with the number of tokens.
+    cut = [piece(token, byte_level) for token in ("Ð", "ĵ", "Ð»", "Ð")]
+    assert word_pieces(cut) == ["Г{2}", "л", "\\xd0"]
+
+
+# --- the comparison against independent counts ---------------------------------------------
+
+
+def first_letter(text: str, start: int, end: int) -> int:
+    """Where the first non-space character of text[start:end] is; -1 if there is none."""
+    return next((k for k in range(start, end) if not text[k].isspace()), -1)
+
+
+def naive_counts(paths: list[Path], tokenizer_path: Path) -> dict[str, dict[str, float]]:
+    """Per file: the metrics counted the slow, obvious way, one unit and one word at a time."""
+    tokenizer, info = load_tokenizer(tokenizer_path)
+    results = {}
+    for path in paths:
+        corpus = open_corpus([path])
+        counts: Counter[int] = Counter()
+        tokens = words = unk = unk_words = continued = exact = normalized = docs = 0
+        text_bytes = chars = 0
+        for document in corpus.documents(ReadStats()):
+            docs += 1
+            ids_of_document = []
+            for index, unit in enumerate(document.units):
+                text = unit if index == 0 else " " + unit
+                encoding = tokenizer.encode(text, add_special_tokens=False)
+                ids_of_document += encoding.ids
+                counts.update(encoding.ids)
+                tokens += len(encoding.ids)
+                unk += encoding.ids.count(info.unk_id)
+                text_bytes += len(text.encode())
+                chars += len(text)
+                position = 0
+                for word in text.split():
+                    begin = text.index(word, position)
+                    position = begin + len(word)
+                    mine = [
+                        i
+                        for i, (s, e) in zip(encoding.ids, encoding.offsets, strict=True)
+                        if begin <= first_letter(text, s, e) < position
+                    ]
+                    words += 1
+                    continued += len(mine) >= 2
+                    unk_words += info.unk_id in mine
+            original = " ".join(document.units)
+            back = tokenizer.decode(ids_of_document, skip_special_tokens=False)
+            exact += back == original
+            norm = tokenizer.normalizer.normalize_str if tokenizer.normalizer else str
+            normalized += "".join(norm(back).split()) == "".join(norm(original).split())
+        frequencies = np.array(list(counts.values()), dtype=float)
+        p = frequencies / frequencies.sum()
+        vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        results[str(path)] = {
+            "tokens": tokens,
+            "vocab_used": len(counts) / vocab_size,
+            "bytes_per_token": text_bytes / tokens,
+            "chars_per_token": chars / tokens,
+            "fertility": tokens / words,
+            "continued_words": continued / words,
+            "unk_rate": unk / tokens,
+            "unk_word_rate": unk_words / words,
+            "roundtrip_exact": exact / docs,
+            "roundtrip_normalized": normalized / docs,
+            "renyi_efficiency": math.log((p**2.5).sum()) / -1.5 / math.log(vocab_size),
+        }
+    return results
+
+
+def test_mixed_text_unk_lowercasing_and_exact_bpe(mixed_corpus, small_vocab):
+    comparison = compare_tokenizers([mixed_corpus], [small_vocab])
+    data = comparison.as_dict()
+    bpe, wordpiece = data["tokenizers"]
+    assert (bpe["name"], wordpiece["name"]) == ("bpe", "wordpiece")
+    files = sorted(str(p) for p in mixed_corpus.iterdir())
+    assert data["corpus"]["files"] == files and set(bpe["per_file"]) == set(files)
+    by_name = {Path(f).name: f for f in files}
+    # Byte-level BPE: nothing lost, anywhere.
+    assert bpe["overall"]["roundtrip_exact"] == 1.0 and bpe["overall"]["unk_rate"] == 0.0
+    # WordPiece: Chinese and the emoji become [UNK]; case and accents are lost.
+    zh = wordpiece["per_file"][by_name["zh.txt"]]
+    assert zh["unk_rate"] > 0 and zh["unk_word_rate"] > 0 and zh["roundtrip_normalized"] == 0
+    accents = wordpiece["per_file"][by_name["accents.txt"]]
+    assert accents["roundtrip_exact"] == 0.0 and accents["roundtrip_normalized"] == 1.0
+    assert wordpiece["per_file"][by_name["en.txt"]]["roundtrip_exact"] == 1.0
+    assert wordpiece["overall"]["roundtrip_exact"] == pytest.approx(1 / 4)  # 4 documents
+    assert wordpiece["overall"]["unk_rate"] > 0
+    # Every figure agrees with the slow count, file by file, for both tokenizers.
+    for tokenizer in (bpe, wordpiece):
+        expected = naive_counts([Path(f) for f in files], small_vocab / tokenizer["name"])
+        for file in files:
+            for key, value in expected[file].items():
+                assert tokenizer["per_file"][file][key] == pytest.approx(value), (file, key)
+        overall_tokens = sum(e["tokens"] for e in expected.values())
+        assert tokenizer["overall"]["tokens"] == overall_tokens
+    # The report shows it side by side.
+    text = comparison.report()
+    assert "bpe" in text and "wordpiece" in text and "[UNK] tokens" in text
+    sample = next(s for s in data["samples"] if "Zürich" in s["text"])
+    assert "Zürich" in text  # the sample, aligned word under word
+    at = sample["words"].index("Zürich")
+    assert "".join(sample["tokens"]["wordpiece"][at]) == "zurich"
+    # (a character cut into byte tokens shows as itself with their number: "ü{2}")
+    assert re.sub(r"\{\d+\}", "", "".join(sample["tokens"]["bpe"][at])) == "Zürich"
+
+
+def test_rows_and_padding_are_what_shard_makes(tmp_path, builtin_corpus, small_vocab):
+    # About 600 KB of real text in three files and several partitions.
+    text = builtin_corpus.read_text(encoding="utf-8")
+    cuts = [text.index("\n\n", at) + 2 for at in (200_000, 400_000, 600_000)]
+    for name, (lo, hi) in zip("abc", zip([0, *cuts[:2]], cuts, strict=True), strict=True):
+        (tmp_path / "corpus").mkdir(exist_ok=True)
+        (tmp_path / "corpus" / f"{name}.txt").write_text(text[lo:hi], encoding="utf-8")
+    corpus = open_corpus([tmp_path / "corpus"], partition_size=150_000)
+    assert len(corpus.partitions) > 3
+    data = compare_tokenizers(corpus, [small_vocab], CompareConfig(seq_len=128)).as_dict()
+    for tokenizer in data["tokenizers"]:
+        summary = shard(
+            corpus,
+            small_vocab / tokenizer["name"],
+            tmp_path / tokenizer["name"],
+            ShardConfig(seq_len=128, dup=1, valid_fraction=0),
+            workers=1,
+        )
+        totals = summary.manifest["totals"]
+        assert tokenizer["overall"]["rows"] == totals["rows"]
+        assert tokenizer["overall"]["padding"] == pytest.approx(totals["padding_share"])
+        assert tokenizer["overall"]["tokens"] == totals["content_tokens"]
+        # A file's rows are what shard makes of that file alone (same partition size:
+        # rows never cross a partition; a.txt is cut in two).
+        first = str(tmp_path / "corpus" / "a.txt")
+        alone = shard(
+            open_corpus([first], partition_size=150_000),
+            small_vocab / tokenizer["name"],
+            tmp_path / f"{tokenizer['name']}-a",
+            ShardConfig(seq_len=128, dup=1, valid_fraction=0),
+            workers=1,
+        )
+        assert tokenizer["per_file"][first]["rows"] == alone.manifest["totals"]["rows"]
+    bpe, wordpiece = (t["overall"]["rows"] for t in data["tokenizers"])
+    assert data["pairs"][0]["ratios"]["rows"] == pytest.approx(bpe / wordpiece)
+
+
+def test_json_schema_and_a_third_tokenizer(mixed_corpus, small_vocab, unigram_json):
+    config = CompareConfig(seq_len=64, samples=2)
+    data = compare_tokenizers(
+        [mixed_corpus], [small_vocab, ("uni", unigram_json)], config
+    ).as_dict()
+    assert [t["name"] for t in data["tokenizers"]] == ["bpe", "wordpiece", "uni"]
+    for tokenizer in data["tokenizers"]:
+        assert {"name", "path", "overall", "per_file"} <= set(tokenizer)
+        for metrics in [tokenizer["overall"], *tokenizer["per_file"].values()]:
+            assert set(metrics) >= METRIC_KEYS
+            assert all(0.0 <= metrics[key] <= 1.0 for key in RATES)
+        assert tokenizer["top_tokens"] and tokenizer["longest_tokens"]
+    uni = data["tokenizers"][2]
+    assert uni["model"] == "Unigram" and uni["shardable"] is False
+    assert uni["overall"]["rows"] > 0 and uni["overall"]["unk_rate"] > 0  # no byte fallback
+    assert len(data["pairs"]) == 3 and len(data["samples"]) == 2
+    assert set(data["samples"][0]["tokens"]) == {"bpe", "wordpiece", "uni"}
+    json.dumps(data)  # plain JSON types throughout
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def test_cli_writes_table_json_markdown_and_plots(
+    tmp_path, mixed_corpus, small_vocab, unigram_json
+):
+    result = run(
+        "compare-tokenizers",
+        mixed_corpus,
+        "--tokenizers",
+        small_vocab,
+        "--tokenizer",
+        f"uni={unigram_json}",
+        "--tokenizer",
+        small_vocab / "wordpiece",
+        "--seq-len",
+        "64",
+        "--json",
+        tmp_path / "c.json",
+        "--markdown",
+        tmp_path / "c.md",
+        "--plots",
+        tmp_path / "plots",
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    assert "byte-level BPE" in result.stdout and "wordpiece-2" in result.stdout
+    assert "fertility" in result.stdout and "round trip exact" in result.stdout
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert [t["name"] for t in data["tokenizers"]] == ["bpe", "wordpiece", "uni", "wordpiece-2"]
+    markdown = (tmp_path / "c.md").read_text()
+    assert markdown.startswith("# Tokenizer comparison") and "| fertility" in markdown
+    assert "](plots/tokens_per_word.png)" in markdown
+    import matplotlib.image
+
+    pngs = sorted((tmp_path / "plots").glob("*.png"))
+    assert len(pngs) == 4
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.image.imread(png).shape[0] > 100
+
+
+def test_cli_json_to_stdout_and_sample_bytes(builtin_corpus, small_vocab):
+    result = run(
+        "compare-tokenizers",
+        builtin_corpus,
+        "--tokenizer",
+        small_vocab / "bpe",
+        "--sample-bytes",
+        "200KB",
+        "--json",
+        "-",
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["corpus"]["sampled"] and data["corpus"]["text_bytes"] <= 200_000
+    assert data["tokenizers"][0]["name"] == "bpe" and data["pairs"] == []
+
+
+def test_cli_failures(tmp_path, small_corpus, small_vocab):
+    no_tokenizer = run("compare-tokenizers", small_corpus)
+    assert no_tokenizer.exit_code == 2 and "--tokenizers" in no_tokenizer.output
+    not_vocab = run("compare-tokenizers", small_corpus, "--tokenizers", tmp_path)
+    assert not_vocab.exit_code == 1 and "no bpe/ or wordpiece/" in not_vocab.stderr
+    (tmp_path / "bad.json").write_text("{}")
+    bad = run("compare-tokenizers", small_corpus, "--tokenizer", tmp_path / "bad.json")
+    assert bad.exit_code == 1 and "not a tokenizers tokenizer.json" in bad.stderr
+    assert "Traceback" not in bad.output
+    seq = run("compare-tokenizers", small_corpus, "--tokenizers", small_vocab, "--seq-len", "2")
+    assert seq.exit_code == 1 and "--seq-len" in seq.stderr
+    with pytest.raises(RbprepError, match="no tokenizer"):
+        compare_tokenizers([small_corpus], [])
+
+
+def test_matplotlib_only_when_plots_are_asked_for(small_corpus, small_vocab):
+    code = (
+        "import sys, rbprep, rbprep.compare; "
+        f"c = rbprep.compare_tokenizers([{str(small_corpus)!r}], [{str(small_vocab)!r}]); "
+        "c.report(); c.markdown(); "
+        "print('matplotlib' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
