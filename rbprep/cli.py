@@ -30,7 +30,11 @@ class SizeType(click.ParamType):
 
     name = "SIZE"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | None:
+        if value == "auto" or value is None:
+            return None
         try:
             return parse_size(value)
         except ValueError as exc:
@@ -82,9 +86,10 @@ def corpus_options(command: F) -> F:
         click.option(
             "--partition-size",
             type=SIZE,
-            default="64MB",
+            default="auto",
             show_default=True,
-            help="Text per partition (the unit of work and determinism).",
+            help="Text per partition (the unit of work and determinism); auto: the "
+            "corpus size / 32, between 1MB and 64MB.",
         ),
     ]
     for decorator in reversed(decorators):
@@ -106,7 +111,7 @@ def _open_corpus(
     builtin_corpus: bool,
     text_field: str,
     strict: bool,
-    partition_size: int,
+    partition_size: int | None,
 ) -> Any:
     from rbprep.corpus import open_corpus
 
@@ -156,7 +161,7 @@ def train_vocab_command(
     builtin_corpus: bool,
     text_field: str,
     strict: bool,
-    partition_size: int,
+    partition_size: int | None,
     out: Path,
     only: str | None,
     bpe_size: int,
@@ -255,7 +260,7 @@ def shard_command(
     builtin_corpus: bool,
     text_field: str,
     strict: bool,
-    partition_size: int,
+    partition_size: int | None,
     tokenizer: str,
     out: Path,
     seq_len: int,
@@ -536,7 +541,7 @@ def compare_tokenizers_command(
     builtin_corpus: bool,
     text_field: str,
     strict: bool,
-    partition_size: int,
+    partition_size: int | None,
     tokenizers_dir: str | None,
     tokenizer_paths: tuple[str, ...],
     seq_len: int,

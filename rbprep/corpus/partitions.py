@@ -35,6 +35,19 @@ from rbprep.corpus.paths import InputFile, SkippedInput, resolve_corpus
 from rbprep.errors import RbprepError
 
 DEFAULT_PARTITION_SIZE = 64_000_000
+MIN_AUTO_PARTITION_SIZE = 1_000_000
+AUTO_PARTITIONS = 32  # what a small corpus is cut into, so a few cores have work
+
+
+def auto_partition_size(corpus_bytes: int) -> int:
+    """The default partition size: the corpus's size / 32, between 1 MB and 64 MB.
+
+    A function of the corpus alone (never of the workers), so ids stay deterministic;
+    a corpus under 2 GB gets 32 partitions to share among cores instead of one or two.
+    """
+    return min(
+        DEFAULT_PARTITION_SIZE, max(MIN_AUTO_PARTITION_SIZE, corpus_bytes // AUTO_PARTITIONS)
+    )
 
 
 @dataclass(frozen=True)
@@ -108,16 +121,17 @@ def open_corpus(
     *,
     text_field: str = "text",
     strict: bool = False,
-    partition_size: int = DEFAULT_PARTITION_SIZE,
+    partition_size: int | None = None,
 ) -> Corpus:
-    """Resolve CORPUS paths (files, directories, globs) and plan their partitions.
+    """Resolve CORPUS paths (files, directories, globs) and plan their partitions
+    (``partition_size`` bytes each; None: ``auto_partition_size`` of the corpus).
 
     Raises ``RbprepError`` for a path that names nothing, for an empty corpus, and under
     ``strict`` for any input that would be skipped.
     """
     if not paths:
         raise RbprepError("no corpus given; name files, directories or glob patterns")
-    if partition_size <= 0:
+    if partition_size is not None and partition_size <= 0:
         raise RbprepError(f"partition size must be positive, got {partition_size}")
     files, skipped = resolve_corpus(paths)
     if strict and skipped:
@@ -129,6 +143,8 @@ def open_corpus(
             f".parquet file ({reasons}); point rbprep at your text files"
         )
     options = ReadOptions(text_field=text_field, strict=strict)
+    if partition_size is None:
+        partition_size = auto_partition_size(sum(_size(file) for file in files))
     partitions = _plan(files, partition_size)
     return Corpus(tuple(files), tuple(skipped), tuple(partitions), options, partition_size)
 
@@ -148,10 +164,7 @@ def _plan(files: Sequence[InputFile], partition_size: int) -> list[Partition]:
         group, group_size = [], 0
 
     for index, file in enumerate(files):
-        try:
-            size = os.stat(file.path).st_size
-        except OSError:
-            size = 0  # reading it reports why
+        size = _size(file)
         if file.compression or file.format == "parquet":
             flush()
             add((Piece(index),), size)
@@ -173,6 +186,13 @@ def _plan(files: Sequence[InputFile], partition_size: int) -> list[Partition]:
             group_size += size
     flush()
     return partitions
+
+
+def _size(file: InputFile) -> int:
+    try:
+        return os.stat(file.path).st_size
+    except OSError:
+        return 0  # reading it reports why
 
 
 def _splittable(file: InputFile) -> bool:
