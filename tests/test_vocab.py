@@ -45,7 +45,8 @@ def test_files_and_sizes(small_vocab):
     sizes = {t["kind"]: t["vocab_size"] for t in summary["tokenizers"]}
     assert sizes == {"bpe": 4000, "wordpiece": 3000}
     assert summary["sampled"] is True
-    assert 1_700_000 < summary["text_bytes_used"] < 2_300_000  # about the 2 MB asked
+    # About the 2 MB asked: a Bernoulli sample of ~400 documents of very unequal size.
+    assert 1_400_000 < summary["text_bytes_used"] < 2_600_000
 
 
 def test_special_token_ids_are_as_documented(small_vocab):
@@ -225,7 +226,8 @@ def test_wordpiece_declared_pieces_are_ordinary_vocabulary(small_vocab):
     wordpiece = Tokenizer.from_file(str(small_vocab / "wordpiece" / "tokenizer.json"))
     assert sorted(wordpiece.get_added_tokens_decoder()) == [0, 1, 2, 3, 4]
     assert wordpiece.token_to_id("##s") is not None
-    assert "##s" in wordpiece.encode("tokens").tokens
+    pieces = wordpiece.encode("qzxjvkwq").tokens[1:-1]  # no such word: only pieces
+    assert len(pieces) > 1 and all(piece.startswith("##") for piece in pieces[1:])
 
 
 def test_no_warning_when_the_size_is_reached(tmp_path, builtin_corpus, caplog):
