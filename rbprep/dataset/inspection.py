@@ -141,13 +141,17 @@ def _marked_text(
         if run:
             pieces.append(tokenizer.decode(run, skip_special_tokens=False))
             run = []
-        word = tokenizer.decode([token]).strip()
+        decoded = tokenizer.decode([token])
+        # A piece that starts a word decodes with its space ("Ġword"); keep it outside the
+        # brackets, so a masked piece inside a word stays attached to it.
+        space, word = (" " if decoded[:1].isspace() else ""), decoded.strip()
         if masked[position] == mask_id:
-            pieces.append(f" [<mask>|{word}]")
+            pieces.append(f"{space}[<mask>|{word}]")
         elif masked[position] != token:
-            pieces.append(f" [~{tokenizer.decode([int(masked[position])]).strip()}|{word}]")
+            replacement = tokenizer.decode([int(masked[position])]).strip()
+            pieces.append(f"{space}[~{replacement}|{word}]")
         else:
-            pieces.append(f" [={word}]")
+            pieces.append(f"{space}[={word}]")
     if run:
         pieces.append(tokenizer.decode(run, skip_special_tokens=False))
     return "".join(pieces)
