@@ -34,7 +34,6 @@ Each run appends one JSON line to ``--results``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -45,6 +44,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from common import record_header
 
 from rbprep.corpus import open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
@@ -66,7 +67,7 @@ n = int(sys.argv[2])
 paths, tokenizers = sys.argv[3 : 3 + n], sys.argv[3 + n :]
 corpus = open_corpus(paths)
 units = []
-for document in sample_documents(corpus, ReadStats(), size, 0, Usage()):
+for _, document in sample_documents(corpus, ReadStats(), size, 0, Usage()):
     units.append(document.units[0])
     units.extend(" " + unit for unit in document.units[1:])
 for path in tokenizers:
@@ -108,16 +109,6 @@ def default_corpus() -> list[str]:
     if DEV_CORPUS.is_dir():
         return [str(DEV_CORPUS / "en"), str(DEV_CORPUS / "multi")]
     return [str(builtin_corpus_path())]
-
-
-def git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return done.stdout.strip() or None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -228,13 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         "text for byte-level tokenizers, on every 10th unit for the others)"
     )
     record = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-        },
+        **record_header(),
         "corpus": corpus_args,
         "sample_bytes": args.sample_bytes,
         "text_bytes": text_bytes,

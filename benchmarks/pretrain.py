@@ -18,14 +18,11 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, record_header
 
 
 def default_dataset(work: Path) -> Path:
@@ -107,15 +104,10 @@ def main() -> None:
     print(f"  training          {tokens_per_s:>12,.0f} tokens/s  (~{train_rows:,.0f} rows/s)")
     print(f"  MFU               {f'{mfu:.1%}' if mfu is not None else 'n/a (no known peak)':>12}")
     print(f"  loader headroom   {loader_rate / train_rows:>12.1f}x the rows training consumes")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with open(args.results, "a") as results:
         record = {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "commit": commit,
-            "machine": {"platform": platform.platform(), "python": sys.version.split()[0]},
+            **record_header(),
             "device": device,
             "device_name": name,
             "model": args.model,

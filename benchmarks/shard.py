@@ -67,7 +67,6 @@ default corpus is four files of the dev corpus ``~/.cache/rbprep-dev-corpus/en``
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import json
 import os
@@ -82,6 +81,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from common import record_header, warm_page_cache
 
 from rbprep.corpus import Corpus, open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
@@ -506,14 +507,6 @@ def check_plain_text(corpus: Corpus) -> None:
             sys.exit(f"{file.path}: the ceiling and HF scripts read only plain .txt files")
 
 
-def warm_page_cache(corpus: Corpus) -> None:
-    """Read every file once, untimed, so the first timed run does not pay for the disk."""
-    for file in corpus.files:
-        with open(file.path, "rb") as raw:
-            while raw.read(1 << 22):
-                pass
-
-
 def train_tokenizer(corpus_args: list[str], work: Path) -> tuple[Path, float]:
     command = [*rbprep_command(), "train-vocab", *corpus_args, "--only", "bpe"]
     command += ["--out", str(work / "vocab"), "--force", "--quiet"]
@@ -619,16 +612,6 @@ def verdicts(contestants: dict[str, Contestant]) -> list[str]:
     return lines
 
 
-def git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return done.stdout.strip() or None
-
-
 def uncommitted(path: str) -> list[str] | None:
     """Files under ``path`` that differ from the commit (others may be editing them)."""
     try:
@@ -730,7 +713,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             collator += " (torch not installed)"
         print(f"  DataCollatorForLanguageModeling(return_tensors='np'): {collator}")
-    warm_page_cache(corpus)
+    warm_page_cache(file.path for file in corpus.files)
     record: dict = {}
     with tempfile.TemporaryDirectory(prefix="rbprep-bench-shard-") as tmp:
         work = Path(tmp)
@@ -814,14 +797,8 @@ def main(argv: list[str] | None = None) -> None:
 
     ceiling_median = contestants["ceiling"].median
     record = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        **record_header(),
         "rbprep_uncommitted": uncommitted("rbprep"),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-        },
         "versions": package_versions(),
         "corpus": corpus_args,
         "corpus_bytes": text_bytes,

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, record_header
+
 BIN = Path(sys.executable).parent
 DEV = Path.home() / ".cache/rbprep-dev-corpus/en"
 DEV_FILES = ["sqlite-doc.txt", "git-doc.txt", "debian-docs.txt", "apache-httpd-doc.txt"]
@@ -151,27 +150,16 @@ def main() -> None:
             f"{row['executor']:<8} {row['workers']:>7} {row['median_s']:>9.2f} "
             f"{row['mb_per_s']:>7.2f} {row['speed_up']:>8.2f}x  {row['identical_to_first']}"
         )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with open(args.results, "a") as results:
         record = {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "commit": commit,
-            "machine": {"platform": platform.platform(), "cpus": _cpus()},
+            **record_header(),
             "corpus": corpus,
             "text_bytes": text_bytes,
             "partition_size": args.partition_size,
             "rows": rows,
         }
         results.write(json.dumps(record) + "\n")
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 def _builtin() -> str:

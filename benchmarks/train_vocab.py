@@ -38,7 +38,6 @@ The dev corpus is ``~/.cache/rbprep-dev-corpus/en``; build it with
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -49,6 +48,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from common import record_header, warm_page_cache
 
 from rbprep.corpus import Corpus, open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
@@ -248,14 +249,6 @@ def check_floor_can_read(corpus: Corpus) -> None:
             sys.exit(f"{file.path}: the floor script reads only .txt/.jsonl, plain or .gz")
 
 
-def warm_page_cache(corpus: Corpus) -> None:
-    """Read every file once, untimed, so the first timed run does not pay for the disk."""
-    for file in corpus.files:
-        with open(file.path, "rb") as raw:
-            while raw.read(1 << 22):
-                pass
-
-
 def bench_kind(
     kind: str, corpus_args: list[str], corpus: Corpus, repeats: int, sample_bytes: int, work: Path
 ) -> KindResult:
@@ -316,25 +309,9 @@ def table(result: KindResult, corpus_bytes: int, requested: int) -> str:
     return "\n".join(lines)
 
 
-def git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return done.stdout.strip() or None
-
-
 def append_results(path: Path, corpus_args: list[str], corpus_bytes: int, results: list) -> None:
     record = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-        },
+        **record_header(),
         "corpus": corpus_args,
         "corpus_bytes": corpus_bytes,
         "kinds": [r.as_dict() for r in results],
@@ -371,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Corpus ({which}): {' '.join(corpus_args)}")
     print(f"  {len(corpus.files)} files, {format_size(corpus.size)}; {args.repeats} runs each")
     print(f"  machine: {platform.platform()}, {os.cpu_count()} CPUs", flush=True)
-    warm_page_cache(corpus)
+    warm_page_cache(file.path for file in corpus.files)
     config = VocabConfig()
     results = []
     with tempfile.TemporaryDirectory(prefix="rbprep-bench-") as work:
