@@ -81,7 +81,7 @@ _U64_MAX = 2**64 - 1
 # --------------------------------------------------------------------------- RNG
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _splitmix64(x):
     z = np.uint64(x) + _GOLDEN
     z = (z ^ (z >> np.uint64(30))) * _MIX1
@@ -89,7 +89,7 @@ def _splitmix64(x):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _row_key(seed, stream, partition, row, copy):
     k = _splitmix64(np.uint64(seed))
     k = _splitmix64(k ^ np.uint64(stream))
@@ -98,17 +98,17 @@ def _row_key(seed, stream, partition, row, copy):
     return _splitmix64(k ^ np.uint64(copy))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _random_u64(key, counter):
     return _splitmix64(np.uint64(key) + np.uint64(counter) * _GOLDEN)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _random_float(key, counter):
     return float(_random_u64(key, counter) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _random_below(key, counter, m):
     x = _random_u64(key, counter) >> np.uint64(32)
     return np.int64((x * np.uint64(m)) >> np.uint64(32))
@@ -149,7 +149,7 @@ def random_below(key: int, counter: int, m: int) -> int:
 # --------------------------------------------------------------------------- packing
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _close_row(row_tokens, row_offsets, w, n_rows, eos):
     """End the open row with ``eos`` at ``w``; return the new (w, n_rows)."""
     row_tokens[w] = eos
@@ -157,7 +157,7 @@ def _close_row(row_tokens, row_offsets, w, n_rows, eos):
     return w + 1, n_rows + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pack_rows(token_ids, unit_lengths, unit_starts_document, seq_len, full_sentences, bos, eos):
     n_units = unit_lengths.shape[0]
     n_tokens = token_ids.shape[0]
@@ -269,7 +269,7 @@ def pack_rows(
 # --------------------------------------------------------------------------- masking
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _mask_rows(
     row_offsets,
     row_tokens,

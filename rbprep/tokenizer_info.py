@@ -53,6 +53,8 @@ class TokenizerInfo:
     special_ids: tuple[int, ...]  # never masked, never drawn as a replacement
     word_prefix: str | None  # "Ġ"/"▁": a piece starting with it starts a word
     continuation_prefix: str | None  # "##": a piece starting with it continues one
+    # The id of a lone "\n" where lines may be encoded joined by "\n" (see line_break_id)
+    line_break_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,9 +141,10 @@ def load_tokenizer(path: str | os.PathLike) -> tuple[Tokenizer, TokenizerInfo]:
     special_ids = sorted(
         {*specials.values(), *(index for index in roles.values() if index is not None)}
     )
-    model = json.loads(data)["model"]
+    config = json.loads(data)
+    model = config["model"]
     continuation = model.get("continuing_subword_prefix") if model["type"] == "WordPiece" else None
-    pre_tokenizer = json.dumps(json.loads(data).get("pre_tokenizer"))
+    pre_tokenizer = json.dumps(config.get("pre_tokenizer"))
     word_prefix = (
         "Ġ" if "ByteLevel" in pre_tokenizer else "▁" if "Metaspace" in pre_tokenizer else None
     )
@@ -157,8 +160,36 @@ def load_tokenizer(path: str | os.PathLike) -> tuple[Tokenizer, TokenizerInfo]:
         special_ids=tuple(special_ids),
         word_prefix=word_prefix,
         continuation_prefix=continuation,
+        line_break_id=line_break_id(tokenizer, config),
     )
     return tokenizer, info
+
+
+def line_break_id(tokenizer: Tokenizer, config: dict[str, Any]) -> int | None:
+    r"""The id of a lone ``"\n"`` if lines joined by ``"\n"`` encode to each line's own
+    tokens with that id between them, else None.
+
+    Lines here are stripped (no whitespace at either end, no line break inside) and each
+    after the first starts with one space, as ``shard`` feeds a document's later lines.
+    Then it holds for a byte-level BPE with no normaliser and no ordinary added tokens:
+    each alternative of its pre-tokenizer's regex matches letters, digits, other
+    non-space characters or whitespace, so no piece spans a line's last character and
+    the break; at the break, ``\s+(?!\S)`` takes the ``"\n"`` alone (one byte, one
+    token) and leaves the space to the next line, as if it started the text. Encoding
+    whole documents this way saves the tokenizer's cost per input, a quarter of its time
+    on short lines. Callers still check the count of breaks per text.
+    """
+    pre_tokenizer = config.get("pre_tokenizer") or {}
+    if (
+        config.get("normalizer") is not None
+        or config["model"]["type"] != "BPE"
+        or pre_tokenizer.get("type") != "ByteLevel"
+        or not pre_tokenizer.get("use_regex", True)
+        or not all(token.special for token in tokenizer.get_added_tokens_decoder().values())
+    ):
+        return None
+    ids = tokenizer.encode("\n", add_special_tokens=False).ids
+    return ids[0] if len(ids) == 1 else None
 
 
 def _configured_tokens(directory: Path) -> dict[str, str]:

@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from rbprep.cli import main
@@ -23,7 +25,8 @@ from rbprep.dataset import open_dataset
 from rbprep.dataset.inspection import inspect
 from rbprep.dataset.verification import verify
 from rbprep.errors import RbprepError
-from rbprep.sharding import ShardConfig, shard
+from rbprep.sharding import ShardConfig, _encode, _encode_joined, shard
+from rbprep.tokenizer_info import load_tokenizer
 
 
 def run(*args):
@@ -213,6 +216,51 @@ def test_specials_in_text_are_ordinary_text(tmp_path, small_vocab):
     assert (content == 2).sum() == 1
     text = dataset.tokenizer.decode(content[content != 2].tolist())
     assert text == "Try <mask> and </s> and <s> and <pad> and [SEP] here.Next doc <mask>."
+
+
+# Lines as the reader makes them (stripped, non-empty) from text that stresses the
+# byte-level pre-tokenizer: odd whitespace, contractions, digits, marks, emoji, CJK.
+LINE_TEXT = st.text(
+    st.sampled_from(list("ab Zé9'.-_\t\x0b\x0c\x85\u2028\u3000\u0301🙂中 <s>#"))
+    | st.characters(exclude_categories=("Cs",)),
+    min_size=1,
+    max_size=40,
+).map(str.strip)
+DOCUMENTS = st.lists(st.lists(LINE_TEXT.filter(bool), min_size=1, max_size=8), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(documents=DOCUMENTS)
+def test_lines_joined_by_newlines_encode_as_one_by_one(small_vocab, documents):
+    """The byte-level BPE's fast path (a document's lines encoded joined by newlines)
+    gives exactly the ids and unit lengths of encoding every line alone."""
+    tokenizer, info = load_tokenizer(small_vocab / "bpe")
+    assert info.line_break_id is not None
+    units = [line if i == 0 else " " + line for doc in documents for i, line in enumerate(doc)]
+    starts = [i == 0 for doc in documents for i in range(len(doc))]
+    ids, lengths = _encode(tokenizer, units, starts, None)
+    joined = _encode_joined(tokenizer, units, starts, info.line_break_id)
+    if any("\n" in unit or "\r" in unit for unit in units):  # the reader's lines never
+        joined = joined or _encode(tokenizer, units, starts, info.line_break_id)
+    joined_ids, joined_lengths = joined
+    assert joined_ids.tolist() == ids.tolist()
+    assert joined_lengths.tolist() == lengths.tolist()
+    expected = [tokenizer.encode(unit, add_special_tokens=False).ids for unit in units]
+    assert lengths.tolist() == [len(unit_ids) for unit_ids in expected]
+
+
+def test_a_line_break_inside_a_unit_falls_back_to_one_by_one(small_vocab):
+    tokenizer, info = load_tokenizer(small_vocab / "bpe")
+    units = ["first line", " with\na break", " last"]
+    assert _encode_joined(tokenizer, units, [True, False, False], info.line_break_id) is None
+    ids, lengths = _encode(tokenizer, units, [True, False, False], info.line_break_id)
+    expected = [tokenizer.encode(unit, add_special_tokens=False).ids for unit in units]
+    assert ids.tolist() == [i for unit_ids in expected for i in unit_ids]
+    assert lengths.tolist() == [len(unit_ids) for unit_ids in expected]
+
+
+def test_only_byte_level_bpe_joins_lines(small_vocab):
+    assert load_tokenizer(small_vocab / "wordpiece")[1].line_break_id is None
 
 
 def test_wordpiece_whole_word_doc_sentences(tmp_path, builtin_corpus, small_vocab):
