@@ -238,7 +238,11 @@ def train_vocab_command(
     show_default=True,
     help="Share of documents held out in valid/ (0 for none).",
 )
-@click.option("--workers", type=int, help="Processes (default: all cores).")
+@click.option(
+    "--workers",
+    type=int,
+    help="Partitions at once (default: all cores): up to 4 on threads, more in processes.",
+)
 @click.option(
     "--scheduler",
     help="Run partitions on this Dask cluster (tcp://HOST:PORT); --out must be a path "

@@ -7,9 +7,10 @@ bytes. Results come back as tasks finish, in any order.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import Any, TypeVar
 
@@ -18,6 +19,11 @@ from rbprep.errors import RbprepError
 Item = TypeVar("Item")
 # Dask reruns a task whose worker died; after this many deaths it gives up on it.
 DASK_RETRIES = 3
+# Tasks one process runs at once on threads. The tokenizer and the kernels leave the GIL
+# free, so a few threads overlap one task's Python work with another's tokenising and
+# share one start-up (imports, tokenizer, numba's cache: most of a second per process);
+# the Python work they hold the GIL for (a tenth of a task's time) caps how many pay.
+THREADS_PER_PROCESS = 4
 
 
 def run_tasks(
@@ -30,16 +36,32 @@ def run_tasks(
     """Yield (item, task(item)) for every item as tasks finish.
 
     ``scheduler`` (``tcp://HOST:PORT``) runs them on that Dask cluster; otherwise
-    ``workers`` processes run them (one: in this process). ``task`` must be picklable
-    (a module-level function or a ``functools.partial`` of one).
+    ``workers`` run at once: up to ``THREADS_PER_PROCESS`` on threads of this process,
+    more in a pool of processes, one task at a time each, with the cores shared out
+    among them. ``task`` must be thread-safe and picklable (a module-level function or
+    a ``functools.partial`` of one).
     """
+    workers = min(workers, len(items))
     if scheduler:
         yield from _dask(task, items, scheduler)
-    elif min(workers, len(items)) <= 1:
+    elif workers <= 1:
         for item in items:
             yield item, task(item)
+    elif workers <= THREADS_PER_PROCESS:
+        with ThreadPoolExecutor(workers) as pool:
+            yield from _completed(pool, task, items)
     else:
-        yield from _pool(task, items, min(workers, len(items)))
+        yield from _pool(task, items, math.ceil(workers / THREADS_PER_PROCESS))
+
+
+def _completed(pool: Any, task: Callable[[Item], Any], items: Sequence[Item]) -> Iterator:
+    futures = {pool.submit(task, item): item for item in items}
+    try:
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        for future in futures:  # on an error, start nothing more
+            future.cancel()
 
 
 def _pool(task: Callable[[Item], Any], items: Sequence[Item], workers: int) -> Iterator:
@@ -48,9 +70,7 @@ def _pool(task: Callable[[Item], Any], items: Sequence[Item], workers: int) -> I
     with ProcessPoolExecutor(
         workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)
     ) as pool:
-        futures = {pool.submit(task, item): item for item in items}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        yield from _completed(pool, task, items)
 
 
 def _init_worker(threads: int) -> None:

@@ -284,14 +284,18 @@ def test_wordpiece_whole_word_doc_sentences(tmp_path, builtin_corpus, small_voca
                 assert chosen[position - 1]
 
 
-def test_workers_1_and_2_give_identical_bytes(tmp_path, builtin_corpus, small_vocab):
+def test_any_number_of_workers_gives_identical_bytes(tmp_path, builtin_corpus, small_vocab):
+    """1: in this process, one partition at a time; 2: on two threads; 5: a pool of two
+    processes (THREADS_PER_PROCESS is 4)."""
     common = [builtin_corpus, "--tokenizer", small_vocab / "bpe", "--partition-size", "600KB"]
     common += ["--dup", "2", "-q"]
-    assert run("shard", *common, "--out", tmp_path / "one", "--workers", "1").exit_code == 0
-    assert run("shard", *common, "--out", tmp_path / "two", "--workers", "2").exit_code == 0
-    one, two = dataset_files(tmp_path / "one"), dataset_files(tmp_path / "two")
-    assert len([n for n in one if n.endswith(".arrow")]) > 5
-    assert one == two
+    outputs = []
+    for workers in (1, 2, 5):
+        out = tmp_path / str(workers)
+        assert run("shard", *common, "--out", out, "--workers", workers).exit_code == 0
+        outputs.append(dataset_files(out))
+    assert len([n for n in outputs[0] if n.endswith(".arrow")]) > 5
+    assert outputs[0] == outputs[1] == outputs[2]
 
 
 @pytest.mark.slow
