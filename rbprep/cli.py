@@ -213,7 +213,12 @@ def train_vocab_command(
     type=click.Path(path_type=str),
     help="Tokenizer directory (e.g. vocab/bpe) or tokenizer.json.",
 )
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset directory.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Dataset directory: a path, or a URI such as s3://bucket/data.",
+)
 @click.option(
     "--seq-len", default=512, show_default=True, help="Tokens per row, specials included."
 )
@@ -245,8 +250,8 @@ def train_vocab_command(
 )
 @click.option(
     "--scheduler",
-    help="Run partitions on this Dask cluster (tcp://HOST:PORT); --out must be a path "
-    "every worker reaches. Needs rbprep[dask].",
+    help="Run partitions on this Dask cluster (tcp://HOST:PORT); CORPUS and --out must "
+    "be paths or URIs every worker reaches. Needs rbprep[dask].",
 )
 @click.option("--resume", is_flag=True, help="Finish an interrupted run into --out.")
 @click.option(
@@ -266,7 +271,7 @@ def shard_command(
     strict: bool,
     partition_size: int | None,
     tokenizer: str,
-    out: Path,
+    out: str,
     seq_len: int,
     dup: int,
     mode: str,
@@ -291,12 +296,15 @@ def shard_command(
     with a separator), masks each row DUP times (BERT's 80/10/10, specials never), and
     writes OUT/train/, OUT/valid/, OUT/tokenizer.json and OUT/manifest.json. Output is
     byte-identical for any --workers or a Dask --scheduler; --resume finishes an
-    interrupted run.
+    interrupted run. CORPUS, TOKENIZER and OUT may be URIs that pyarrow's file systems
+    reach (s3://, gs://, abfs://, hdfs://; options in the query, credentials from the
+    environment).
 
     \b
     Example:
       rbprep shard corpus/ --tokenizer vocab/bpe --out data --dup 10
       rbprep shard --builtin-corpus --tokenizer vocab/wordpiece --out data-wp --whole-word
+      rbprep shard s3://bucket/corpus/ --tokenizer vocab/bpe --out s3://bucket/data
     """
     from rbprep.sharding import ShardConfig, shard
 
@@ -328,13 +336,13 @@ def shard_command(
 
 
 @main.command("inspect")
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=str))
 @click.option("--split", type=click.Choice(["train", "valid"]), default="train", show_default=True)
 @click.option("--rows", default=2, show_default=True, help="Sample rows to decode.")
 @click.option("--copy", default=0, show_default=True, help="Which masked copy to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON.")
 @_user_errors
-def inspect_command(data: Path, split: str, rows: int, copy: int, as_json: bool) -> None:
+def inspect_command(data: str, split: str, rows: int, copy: int, as_json: bool) -> None:
     """Show a dataset's numbers and sample rows, masks marked, as the model sees them.
 
     \b
@@ -348,10 +356,10 @@ def inspect_command(data: Path, split: str, rows: int, copy: int, as_json: bool)
 
 
 @main.command("verify")
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=str))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_user_errors
-def verify_command(data: Path, quiet: bool) -> None:
+def verify_command(data: str, quiet: bool) -> None:
     """Check a dataset: shard checksums and every invariant of every row.
 
     Recomputes every mask from the seed. Exits 1 naming the first damaged shard and row.
@@ -366,7 +374,7 @@ def verify_command(data: Path, quiet: bool) -> None:
 
 
 @main.command("pretrain")
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=str))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
 @click.option(
     "--model",
@@ -418,7 +426,7 @@ def verify_command(data: Path, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_user_errors
 def pretrain_command(
-    data: Path,
+    data: str,
     out: Path,
     model: str,
     config_file: Path | None,

@@ -10,16 +10,13 @@ its shard files were renamed into place. The manifest is written last.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import itertools
 import os
-import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +37,7 @@ from rbprep.errors import RbprepError
 from rbprep.executors import run_tasks
 from rbprep.progress import ByteProgress
 from rbprep.sizes import format_size
+from rbprep.storage import Location
 from rbprep.tokenizer_info import TokenizerInfo, load_tokenizer
 
 MODES = ("full-sentences", "doc-sentences")
@@ -185,6 +183,7 @@ def shard_partition(
         starts[split].extend(itertools.repeat(False, len(document.units) - 1))
         documents[split] += 1
     record: dict[str, Any] = {"partition": partition.id, "read": stats.as_dict(), "splits": {}}
+    out_dir = Location(out)
     special = info.special_mask()
     replacements = np.flatnonzero(~special).astype(np.uint32)  # (vocab - specials,)
     word_starts = info.word_starts(tokenizer) if config.whole_word else np.ones(1, np.bool_)
@@ -247,13 +246,12 @@ def shard_partition(
                 config.dup,
             )
             name = f"{split}/shard-{partition.id:05d}.arrow"
-            path = Path(out) / name
             compression = None if config.compression == "none" else config.compression
             split_record["file"] = name
-            split_record["sha256"] = write_shard(table, path, compression)
-            split_record["bytes"] = path.stat().st_size
+            digest, size = write_shard(table, out_dir.child(name), compression)
+            split_record["sha256"], split_record["bytes"] = digest, size
         record["splits"][split] = split_record
-    write_json_atomically(record, Path(out) / _PARTS / f"{partition.id:05d}.json")
+    write_json_atomically(record, out_dir.child(f"{_PARTS}/{partition.id:05d}.json"))
     return record
 
 
@@ -400,18 +398,18 @@ def shard(
     info = loaded[1]
     if info.vocab_size > 2**32:
         raise RbprepError("vocabularies over 2**32 entries are not supported")
-    out_dir = Path(out)
+    out_dir = Location(out)
     workers = workers or os.cpu_count() or 1
     started = time.perf_counter()
     with _locked(out_dir):
         run_state = _run_state(corpus, info, config)
         done = _prepare(out_dir, run_state, resume=resume, force=force)
-        shutil.copyfile(info.path, out_dir / "tokenizer.json")
+        out_dir.child("tokenizer.json").write_atomically(Location(info.path).read_bytes())
         todo = [p for p in corpus.partitions if p.id not in done]
-        records = {p: read_json(out_dir / _PARTS / f"{p:05d}.json") for p in done}
+        records = {p: read_json(out_dir.child(f"{_PARTS}/{p:05d}.json")) for p in done}
         # Tasks read the dataset's own copy of the tokenizer: on a cluster it is in the
         # shared output location, where every worker can reach it.
-        tokenizer_copy = str(out_dir / "tokenizer.json")
+        tokenizer_copy = str(out_dir.child("tokenizer.json"))
         _worker_tokenizers[tokenizer_copy] = loaded
         task = functools.partial(
             _shard_partition_task, corpus, tokenizer_copy, config, str(out_dir)
@@ -421,7 +419,7 @@ def shard(
                 records[partition.id] = record
                 bar.update(partition.size)
         manifest = _manifest(corpus, info, config, [records[p.id] for p in corpus.partitions])
-        write_json_atomically(manifest, out_dir / MANIFEST)
+        write_json_atomically(manifest, out_dir.child(MANIFEST))
     seconds = time.perf_counter() - started
     return ShardSummary(
         out=str(out_dir),
@@ -433,19 +431,12 @@ def shard(
     )
 
 
-@contextlib.contextmanager
-def _locked(out_dir: Path) -> Iterator[None]:
+def _locked(out_dir: Location) -> contextlib.AbstractContextManager[None]:
     """Hold an exclusive lock on ``out_dir`` for the run; refuse if another run has it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / _LOCK, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise RbprepError(
-                f"{out_dir}: another rbprep shard is writing here; wait for it or choose "
-                "another --out"
-            ) from exc
-        yield
+    out_dir.make_directory()
+    return out_dir.child(_LOCK).lock(
+        f"{out_dir}: another rbprep shard is writing here; wait for it or choose another --out"
+    )
 
 
 def _run_state(corpus: Corpus, info: TokenizerInfo, config: ShardConfig) -> dict[str, Any]:
@@ -461,25 +452,27 @@ def _run_state(corpus: Corpus, info: TokenizerInfo, config: ShardConfig) -> dict
     }
 
 
-def _prepare(out_dir: Path, run_state: dict[str, Any], *, resume: bool, force: bool) -> set[int]:
+def _prepare(
+    out_dir: Location, run_state: dict[str, Any], *, resume: bool, force: bool
+) -> set[int]:
     """Make ``out_dir`` ready; return the ids of partitions already done (resume)."""
-    parts = out_dir / _PARTS
-    previous = read_json(out_dir / _RUN) if (out_dir / _RUN).exists() else None
-    complete = (out_dir / MANIFEST).exists()
-    ours = {_LOCK}
-    others = [p.name for p in out_dir.iterdir() if p.name not in ours]
+    run_file, manifest = out_dir.child(_RUN), out_dir.child(MANIFEST)
+    previous = read_json(run_file) if run_file.exists() else None
+    complete = manifest.exists()
+    others = sorted(
+        {f.path[len(out_dir.path) :].strip("/").split("/")[0] for f in out_dir.files(True)}
+        - {_LOCK}
+    )
     if force:
-        for name in (*SPLITS, _PARTS):
-            shutil.rmtree(out_dir / name, ignore_errors=True)
-        for name in (MANIFEST, _RUN, "tokenizer.json"):
-            (out_dir / name).unlink(missing_ok=True)
+        for name in (*SPLITS, _PARTS, MANIFEST, _RUN, "tokenizer.json"):
+            out_dir.child(name).delete()
     elif resume and previous is not None:
         if previous != run_state:
             raise RbprepError(
                 f"{out_dir}: the interrupted run used other parameters, tokenizer or corpus; "
                 "rerun it as it was, or use --force to start over"
             )
-        (out_dir / MANIFEST).unlink(missing_ok=True)
+        manifest.delete()
     elif complete:
         raise RbprepError(f"{out_dir}: holds a finished dataset; use --force to replace it")
     elif previous is not None:
@@ -489,15 +482,21 @@ def _prepare(out_dir: Path, run_state: dict[str, Any], *, resume: bool, force: b
         )
     elif others:
         raise RbprepError(
-            f"{out_dir}: directory is not empty ({', '.join(sorted(others)[:3])}); "
+            f"{out_dir}: directory is not empty ({', '.join(others[:3])}); "
             "choose an empty --out or use --force"
         )
     for name in (*SPLITS, _PARTS):
-        (out_dir / name).mkdir(exist_ok=True)
-        for stale in (out_dir / name).glob("*.tmp"):  # a killed run's half-written files
-            stale.unlink()
-    write_json_atomically(run_state, out_dir / _RUN)
-    return {int(marker.stem) for marker in parts.glob("*.json")}
+        out_dir.child(name).make_directory()
+        for stale in out_dir.child(name).files():
+            if stale.name.endswith(".tmp"):  # a killed run's half-written files
+                stale.delete()
+    write_json_atomically(run_state, run_file)
+    markers = out_dir.child(_PARTS).files()
+    return {
+        int(marker.name.removesuffix(".json"))
+        for marker in markers
+        if marker.name.endswith(".json")
+    }
 
 
 def _manifest(

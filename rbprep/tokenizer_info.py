@@ -13,13 +13,13 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from rbprep.errors import RbprepError
+from rbprep.storage import Location
 
 # role -> spellings tried in order when no config names the role
 _ROLE_SPELLINGS = {
@@ -90,11 +90,12 @@ def word_start_table(
     return starts
 
 
-def tokenizer_file(path: str | os.PathLike) -> Path:
-    """The tokenizer.json that ``path`` names (the file, or a directory holding it)."""
-    path = Path(path)
-    candidate = path / "tokenizer.json" if path.is_dir() else path
-    if not candidate.is_file():
+def tokenizer_file(path: str | os.PathLike) -> Location:
+    """The tokenizer.json that ``path`` names (the file, or a directory holding one; a
+    local path or a URI, see ``rbprep.storage``)."""
+    location = Location(path)
+    candidate = location.child("tokenizer.json") if location.kind() == "directory" else location
+    if candidate.kind() != "file":
         raise RbprepError(
             f"{path}: no tokenizer.json there; give a tokenizer directory from "
             "`rbprep train-vocab` (e.g. vocab/bpe) or a tokenizer.json file"
@@ -192,12 +193,12 @@ def line_break_id(tokenizer: Tokenizer, config: dict[str, Any]) -> int | None:
     return ids[0] if len(ids) == 1 else None
 
 
-def _configured_tokens(directory: Path) -> dict[str, str]:
+def _configured_tokens(directory: Location) -> dict[str, str]:
     """Special-token names from a Hugging Face directory's config files, if any."""
     names: dict[str, str] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         try:
-            config = json.loads((directory / name).read_text())
+            config = directory.child(name).read_json()
         except (OSError, ValueError):
             continue
         for key, value in config.items():

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +67,68 @@ def small_vocab(tmp_path_factory, builtin_corpus) -> Path:
         force=True,
     )
     return out
+
+
+@dataclass
+class ObjectStore:
+    """A bucket on a real S3 endpoint on 127.0.0.1 (moto's server, spoken to over HTTP by
+    pyarrow's own S3 client): ``uri("a/b")`` names an object or prefix in it."""
+
+    filesystem: Any
+    bucket: str
+    query: str
+
+    def uri(self, path: str) -> str:
+        return f"s3://{self.bucket}/{path.strip('/')}{self.query}"
+
+    def upload(self, source: Path, prefix: str) -> str:
+        """Copy a local file or folder under ``prefix``; return the prefix's URI."""
+        import pyarrow.fs as pafs
+
+        target = f"{self.bucket}/{prefix.strip('/')}"
+        if source.is_dir():
+            pafs.copy_files(str(source), target, destination_filesystem=self.filesystem)
+        else:
+            pafs.copy_files(
+                str(source), f"{target}/{source.name}", destination_filesystem=self.filesystem
+            )
+        return self.uri(prefix)
+
+    def download(self, prefix: str) -> dict[str, bytes]:
+        """Every object under ``prefix``: name relative to it -> bytes."""
+        import pyarrow.fs as pafs
+
+        base = f"{self.bucket}/{prefix.strip('/')}"
+        selector = pafs.FileSelector(base, recursive=True)
+        files = {}
+        for info in self.filesystem.get_file_info(selector):
+            if info.type == pafs.FileType.File:
+                with self.filesystem.open_input_stream(info.path) as stream:
+                    files[info.path[len(base) + 1 :]] = stream.read()
+        return files
+
+
+@pytest.fixture(scope="session")
+def object_store() -> Iterator[ObjectStore]:
+    """An S3 endpoint on loopback with an empty bucket, for the whole session.
+
+    Credentials are dummies in the environment, where pyarrow (and Dask worker processes
+    started later) find them, as they would real ones."""
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="rbprep-test",
+        AWS_SECRET_ACCESS_KEY="rbprep-test",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    filesystem = pafs.S3FileSystem(
+        endpoint_override=f"{host}:{port}", scheme="http", allow_bucket_creation=True
+    )
+    filesystem.create_dir("rbprep-test")
+    yield ObjectStore(filesystem, "rbprep-test", f"?endpoint_override={host}:{port}&scheme=http")
+    server.stop()

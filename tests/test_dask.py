@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -119,6 +120,33 @@ def test_a_worker_killed_mid_run_still_gives_identical_output(
     os.kill(workers[0].pid, signal.SIGKILL)  # dies with a partition in hand
     assert run.wait(timeout=300) == 0, run.stderr.read()
     assert dataset_files(out) == dataset_files(local_reference)
+
+
+@pytest.mark.slow
+def test_cluster_reads_and_writes_an_object_store(
+    object_store, cluster, local_reference, builtin_corpus, small_vocab
+):
+    """Inputs and --out on S3 (a real endpoint on loopback): workers read their
+    partitions from it and write their shards to it; the same bytes as a local run."""
+    address, _ = cluster
+    corpus = object_store.upload(builtin_corpus, "dask/corpus")
+    out = object_store.uri("dask/data")
+    args = ["shard", corpus, "--tokenizer", small_vocab / "bpe", "--out", out, *ARGS]
+    result = CliRunner().invoke(main, [str(a) for a in [*args, "--scheduler", address]])
+    assert result.exit_code == 0, result.output
+    remote, local = object_store.download("dask/data"), dataset_files(local_reference)
+    shards = sorted(name for name in local if name.endswith(".arrow"))
+    assert len(shards) > 5
+    assert {name: remote[name] for name in shards} == {name: local[name] for name in shards}
+    remote_manifest, local_manifest = (
+        json.loads(remote["manifest.json"]),
+        json.loads(local["manifest.json"]),
+    )
+    assert remote_manifest.pop("corpus")["files"] == [
+        f"{corpus.split('?')[0]}/{builtin_corpus.name}?{corpus.split('?')[1]}"
+    ]
+    local_manifest.pop("corpus")
+    assert remote_manifest == local_manifest
 
 
 def test_no_scheduler_is_a_clear_error(tmp_path, small_corpus, small_vocab):

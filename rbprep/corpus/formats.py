@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 from rbprep.corpus.paths import InputFile, SkippedInput
 from rbprep.errors import RbprepError
+from rbprep.storage import Location
 
 logger = logging.getLogger("rbprep")
 
@@ -138,8 +139,9 @@ def sniff(file: InputFile) -> str:
 
 
 def open_raw(path: str) -> BinaryIO:
+    """Open a corpus file (a local path or a URI, see ``rbprep.storage``) for reading."""
     try:
-        return open(path, "rb")
+        return Location(path).open()
     except OSError as exc:
         raise SkipFile("unreadable", exc.strerror or str(exc)) from exc
 
@@ -440,7 +442,7 @@ def _line_number(file: InputFile, start: int, first_line: int | None, index: int
     if first_line is None:
         # A byte range past the start of the file: count the lines before it, which is
         # needed only to name a bad record.
-        with open(file.path, "rb") as raw:
+        with open_raw(file.path) as raw:
             blocks = _limited(decompressed_blocks(raw, None), start)
             first_line = 1 + sum(block.count(b"\n") for block in blocks)
     return first_line + index
@@ -453,7 +455,7 @@ def _read_parquet(
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(file.path)
+        parquet = pq.ParquetFile(open_raw(file.path))
     except OSError as exc:
         raise SkipFile("unreadable", exc.strerror or str(exc)) from exc
     except (pa.ArrowException, ValueError) as exc:

@@ -27,12 +27,14 @@ from rbprep.corpus.formats import (
     ReadOptions,
     ReadStats,
     SkipFile,
+    open_raw,
     read_file,
     report_skip,
     sniff,
 )
 from rbprep.corpus.paths import InputFile, SkippedInput, resolve_corpus
 from rbprep.errors import RbprepError
+from rbprep.storage import Location
 
 DEFAULT_PARTITION_SIZE = 64_000_000
 MIN_AUTO_PARTITION_SIZE = 1_000_000
@@ -190,7 +192,7 @@ def _plan(files: Sequence[InputFile], partition_size: int) -> list[Partition]:
 
 def _size(file: InputFile) -> int:
     try:
-        return os.stat(file.path).st_size
+        return Location(file.path).size()
     except OSError:
         return 0  # reading it reports why
 
@@ -209,7 +211,7 @@ def _next_document_start(file: InputFile, offset: int) -> int:
     Both neighbouring partitions use this same function for their shared bound, so
     every document lands in exactly one of them.
     """
-    with open(file.path, "rb") as raw:
+    with open_raw(file.path) as raw:
         raw.seek(offset - 1)
         raw.readline()  # the rest of the line holding byte offset-1
         position = raw.tell()

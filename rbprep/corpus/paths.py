@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import glob
 import os
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from rbprep.errors import RbprepError
+from rbprep.storage import Location, is_uri, local_path
 
 TEXT_FORMATS = (".txt", ".jsonl", ".parquet")
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
@@ -36,7 +39,7 @@ class SkippedInput:
 
 def classify(path: str) -> InputFile | None:
     """Return the format and compression that ``path``'s suffixes name, or ``None``."""
-    name = os.path.basename(path).lower()
+    name = os.path.basename(urlsplit(path).path if is_uri(path) else path).lower()
     compression = None
     for suffix, kind in COMPRESSIONS.items():
         if name.endswith(suffix):
@@ -58,11 +61,20 @@ def resolve_corpus(args: Sequence[str | os.PathLike]) -> tuple[list[InputFile], 
     absolute without resolving symlinks, deduplicated and sorted, so a corpus always
     means the same document order. Files that cannot be read as a corpus are returned
     as skipped inputs; an argument that names nothing raises ``RbprepError``.
+
+    An argument may also be a URI that pyarrow's file systems reach (``s3://bucket/dir``,
+    see ``rbprep.storage``): a file, a folder (every file below it) or a pattern whose
+    ``*``, ``?`` and ``[...]`` match within one path segment; its files are named by URIs.
     """
     found: dict[str, None] = {}
     skipped: list[SkippedInput] = []
     for arg in args:
         text = os.fspath(arg)
+        if is_uri(text):
+            for location in _remote_files(text):
+                found[str(location)] = None
+            continue
+        text = local_path(text)
         if os.path.lexists(text):
             matches = [text]
         elif _GLOB_CHARS & set(text):
@@ -88,6 +100,29 @@ def resolve_corpus(args: Sequence[str | os.PathLike]) -> tuple[list[InputFile], 
             files.append(input_file)
     skipped.sort(key=lambda s: s.path)
     return files, skipped
+
+
+def _remote_files(uri: str) -> list[Location]:
+    location = Location(uri)
+    kind = location.kind()
+    if kind == "file":
+        return [location]
+    if kind == "directory":
+        return location.files(recursive=True)
+    if not _GLOB_CHARS & set(location.path):
+        raise RbprepError(f"{uri}: no such file or folder; check the URI")
+    segments = location.path.split("/")
+    fixed = next(i for i, segment in enumerate(segments) if _GLOB_CHARS & set(segment))
+    folder = location.with_path("/".join(segments[:fixed]))
+    matches = [
+        match
+        for match in folder.files(recursive=True)
+        if len(parts := match.path.split("/")) == len(segments)
+        and all(map(fnmatch.fnmatchcase, parts, segments))
+    ]
+    if not matches:
+        raise RbprepError(f"{uri}: the pattern matches no file; check the pattern")
+    return matches
 
 
 def _expand(path: str, skipped: list[SkippedInput]) -> Iterable[str]:

@@ -10,20 +10,20 @@ One Arrow IPC file per partition and split, one row per packed sequence:
 - ``random_tokens``: list<uint16|uint32>, the replacement tokens of the random groups,
   copy after copy, in the order of their positions.
 
-Ids are uint16 when the vocabulary fits, else uint32. Files are written under a
-temporary name, fsynced and renamed into place, so a file that exists is complete.
+Ids are uint16 when the vocabulary fits, else uint32. Files are written atomically
+(``rbprep.storage``): a file that exists is complete.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from rbprep.storage import Location
 
 FORMAT_NAME = "rbprep-mlm-shards"
 FORMAT_VERSION = 1
@@ -83,41 +83,31 @@ def shard_table(
     )
 
 
-def write_shard(table: pa.Table, path: Path, compression: str | None) -> str:
-    """Write ``table`` as an Arrow IPC file atomically; return the file's sha256."""
+def write_shard(
+    table: pa.Table, location: Location | str | os.PathLike, compression: str | None
+) -> tuple[str, int]:
+    """Write ``table`` as an Arrow IPC file atomically; return its sha256 and size."""
     options = pa.ipc.IpcWriteOptions(compression=compression)
-    temporary = path.with_name(path.name + ".tmp")
-    with (
-        pa.OSFile(str(temporary), "wb") as sink,
-        pa.ipc.new_file(sink, table.schema, options=options) as writer,
-    ):
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema, options=options) as writer:
         for batch in table.to_batches(max_chunksize=4096):
             writer.write_batch(batch)
-    _fsync(temporary)
-    digest = file_sha256(temporary)
-    os.replace(temporary, path)
-    return digest
+    data = sink.getvalue()
+    as_location(location).write_atomically(data)
+    return hashlib.sha256(data).hexdigest(), data.size
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+def read_json(location: Location | str | os.PathLike) -> Any:
+    return as_location(location).read_json()
 
 
-def write_json_atomically(data: Any, path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    _fsync(temporary)
-    os.replace(temporary, path)
+def write_json_atomically(data: Any, location: Location | str | os.PathLike) -> None:
+    as_location(location).write_json(data)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(2**20):
-            digest.update(block)
-    return digest.hexdigest()
+def file_sha256(location: Location | str | os.PathLike) -> str:
+    return as_location(location).sha256()
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as file:
-        os.fsync(file.fileno())
+def as_location(location: Location | str | os.PathLike) -> Location:
+    return location if isinstance(location, Location) else Location(location)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rbprep.dataset.format import SPLITS
+from rbprep.dataset.format import SPLITS, as_location
 from rbprep.dataset.reader import IGNORE_INDEX, open_dataset, read_manifest
 from rbprep.errors import RbprepError
 from rbprep.sizes import format_size
@@ -68,7 +67,7 @@ def inspect(
     root: str | os.PathLike, *, split: str = "train", rows: int = 2, copy: int = 0
 ) -> Inspection:
     """Summarise the dataset at ``root`` and decode ``rows`` evenly spaced sample rows."""
-    root = Path(root)
+    root = as_location(root)
     manifest = read_manifest(root)
     totals = manifest["totals"]
     parameters = manifest["parameters"]

@@ -1,22 +1,23 @@
 """``open_dataset``: memory-mapped shards -> padded, masked NumPy batches.
 
+A dataset on a remote file system (a URI, see ``rbprep.storage``) is read into memory.
+
 A batch is assembled with NumPy index arithmetic over the shards' flat Arrow buffers:
 one step per shard touched, no Python loop per row.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from rbprep.dataset.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SPLITS
+from rbprep.dataset.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SPLITS, as_location
 from rbprep.errors import RbprepError
+from rbprep.storage import Location
 
 IGNORE_INDEX = -100  # labels at unmasked positions, as torch's cross-entropy expects
 
@@ -31,7 +32,7 @@ class Dataset:
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train"):
-        self.root = Path(root)
+        self.root = as_location(root)
         self.split = split
         self.manifest = read_manifest(self.root)
         if split not in SPLITS:
@@ -44,7 +45,7 @@ class Dataset:
         self.mask_id: int = tokenizer["mask_id"]
         self.shards = self.manifest["splits"][split]["shards"]
         self._tables = [
-            pa.ipc.open_file(pa.memory_map(str(self.root / shard["file"]))).read_all()
+            pa.ipc.open_file(self.root.child(shard["file"]).arrow_file()).read_all()
             for shard in self.shards
         ]
         counts = [table.num_rows for table in self._tables]
@@ -64,7 +65,7 @@ class Dataset:
         """The ``tokenizers.Tokenizer`` the dataset was made with (its own copy)."""
         from tokenizers import Tokenizer
 
-        return Tokenizer.from_file(str(self.root / "tokenizer.json"))
+        return Tokenizer.from_str(self.root.child("tokenizer.json").read_bytes().decode())
 
     def batch(self, indices: Any, copy: int | None = 0) -> dict[str, np.ndarray]:
         """Rows ``indices`` as padded int64 arrays, masked as copy ``copy`` (or unmasked)."""
@@ -129,10 +130,12 @@ def open_dataset(root: str | os.PathLike, split: str = "train") -> Dataset:
     return Dataset(root, split)
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    path = root / MANIFEST
+def read_manifest(root: Location | str | os.PathLike) -> dict[str, Any]:
+    """The manifest of the dataset at ``root`` (a local path or a URI), checked."""
+    root = as_location(root)
+    path = root.child(MANIFEST)
     try:
-        manifest = json.loads(path.read_text())
+        manifest = path.read_json()
     except FileNotFoundError as exc:
         raise RbprepError(
             f"{path}: no manifest; {root} is not a finished `rbprep shard` output "

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from rbprep import kernels
-from rbprep.dataset.format import SPLITS, file_sha256, shard_schema
+from rbprep.dataset.format import SPLITS, as_location, file_sha256, shard_schema
 from rbprep.dataset.reader import read_manifest
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
+from rbprep.storage import Location
 from rbprep.tokenizer_info import word_start_table
 
 _STREAMS = {"train": 0, "valid": 1}
@@ -43,12 +43,12 @@ class VerifyReport:
 
 def verify(root: str | os.PathLike, *, progress: bool = False) -> VerifyReport:
     """Check the dataset at ``root``; raise ``RbprepError`` at the first damage."""
-    root = Path(root)
+    root = as_location(root)
     manifest = read_manifest(root)
     parameters = manifest["parameters"]
     tokenizer = manifest["tokenizer"]
-    tokenizer_path = root / tokenizer["file"]
-    if not tokenizer_path.is_file() or file_sha256(tokenizer_path) != tokenizer["sha256"]:
+    tokenizer_path = root.child(tokenizer["file"])
+    if tokenizer_path.kind() != "file" or file_sha256(tokenizer_path) != tokenizer["sha256"]:
         raise RbprepError(f"{tokenizer_path}: missing or changed (sha256 differs from manifest)")
     vocab_size = tokenizer["vocab_size"]
     special = np.zeros(vocab_size, dtype=np.bool_)  # (vocab,) bool
@@ -60,13 +60,13 @@ def verify(root: str | os.PathLike, *, progress: bool = False) -> VerifyReport:
     shards = [(split, shard) for split in SPLITS for shard in manifest["splits"][split]["shards"]]
     with ByteProgress("verify", sum(s["bytes"] for _, s in shards), enabled=progress) as bar:
         for split, shard in shards:
-            path = root / shard["file"]
-            if not path.is_file():
+            path = root.child(shard["file"])
+            if path.kind() != "file":
                 raise RbprepError(f"{path}: missing; the dataset is incomplete")
             if file_sha256(path) != shard["sha256"]:
                 raise RbprepError(f"{path}: checksum differs from the manifest (damaged file)")
             try:
-                table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+                table = pa.ipc.open_file(path.arrow_file()).read_all()
             except pa.ArrowException as exc:
                 raise RbprepError(f"{path}: not a readable Arrow file ({exc})") from exc
             if not table.schema.equals(schema) or table.num_rows != shard["rows"]:
@@ -87,7 +87,7 @@ def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return offsets - offsets[0], array.values.to_numpy()[offsets[0] : offsets[-1]]
 
 
-def _check_rows(path: Path, table: pa.Table, parameters: dict, tokenizer: dict) -> None:
+def _check_rows(path: Location, table: pa.Table, parameters: dict, tokenizer: dict) -> None:
     offsets, ids = _flat(table.column("input_ids"))
     lengths = np.diff(offsets)
     starts, ends = offsets[:-1], offsets[1:] - 1
@@ -122,7 +122,7 @@ def _check_rows(path: Path, table: pa.Table, parameters: dict, tokenizer: dict) 
 
 
 def _check_masks(
-    path: Path,
+    path: Location,
     table: pa.Table,
     parameters: dict,
     special: np.ndarray,
@@ -175,10 +175,12 @@ def _check_masks(
         )
 
 
-def _word_starts(tokenizer_path: Path, tokenizer: dict, vocab_size: int) -> np.ndarray:
+def _word_starts(tokenizer_path: Location, tokenizer: dict, vocab_size: int) -> np.ndarray:
     from tokenizers import Tokenizer
 
-    vocab = Tokenizer.from_file(str(tokenizer_path)).get_vocab(with_added_tokens=True)
+    vocab = Tokenizer.from_str(tokenizer_path.read_bytes().decode()).get_vocab(
+        with_added_tokens=True
+    )
     return word_start_table(
         vocab, vocab_size, tokenizer["word_prefix"], tokenizer["continuation_prefix"]
     )

@@ -5,17 +5,18 @@ the dataset's tokenizer, which ``RobertaForMaskedLM.from_pretrained`` and
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from safetensors.torch import save_file
 
+from rbprep.dataset.format import as_location
 from rbprep.dataset.reader import read_manifest
+from rbprep.storage import Location
 from rbprep.train.model import RobertaMLM
 from rbprep.vocab import write_transformers_configs
 
 
-def export_hf(model: RobertaMLM, directory: Path, data_root: Path) -> None:
+def export_hf(model: RobertaMLM, directory: Path, data_root: Location | str | Path) -> None:
     """Write ``model`` and the tokenizer of the dataset at ``data_root`` to ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config
@@ -47,8 +48,8 @@ def export_hf(model: RobertaMLM, directory: Path, data_root: Path) -> None:
         name: tensor.detach().cpu().contiguous() for name, tensor in model.hf_state_dict().items()
     }
     save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    tokenizer_json = data_root / tokenizer["file"]
-    shutil.copyfile(tokenizer_json, directory / "tokenizer.json")
+    tokenizer_json = directory / "tokenizer.json"
+    tokenizer_json.write_bytes(as_location(data_root).child(tokenizer["file"]).read_bytes())
     _write_tokenizer_configs(directory, tokenizer_json, tokenizer, seq_len)
 
 

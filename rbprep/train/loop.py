@@ -23,6 +23,7 @@ import torch
 
 from rbprep.dataset.reader import open_dataset
 from rbprep.errors import RbprepError
+from rbprep.storage import Location
 from rbprep.train import distributed
 from rbprep.train.data import Cursor, Loader
 from rbprep.train.export import export_hf
@@ -272,7 +273,7 @@ def _pretrain(
 def _has_rows(data: str | os.PathLike, split: str) -> bool:
     from rbprep.dataset.reader import read_manifest
 
-    return read_manifest(Path(data))["splits"][split]["rows"] > 0
+    return read_manifest(data)["splits"][split]["rows"] > 0
 
 
 def _model_config(config: TrainConfig, dataset: Any) -> ModelConfig:
@@ -410,7 +411,7 @@ def _save(
     cursor: Cursor,
     device: torch.device,
     rank: int,
-    data_root: Path,
+    data_root: Location,
 ) -> None:
     """Write checkpoints/step-N/{trainer.pt, Hugging Face files} atomically (rank 0)."""
     if rank != 0:

@@ -1,0 +1,153 @@
+"""Inputs and datasets on an object store: URIs that pyarrow's file systems reach.
+
+The store is a real S3 endpoint on 127.0.0.1 (``object_store`` in conftest.py), spoken to
+by pyarrow's own S3 client over HTTP, as a bucket in the cloud would be."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from rbprep.cli import main
+from rbprep.corpus import ReadStats, open_corpus
+from rbprep.dataset import open_dataset
+from rbprep.dataset.verification import verify
+from rbprep.errors import RbprepError
+from rbprep.sharding import ShardConfig, shard
+from rbprep.storage import Location
+from tests.test_shard import dataset_files
+
+ARGS = ["--partition-size", "400KB", "--dup", "3", "-q"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def documents(corpus) -> list[list[str]]:
+    return [document.units for document in corpus.documents(ReadStats())]
+
+
+@pytest.fixture(scope="module")
+def mixed_corpus(tmp_path_factory, builtin_corpus):
+    """The built-in corpus (one text file) plus one file of each other format, locally."""
+    folder = tmp_path_factory.mktemp("mixed")
+    (folder / "builtin.txt").write_bytes(builtin_corpus.read_bytes())
+    lines = [json.dumps({"text": f"Record {i} line one.\nAnd line two of {i}."}) for i in range(50)]
+    (folder / "records.jsonl.gz").write_bytes(gzip.compress("\n".join(lines).encode()))
+    table = pa.table({"text": [f"Parquet row {i}.\nIts second line." for i in range(40)]})
+    pq.write_table(table, folder / "rows.parquet")
+    return folder
+
+
+def test_a_corpus_on_s3_reads_as_the_same_files_locally(object_store, mixed_corpus):
+    uri = object_store.upload(mixed_corpus, "inputs/mixed")
+    size = 300_000  # several partitions cut inside files by byte ranges read remotely
+    local = open_corpus([mixed_corpus], partition_size=size)
+    remote = open_corpus([uri], partition_size=size)
+    assert len(remote.partitions) == len(local.partitions) > len(local.files)
+    assert [f.path.split("?")[0].rsplit("/", 1)[1] for f in remote.files] == [
+        f.path.rsplit("/", 1)[1] for f in local.files
+    ]
+    assert remote.files[0].path.startswith("s3://rbprep-test/inputs/mixed/")
+    assert documents(remote) == documents(local)
+    pattern = open_corpus([object_store.uri("inputs/mixed/*.txt")])
+    assert [f.format for f in pattern.files] == ["txt"]
+
+
+def test_missing_and_unreachable_uris_are_one_line_errors(object_store, tmp_path, small_vocab):
+    with pytest.raises(RbprepError, match="no such file or folder"):
+        open_corpus([object_store.uri("inputs/nothing-here")])
+    with pytest.raises(RbprepError, match="pattern matches no file"):
+        open_corpus([object_store.uri("inputs/mixed/*.nothing")])
+    result = run(
+        "shard", "nosuch://bucket/x", "--tokenizer", small_vocab / "bpe", "--out", tmp_path
+    )
+    assert result.exit_code == 1
+    assert "nosuch://bucket/x: not a location pyarrow's file systems reach" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_shard_from_s3_to_s3_equals_a_local_run(object_store, mixed_corpus, tmp_path, small_vocab):
+    """Inputs and --out on the store (the tokenizer too): the same shard files and
+    manifest as a local run, and open_dataset, verify and inspect read it there."""
+    tokenizer = object_store.upload(small_vocab / "bpe", "tokenizers/bpe")
+    corpus = object_store.upload(mixed_corpus, "inputs/for-shard")
+    out = object_store.uri("datasets/one")
+    assert run("shard", corpus, "--tokenizer", tokenizer, "--out", out, *ARGS).exit_code == 0
+    local = tmp_path / "local"
+    args = [mixed_corpus, "--tokenizer", small_vocab / "bpe", "--out", local, *ARGS]
+    assert run("shard", *args).exit_code == 0
+
+    remote_files = object_store.download("datasets/one")
+    local_files = dataset_files(local)
+    shards = sorted(name for name in local_files if name.endswith(".arrow"))
+    assert len(shards) > 3
+    assert {name: remote_files[name] for name in shards} == {n: local_files[n] for n in shards}
+    remote_manifest = json.loads(remote_files["manifest.json"])
+    local_manifest = json.loads(local_files["manifest.json"])
+    assert remote_manifest.pop("corpus")["files"][0].startswith("s3://")
+    local_manifest.pop("corpus")
+    assert remote_manifest == local_manifest
+    assert ".lock" not in remote_files  # released
+
+    dataset = open_dataset(out)
+    reference = open_dataset(local)
+    rows = np.arange(len(reference))
+    for copy in (None, 2):
+        batch, expected = dataset.batch(rows, copy=copy), reference.batch(rows, copy=copy)
+        assert all(np.array_equal(batch[key], expected[key]) for key in expected)
+    assert dataset.tokenizer.get_vocab_size() == reference.tokenizer.get_vocab_size()
+    assert verify(out).rows == verify(local).rows
+    assert run("inspect", out, "--rows", "1").exit_code == 0
+
+
+def test_resume_and_force_on_s3(object_store, builtin_corpus, small_vocab):
+    out = object_store.uri("datasets/resume")
+    args = [builtin_corpus, "--tokenizer", small_vocab / "bpe", "--out", out, *ARGS]
+    assert run("shard", *args).exit_code == 0
+    finished = object_store.download("datasets/resume")
+    assert run("shard", *args).exit_code == 1  # a finished dataset is kept
+
+    # An interrupted run: no manifest, and the last partitions' files and markers gone.
+    location = Location(out)
+    location.child("manifest.json").delete()
+    markers = location.child(".parts").files()
+    for marker in markers[-2:]:
+        marker.delete()
+        location.child(f"train/shard-{marker.name.removesuffix('.json')}.arrow").delete()
+    result = run("shard", *args)
+    assert result.exit_code == 1 and "--resume" in result.stderr
+    assert run("shard", *args, "--resume").exit_code == 0
+    assert object_store.download("datasets/resume") == finished
+    assert run("shard", *args, "--force").exit_code == 0
+    assert object_store.download("datasets/resume") == finished
+
+
+def test_a_live_lock_on_s3_refuses_a_second_run_and_a_stale_one_is_taken_over(
+    object_store, small_corpus, small_vocab
+):
+    out = object_store.uri("datasets/locked")
+    lock = Location(out).child(".lock")
+    lock.write_json({"host": "elsewhere", "pid": 1, "run": "x", "time": time.time()})
+    args = [small_corpus, "--tokenizer", small_vocab / "bpe", "--out", out, "-q"]
+    result = run("shard", *args)
+    assert result.exit_code == 1
+    assert "another rbprep shard is writing here" in result.stderr
+    lock.write_json({"host": "elsewhere", "pid": 1, "run": "x", "time": time.time() - 3600})
+    assert run("shard", *args).exit_code == 0
+    assert not lock.exists()
+
+
+def test_shard_library_call_with_a_uri(object_store, small_corpus, small_vocab):
+    out = object_store.uri("datasets/library")
+    summary = shard([small_corpus], small_vocab / "wordpiece", out, ShardConfig(dup=2))
+    assert summary.out == out
+    assert len(open_dataset(out)) == summary.manifest["splits"]["train"]["rows"]
