@@ -459,10 +459,7 @@ def _prepare(
     run_file, manifest = out_dir.child(_RUN), out_dir.child(MANIFEST)
     previous = read_json(run_file) if run_file.exists() else None
     complete = manifest.exists()
-    others = sorted(
-        {f.path[len(out_dir.path) :].strip("/").split("/")[0] for f in out_dir.files(True)}
-        - {_LOCK}
-    )
+    others = [name for name in out_dir.entries() if name != _LOCK]
     if force:
         for name in (*SPLITS, _PARTS, MANIFEST, _RUN, "tokenizer.json"):
             out_dir.child(name).delete()

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import threading
 import time
@@ -177,6 +178,15 @@ class Location:
             return pa.memory_map(self.path)
         return self.filesystem.open_input_file(self.path)
 
+    def entries(self) -> list[str]:
+        """The names of the files and folders directly in this folder, sorted."""
+        if not self.remote:
+            return sorted(os.listdir(self.path)) if os.path.isdir(self.path) else []
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(self.path, allow_not_found=True)
+        return sorted(info.base_name for info in self.filesystem.get_file_info(selector))
+
     def files(self, recursive: bool = False) -> list[Location]:
         """The files below this folder (none if it is missing), sorted by path."""
         if not self.remote:
@@ -238,8 +248,6 @@ class Location:
             return
         if not self.remote:
             if kind == "directory":
-                import shutil
-
                 shutil.rmtree(self.path)
             else:
                 os.unlink(self.path)
