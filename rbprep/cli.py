@@ -345,6 +345,8 @@ def shard_command(
 def inspect_command(data: str, split: str, rows: int, copy: int, as_json: bool) -> None:
     """Show a dataset's numbers and sample rows, masks marked, as the model sees them.
 
+    DATA is a dataset directory from `rbprep shard`: a path, or a URI (s3://...).
+
     \b
     Example:
       rbprep inspect data --rows 3 --copy 1
@@ -363,6 +365,7 @@ def verify_command(data: str, quiet: bool) -> None:
     """Check a dataset: shard checksums and every invariant of every row.
 
     Recomputes every mask from the seed. Exits 1 naming the first damaged shard and row.
+    DATA is a path, or a URI (s3://...).
 
     \b
     Example:
