@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 
 
 @functools.cache
-def _byte_of_char() -> dict[str, int]:
+def byte_of_char() -> dict[str, int]:
     """The inverse of GPT-2's byte-level alphabet: each of the 256 characters -> its byte.
 
     Printable Latin-1 bytes stand for themselves; the others are shifted to U+0100 on,
@@ -97,7 +97,7 @@ class Piece:
 def piece(token: str, style: Style) -> Piece:
     """Read vocabulary entry ``token`` of a tokenizer of ``style``."""
     if style.byte_level:
-        table = _byte_of_char()
+        table = byte_of_char()
         if all(char in table for char in token):
             raw = bytes(table[char] for char in token)
             marker = "start" if raw[:1] == b" " and len(raw) > 1 else ""
@@ -112,7 +112,7 @@ def piece(token: str, style: Style) -> Piece:
 def byte_length(token: str, style: Style) -> int | None:
     """UTF-8 bytes of the text a byte-level entry spells, marker included ("Ġthe": 4);
     None for an entry outside the byte alphabet (an added token's plain spelling)."""
-    table = _byte_of_char()
+    table = byte_of_char()
     return len(token) if style.byte_level and all(c in table for c in token) else None
 
 
