@@ -532,6 +532,8 @@ def test_decoder_tables_write_what_decode_writes(small_vocab, cleanup_wordpiece,
         documents = [[pick % size for pick in doc] for doc in picks]
         decoded = [tokenizer.decode(ids, skip_special_tokens=False) for ids in documents]
         assert [written(spellings, ids) for ids in documents] == decoded
+        if spellings.text:
+            assert [spellings.write(np.array(ids, dtype=np.int64)) for ids in documents] == decoded
         # Each document against its decoding, and against that changed by one character.
         changed = [text[1:] if len(text) % 2 else text + "x" for text in decoded]
         ids = np.array([i for doc in documents for i in doc], dtype=np.int64)

@@ -163,6 +163,7 @@ def _contestant(name: str, path: str) -> _Contestant:
         shardable = False
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     style = Style.of(tokenizer)
+    config = json.loads(tokenizer.to_str())
     return _Contestant(
         name=name,
         path=file,
@@ -173,8 +174,8 @@ def _contestant(name: str, path: str) -> _Contestant:
         special_ids=tuple(special_ids),
         shardable=shardable,
         byte_lengths=_byte_lengths(tokenizer, style, vocab_size),
-        line_break_id=line_break_id(tokenizer, json.loads(tokenizer.to_str())),
-        spellings=Spellings.of(tokenizer),
+        line_break_id=line_break_id(tokenizer, config),
+        spellings=Spellings.of(tokenizer, config),
         counts=np.zeros(vocab_size, dtype=np.int64),
         file_counts=np.zeros(vocab_size, dtype=np.int64),
         words_tokens=np.zeros(m.WORD_TOKENS_CAP + 1, dtype=np.int64),
@@ -444,7 +445,8 @@ def _round_trip(
 
     ``ids`` (tokens,) are the documents' tokens in order, ``doc_tokens`` (docs,) how many
     each has. Where the decoder is a table (``Spellings``) the documents it settles are
-    counted without decoding; the others are decoded by ``Tokenizer.decode_batch``.
+    counted without decoding; the others are decoded (by the table where it writes text,
+    else by ``Tokenizer.decode_batch``) and normalised.
     """
     undecided = np.ones(len(doc_texts), dtype=np.bool_)  # (docs,) bool
     spellings = contestant.spellings
@@ -465,10 +467,13 @@ def _round_trip(
     if rest.size == 0:
         return
     ends = np.cumsum(doc_tokens)
-    decoded = contestant.tokenizer.decode_batch(
-        [ids[ends[d] - doc_tokens[d] : ends[d]].tolist() for d in rest],
-        skip_special_tokens=False,
-    )
+    if spellings is not None and spellings.text:  # the table writes what decode writes
+        decoded = [spellings.write(ids[ends[d] - doc_tokens[d] : ends[d]]) for d in rest]
+    else:
+        decoded = contestant.tokenizer.decode_batch(
+            [ids[ends[d] - doc_tokens[d] : ends[d]].tolist() for d in rest],
+            skip_special_tokens=False,
+        )
     normalizer = contestant.tokenizer.normalizer
     for original, back in zip((doc_texts[d] for d in rest), decoded, strict=True):
         if back == original:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from rbprep.compare.pieces import byte_of_char
+from rbprep.compare.pieces import byte_spelling
 
 # tokenizers' decoders/wordpiece.rs ``cleanup``, in its order
 _CLEANUP = (
@@ -65,19 +65,18 @@ class Spellings:
     whole_unless: int | None = None
 
     @classmethod
-    def of(cls, tokenizer: Tokenizer) -> Spellings | None:
-        """The table of ``tokenizer``'s decoder, or None where it is not one of the two."""
-        config = json.loads(tokenizer.to_str())
+    def of(cls, tokenizer: Tokenizer, config: dict[str, Any] | None = None) -> Spellings | None:
+        """The table of ``tokenizer``'s decoder, or None where it is not one of the two;
+        ``config`` is its tokenizer.json, parsed, if at hand."""
+        config = json.loads(tokenizer.to_str()) if config is None else config
         decoder = config.get("decoder") or {}
         vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         # Tokenizer.decode leaves out an id with no token; an encoding never holds one.
         tokens = [tokenizer.id_to_token(i) or "" for i in range(vocab_size)]
         if decoder.get("type") == "ByteLevel":
-            table = byte_of_char()
-            later = [
-                bytes(table[c] for c in t) if all(c in table for c in t) else t.encode()
-                for t in tokens
-            ]
+            spelled = [byte_spelling(t) for t in tokens]
+            # A token outside the byte alphabet (an added token's spelling) is its UTF-8.
+            later = [t.encode() if b is None else b for t, b in zip(tokens, spelled, strict=True)]
             entries = [*later, *later]
             flat = np.frombuffer(b"".join(entries), dtype=np.uint8)  # (bytes,) uint8
             return cls(False, flat, _bounds(map(len, entries), len(entries)), vocab_size)
@@ -128,17 +127,24 @@ class Spellings:
             doc_lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
         same = doc_written == doc_lengths  # (docs,) bool: a candidate
         # Gather the writing of the candidates' tokens and compare it with their text.
-        chosen_keys = keys[np.repeat(same, doc_tokens)]
-        chosen_lengths = lengths[np.repeat(same, doc_tokens)]
-        before = np.cumsum(chosen_lengths) - chosen_lengths
-        at = np.repeat(self.bounds[chosen_keys] - before, chosen_lengths) + np.arange(
-            int(chosen_lengths.sum())
-        )
-        got = self.flat[at]
+        got = self._gather(keys[np.repeat(same, doc_tokens)])
         expected = want[np.repeat(same, doc_lengths)]
         owner = np.repeat(np.flatnonzero(same), doc_lengths[same])  # document of each
         same[owner[got != expected]] = False
         return same
+
+    def write(self, ids: np.ndarray) -> str:
+        """What the decoder writes for one text's ``ids`` (text entries only)."""
+        keys = ids.astype(np.int64)  # (tokens,) int64: a copy
+        keys[:1] += self.vocab_size
+        return self._gather(keys).tobytes().decode("utf-32-le", "surrogatepass")
+
+    def _gather(self, keys: np.ndarray) -> np.ndarray:
+        """The entries ``keys`` (tokens,) int64, one after another, from ``flat``."""
+        lengths = np.diff(self.bounds)[keys]
+        before = np.cumsum(lengths) - lengths
+        at = np.repeat(self.bounds[keys] - before, lengths) + np.arange(int(lengths.sum()))
+        return self.flat[at]
 
 
 def _bounds(lengths: Any, count: int) -> np.ndarray:
