@@ -20,6 +20,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,63 +240,62 @@ class _Run:
         texts = list(itertools.chain.from_iterable(batch.documents))
         if not texts:
             return
-        words = m.Words.of(texts)
-        doc_units = np.fromiter(map(len, batch.documents), np.int64, len(batch.documents))
-        doc_texts = ["".join(units) for units in batch.documents]
-        starts = np.zeros(len(texts), dtype=np.bool_)  # (units,) bool
-        starts[np.concatenate(([0], np.cumsum(doc_units)[:-1]))] = True
-        self.partition_starts.append(starts)
-        self.partition_files.append(np.full(len(texts), batch.file, dtype=np.int64))
-        for contestant in self.contestants:
-            self._encode(
-                contestant, batch.file, batch.documents, texts, words, doc_units, doc_texts
-            )
+        # The timed encodes first, each alone: shard's own call for a byte-level
+        # tokenizer (its ids place its tokens in words), every 10th unit for the others.
+        # Those others need offsets: their untimed encode runs in a thread (tokenizers
+        # lets go of the GIL) while this one counts. The counting keeps its order.
+        fast: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for index, contestant in enumerate(self.contestants):
+            tally = contestant.tallies.setdefault(batch.file, m.Tally())
+            if contestant.byte_lengths is not None:
+                fast[index] = _encode_fast(contestant, tally, batch.documents, texts)
+            else:
+                started = time.perf_counter()
+                contestant.tokenizer.encode_batch_fast(
+                    texts[::_SPEED_SHARE], add_special_tokens=False
+                )
+                tally.encode_seconds += time.perf_counter() - started
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbprep-encode") as pool:
+            offsets = {
+                index: pool.submit(_encode_offsets, contestant.tokenizer, texts)
+                for index, contestant in enumerate(self.contestants)
+                if index not in fast
+            }
+            words = m.Words.of(texts)
+            doc_units = np.fromiter(map(len, batch.documents), np.int64, len(batch.documents))
+            doc_texts = ["".join(units) for units in batch.documents]
+            starts = np.zeros(len(texts), dtype=np.bool_)  # (units,) bool
+            starts[np.concatenate(([0], np.cumsum(doc_units)[:-1]))] = True
+            self.partition_starts.append(starts)
+            self.partition_files.append(np.full(len(texts), batch.file, dtype=np.int64))
+            for index in sorted(range(len(self.contestants)), key=lambda i: i not in fast):
+                contestant = self.contestants[index]  # (the byte-level ones first)
+                tally = contestant.tallies[batch.file]
+                if index in fast:
+                    tally.encode_bytes += words.utf8_bytes
+                    encoded = _placed_by_bytes(contestant, words, *fast[index])
+                else:
+                    tally.encode_bytes += int(words.text_bytes[::_SPEED_SHARE].sum())
+                    encoded = _placed_by_offsets(words, *offsets[index].result())
+                if encoded is None:  # byte lengths that do not add up: offsets after all
+                    encoded = _placed_by_offsets(
+                        words, *_encode_offsets(contestant.tokenizer, texts)
+                    )
+                self._count(contestant, tally, texts, words, doc_units, doc_texts, *encoded)
 
-    def _encode(
+    def _count(
         self,
         contestant: _Contestant,
-        file: int,
-        documents: list[list[str]],
+        tally: m.Tally,
         texts: list[str],
         words: m.Words,
         doc_units: np.ndarray,
         doc_texts: list[str],
+        lengths: np.ndarray,
+        ids: np.ndarray,
+        token_words: np.ndarray,
     ) -> None:
-        tokenizer = contestant.tokenizer
-        tally = contestant.tallies.setdefault(file, m.Tally())
-        token_words = None
-        if contestant.byte_lengths is not None:
-            # Byte-level: the ids alone place every token (Words.byte_token_words), so
-            # shard's own encode, without offsets, is the whole encode pass.
-            lengths, ids = _encode_fast(contestant, tally, documents, texts)
-            tally.encode_bytes += words.utf8_bytes
-            token_text = np.repeat(np.arange(len(texts)), lengths)  # (tokens,) int64
-            token_bytes = contestant.byte_lengths[ids]
-            spelled = np.bincount(token_text, weights=token_bytes, minlength=len(texts))
-            if np.array_equal(spelled, words.text_bytes):
-                token_words = words.byte_token_words(token_text, token_bytes)
-        if token_words is None:
-            # Words need offsets. encode_batch_fast is timed on every 10th unit, so
-            # encode_mb_s is the same call's speed for every tokenizer.
-            if contestant.byte_lengths is None:  # (else timed above)
-                started = time.perf_counter()
-                tokenizer.encode_batch_fast(texts[::_SPEED_SHARE], add_special_tokens=False)
-                tally.encode_seconds += time.perf_counter() - started
-                tally.encode_bytes += int(words.text_bytes[::_SPEED_SHARE].sum())
-            encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-            id_lists = [e.ids for e in encodings]
-            offset_lists = [e.offsets for e in encodings]
-            del encodings
-            lengths, ids = _flat(id_lists)
-            del id_lists
-            offsets = np.fromiter(  # (tokens * 2,) int64: start, end in characters
-                itertools.chain.from_iterable(itertools.chain.from_iterable(offset_lists)),
-                np.int64,
-                2 * len(ids),
-            )
-            del offset_lists
-            token_text = np.repeat(np.arange(len(texts)), lengths)  # (tokens,) int64
-            token_words = words.token_words(token_text, offsets[0::2], offsets[1::2])
+        """Count one batch's encoding: tokens per unit, all ids, and each token's word."""
         n_tokens = len(ids)
         per_word = m.tokens_per_word(token_words, words.count)
         contestant.words_tokens += m.histogram(per_word, m.WORD_TOKENS_CAP)
@@ -309,7 +309,6 @@ class _Run:
         tally.chars += words.chars
         tally.tokens += n_tokens
         tally.continued_words += int((per_word >= 2).sum())
-        unk = None
         if contestant.unk_id is not None:
             unk = ids == contestant.unk_id
             tally.unk_tokens += int(unk.sum())
@@ -391,6 +390,47 @@ def _encode_fast(
     encodings = contestant.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
     tally.encode_seconds += time.perf_counter() - started
     return _flat([e.ids for e in encodings])
+
+
+def _encode_offsets(
+    tokenizer: Tokenizer, texts: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tokens per unit (units,), all ids (tokens,) and each token's character offsets
+    (tokens * 2,) int64, start and end in its unit, by ``encode_batch``."""
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+    id_lists = [e.ids for e in encodings]
+    offset_lists = [e.offsets for e in encodings]
+    del encodings
+    lengths, ids = _flat(id_lists)
+    del id_lists
+    offsets = np.fromiter(  # (tokens * 2,) int64: start, end in characters
+        itertools.chain.from_iterable(itertools.chain.from_iterable(offset_lists)),
+        np.int64,
+        2 * len(ids),
+    )
+    return lengths, ids, offsets
+
+
+def _placed_by_offsets(
+    words: m.Words, lengths: np.ndarray, ids: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tokens per unit, ids and each token's word, from the tokens' offsets."""
+    token_text = np.repeat(np.arange(len(lengths)), lengths)  # (tokens,) int64
+    return lengths, ids, words.token_words(token_text, offsets[0::2], offsets[1::2])
+
+
+def _placed_by_bytes(
+    contestant: _Contestant, words: m.Words, lengths: np.ndarray, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Tokens per unit, ids and each token's word, from the bytes each token spells;
+    None where a unit's tokens do not spell its bytes."""
+    assert contestant.byte_lengths is not None
+    token_text = np.repeat(np.arange(len(lengths)), lengths)  # (tokens,) int64
+    token_bytes = contestant.byte_lengths[ids]
+    spelled = np.bincount(token_text, weights=token_bytes, minlength=len(lengths))
+    if not np.array_equal(spelled, words.text_bytes):
+        return None
+    return lengths, ids, words.byte_token_words(token_text, token_bytes)
 
 
 def _join_lines(documents: list[list[str]]) -> tuple[list[str], np.ndarray]:
