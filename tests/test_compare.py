@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from rbprep.cli import main
@@ -450,3 +452,135 @@ def test_matplotlib_only_when_plots_are_asked_for(small_corpus, small_vocab):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+# --- the fast paths: joined lines, the decoder as a table ---------------------------------
+
+# Lines as the reader makes them (stripped, non-empty), with what stresses tokenizers:
+# odd whitespace and control characters, accents and combining marks, contractions and
+# cleanup's patterns, CJK, emoji, specials spelled out, and U+FFFD.
+LINE_PIECES = [
+    *"ab Zé9'.,?!-#\t\x0b\x0c\x1c\x1f\x85\u00a0\u2028\u3000\u0301\ufffd🙂中Σ",
+    *("<s>", "[UNK]", "[SEP]", " n't", " do not", " 's", "##", "ﬁ"),
+]
+LINE_TEXT = (
+    st.lists(st.sampled_from(LINE_PIECES) | st.characters(exclude_categories=("Cs",)), max_size=30)
+    .map("".join)
+    .map(str.strip)
+)
+DOCUMENTS = st.lists(st.lists(LINE_TEXT.filter(bool), min_size=1, max_size=8), max_size=10)
+
+
+def as_units(documents: list[list[str]]) -> list[list[str]]:
+    return [[line if i == 0 else " " + line for i, line in enumerate(doc)] for doc in documents]
+
+
+@settings(max_examples=150, deadline=None)
+@given(documents=DOCUMENTS)
+def test_joined_encoding_gives_the_ids_of_units_one_by_one(small_vocab, documents):
+    """The byte-level BPE's encode (a document's lines joined by newlines, as shard) gives
+    exactly the ids and unit lengths of encoding every unit alone; a unit holding a line
+    break falls back to that."""
+    from rbprep.compare.comparison import _contestant, _encode_fast
+
+    bpe = _contestant("bpe", str(small_vocab / "bpe"))
+    assert bpe.line_break_id is not None
+    for documents_ in (as_units(documents), [["first line", " with\na break", " last"]]):
+        units = [unit for doc in documents_ for unit in doc]
+        lengths, ids = _encode_fast(bpe, m.Tally(), documents_, units)
+        expected = [bpe.tokenizer.encode(unit, add_special_tokens=False).ids for unit in units]
+        assert lengths.tolist() == [len(unit_ids) for unit_ids in expected]
+        assert ids.tolist() == [i for unit_ids in expected for i in unit_ids]
+
+
+def written(spellings, ids: list[int]) -> str:
+    """What the table says the decoder writes for ``ids``, the slow way."""
+    keys = [spellings.vocab_size + i if k == 0 else i for k, i in enumerate(ids)]
+    parts = [spellings.flat[spellings.bounds[k] : spellings.bounds[k + 1]] for k in keys]
+    if spellings.text:
+        return "".join(chr(c) for part in parts for c in part.tolist())
+    return b"".join(part.tobytes() for part in parts).decode("utf-8", "replace")
+
+
+@pytest.fixture(scope="session")
+def cleanup_wordpiece() -> Tokenizer:
+    """A WordPiece whose vocabulary holds what the decoder's cleanup rewrites."""
+    from tokenizers import decoders, models
+
+    vocab = ["[UNK]", "a", "##b", ".", "##.", "'", "' ", "n't", "do not", "##do not", "'s", "##"]
+    vocab += ["#", "####", " ,", "x ?", "##'ve", "'re", "!", "don't", "not", "do", "é", "##é"]
+    tokenizer = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.add_special_tokens(["[SEP]"])
+    return tokenizer
+
+
+@settings(max_examples=300, deadline=None)
+@given(picks=st.lists(st.lists(st.integers(0, 10**9), max_size=12), min_size=1, max_size=6))
+def test_decoder_tables_write_what_decode_writes(small_vocab, cleanup_wordpiece, picks):
+    """Spellings (the ByteLevel and WordPiece decoders as tables) against
+    Tokenizer.decode on random ids, and ``spelled`` against decode == document."""
+    from rbprep.compare.roundtrip import Spellings
+
+    tokenizers = [
+        Tokenizer.from_file(str(small_vocab / kind / "tokenizer.json"))
+        for kind in ("bpe", "wordpiece")
+    ]
+    for tokenizer in [*tokenizers, cleanup_wordpiece]:
+        spellings = Spellings.of(tokenizer)
+        size = tokenizer.get_vocab_size(with_added_tokens=True)
+        documents = [[pick % size for pick in doc] for doc in picks]
+        decoded = [tokenizer.decode(ids, skip_special_tokens=False) for ids in documents]
+        assert [written(spellings, ids) for ids in documents] == decoded
+        if spellings.text:
+            assert [spellings.write(np.array(ids, dtype=np.int64)) for ids in documents] == decoded
+        # Each document against its decoding, and against that changed by one character.
+        changed = [text[1:] if len(text) % 2 else text + "x" for text in decoded]
+        ids = np.array([i for doc in documents for i in doc], dtype=np.int64)
+        doc_tokens = np.array([len(doc) for doc in documents], dtype=np.int64)
+        assert not spellings.spelled(ids, doc_tokens, changed).any()
+        same = spellings.spelled(ids, doc_tokens, decoded)
+        if spellings.text:
+            assert same.all()
+        else:  # the bytes are the text's exactly where they are valid UTF-8
+            assert same.tolist() == ["\ufffd" not in text for text in decoded]
+
+
+def test_the_python_whitespace_covers_the_pre_tokenizers():
+    """``whole_pieces`` needs every character that tokenizers' pre-tokenizers split off
+    as whitespace (Rust's char::is_whitespace) to be whitespace to str.split too."""
+    from tokenizers import pre_tokenizers
+
+    chars = [chr(c) for c in range(0x3001) if not 0xD800 <= c < 0xE000]  # isspace() < U+3001
+    text = "".join("x" + char for char in chars) + "x"
+    pieces = pre_tokenizers.WhitespaceSplit().pre_tokenize_str(text)
+    split_off = [chars[start // 2 - 1] for _, (start, _) in pieces[1:] if text[start - 1] != "x"]
+    assert split_off and all(char.isspace() for char in split_off)
+
+
+@settings(max_examples=100, deadline=None)
+@given(documents=DOCUMENTS)
+def test_round_trip_counts_equal_decoding_every_document(small_vocab, documents):
+    """The round trip counted through the decoder tables equals decoding every document
+    and normalising it, for both tokenizers, on text full of what they lose."""
+    from rbprep.compare.comparison import _contestant, _round_trip
+
+    documents = as_units(documents)
+    for kind in ("bpe", "wordpiece"):
+        contestant = _contestant(kind, str(small_vocab / kind))
+        assert contestant.spellings is not None
+        ids_of = [
+            [e.ids for e in contestant.tokenizer.encode_batch(doc, add_special_tokens=False)]
+            for doc in documents
+        ]
+        ids = np.array([i for doc in ids_of for unit in doc for i in unit], dtype=np.int64)
+        doc_tokens = np.array([sum(map(len, doc)) for doc in ids_of], dtype=np.int64)
+        texts = ["".join(doc) for doc in documents]
+        fast, slow = m.Tally(), m.Tally()
+        _round_trip(contestant, fast, ids, doc_tokens, texts)
+        contestant.spellings = None
+        _round_trip(contestant, slow, ids, doc_tokens, texts)
+        assert (fast.roundtrip_exact, fast.roundtrip_normalized) == (
+            slow.roundtrip_exact,
+            slow.roundtrip_normalized,
+        )

@@ -2,8 +2,9 @@
 
 ``compare_tokenizers(corpus, tokenizers, CompareConfig(...))`` returns a ``Comparison``
 (its JSON, terminal report, Markdown and plots). Metrics: ``metrics.py``; how pieces are
-spelled: ``pieces.py``; reports: ``report.py``; plots (matplotlib, imported only
-there): ``plots.py``. Definitions with formulas: docs/compare.md.
+spelled: ``pieces.py``; the round trip without decoding: ``roundtrip.py``; reports:
+``report.py``; plots (matplotlib, imported only there): ``plots.py``. Definitions with
+formulas: docs/compare.md.
 """
 
 from rbprep.compare.comparison import (

@@ -1,11 +1,13 @@
 """``compare_tokenizers``: measure tokenizers side by side on the user's own text.
 
 One read of the corpus (or of a deterministic sample of it). Each batch of sentence
-units (one file's, within one partition) is encoded once per tokenizer, and everything
-is counted from that encoding: tokens, words and their splits (placed by the token
-offsets, or for a byte-level tokenizer by the ids alone), [UNK]s, the round trip (one
-decode per document), the rows ``shard`` would pack (its own kernel, per partition as
-``shard`` runs it) and the unigram counts behind vocabulary use and Rényi efficiency.
+units (one file's, within one partition) is encoded once per tokenizer (as ``shard``
+encodes it), and everything is counted from that encoding: tokens, words and their
+splits (placed by the token offsets, or for a byte-level tokenizer by the ids alone),
+[UNK]s, the round trip (each document against what its tokens write back: a table of
+the decoder where it is one, ``roundtrip.py``, else one decode per document), the rows
+``shard`` would pack (its own kernel, per partition as ``shard`` runs it) and the
+unigram counts behind vocabulary use and Rényi efficiency.
 Memory stays bounded: per tokenizer one count array of the vocabulary's size, per file
 a few numbers, per partition the token count of each unit. Definitions: docs/compare.md.
 """
@@ -18,6 +20,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +31,11 @@ from tokenizers import Tokenizer
 from rbprep import __version__, kernels
 from rbprep.compare import metrics as m
 from rbprep.compare.pieces import Piece, Style, byte_length, display, piece, word_pieces
+from rbprep.compare.roundtrip import Spellings
 from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
-from rbprep.tokenizer_info import load_tokenizer, tokenizer_file
+from rbprep.tokenizer_info import line_break_id, load_tokenizer, tokenizer_file
 from rbprep.vocab import Usage, sample_documents
 
 _BATCH_UNITS = 10_000  # units per encode call, as shard
@@ -39,6 +43,7 @@ _BATCH_CHARS = 1_000_000  # bounds the per-character arrays of a batch (~50 MB)
 _SAMPLE_CHARS = (30, 140)  # a sample sentence is a unit of this many characters
 _TOP = 25  # most frequent / longest tokens kept in the report
 _SPEED_SHARE = 10  # tokenizers that need offsets: every 10th unit timed in encode_batch_fast
+_JOIN_CHARS = 4_096  # units joined by line breaks into texts of about this size, as shard
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class _Contestant:
     special_ids: tuple[int, ...]
     shardable: bool  # has the start, end, pad and mask tokens ``shard`` needs
     byte_lengths: np.ndarray | None  # (vocab,) int64 bytes each id spells, if byte-level
+    line_break_id: int | None  # a document's lines may be encoded joined (as shard does)
+    spellings: Spellings | None  # the decoder as a table, where it is one (roundtrip.py)
     counts: np.ndarray  # (vocab,) int64 token frequencies over the corpus
     file_counts: np.ndarray  # (vocab,) int64 token frequencies over the current file
     words_tokens: np.ndarray  # tokens-per-word histogram over the corpus
@@ -157,6 +164,7 @@ def _contestant(name: str, path: str) -> _Contestant:
         shardable = False
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     style = Style.of(tokenizer)
+    config = json.loads(tokenizer.to_str())
     return _Contestant(
         name=name,
         path=file,
@@ -167,6 +175,8 @@ def _contestant(name: str, path: str) -> _Contestant:
         special_ids=tuple(special_ids),
         shardable=shardable,
         byte_lengths=_byte_lengths(tokenizer, style, vocab_size),
+        line_break_id=line_break_id(tokenizer, config),
+        spellings=Spellings.of(tokenizer, config),
         counts=np.zeros(vocab_size, dtype=np.int64),
         file_counts=np.zeros(vocab_size, dtype=np.int64),
         words_tokens=np.zeros(m.WORD_TOKENS_CAP + 1, dtype=np.int64),
@@ -230,64 +240,62 @@ class _Run:
         texts = list(itertools.chain.from_iterable(batch.documents))
         if not texts:
             return
-        words = m.Words.of(texts)
-        doc_units = np.fromiter(map(len, batch.documents), np.int64, len(batch.documents))
-        doc_texts = ["".join(units) for units in batch.documents]
-        starts = np.zeros(len(texts), dtype=np.bool_)  # (units,) bool
-        starts[np.concatenate(([0], np.cumsum(doc_units)[:-1]))] = True
-        self.partition_starts.append(starts)
-        self.partition_files.append(np.full(len(texts), batch.file, dtype=np.int64))
-        for contestant in self.contestants:
-            self._encode(contestant, batch.file, texts, words, doc_units, doc_texts)
+        # The timed encodes first, each alone: shard's own call for a byte-level
+        # tokenizer (its ids place its tokens in words), every 10th unit for the others.
+        # Those others need offsets: their untimed encode runs in a thread (tokenizers
+        # lets go of the GIL) while this one counts. The counting keeps its order.
+        fast: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for index, contestant in enumerate(self.contestants):
+            tally = contestant.tallies.setdefault(batch.file, m.Tally())
+            if contestant.byte_lengths is not None:
+                fast[index] = _encode_fast(contestant, tally, batch.documents, texts)
+            else:
+                started = time.perf_counter()
+                contestant.tokenizer.encode_batch_fast(
+                    texts[::_SPEED_SHARE], add_special_tokens=False
+                )
+                tally.encode_seconds += time.perf_counter() - started
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbprep-encode") as pool:
+            offsets = {
+                index: pool.submit(_encode_offsets, contestant.tokenizer, texts)
+                for index, contestant in enumerate(self.contestants)
+                if index not in fast
+            }
+            words = m.Words.of(texts)
+            doc_units = np.fromiter(map(len, batch.documents), np.int64, len(batch.documents))
+            doc_texts = ["".join(units) for units in batch.documents]
+            starts = np.zeros(len(texts), dtype=np.bool_)  # (units,) bool
+            starts[np.concatenate(([0], np.cumsum(doc_units)[:-1]))] = True
+            self.partition_starts.append(starts)
+            self.partition_files.append(np.full(len(texts), batch.file, dtype=np.int64))
+            for index in sorted(range(len(self.contestants)), key=lambda i: i not in fast):
+                contestant = self.contestants[index]  # (the byte-level ones first)
+                tally = contestant.tallies[batch.file]
+                if index in fast:
+                    tally.encode_bytes += words.utf8_bytes
+                    encoded = _placed_by_bytes(contestant, words, *fast[index])
+                else:
+                    tally.encode_bytes += int(words.text_bytes[::_SPEED_SHARE].sum())
+                    encoded = _placed_by_offsets(words, *offsets[index].result())
+                if encoded is None:  # byte lengths that do not add up: offsets after all
+                    encoded = _placed_by_offsets(
+                        words, *_encode_offsets(contestant.tokenizer, texts)
+                    )
+                self._count(contestant, tally, texts, words, doc_units, doc_texts, *encoded)
 
-    def _encode(
+    def _count(
         self,
         contestant: _Contestant,
-        file: int,
+        tally: m.Tally,
         texts: list[str],
         words: m.Words,
         doc_units: np.ndarray,
         doc_texts: list[str],
+        lengths: np.ndarray,
+        ids: np.ndarray,
+        token_words: np.ndarray,
     ) -> None:
-        tokenizer = contestant.tokenizer
-        tally = contestant.tallies.setdefault(file, m.Tally())
-        token_words = None
-        if contestant.byte_lengths is not None:
-            # Byte-level: the ids alone place every token (Words.byte_token_words), so
-            # shard's own call, without offsets, is the whole encode pass.
-            started = time.perf_counter()
-            encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-            tally.encode_seconds += time.perf_counter() - started
-            tally.encode_bytes += words.utf8_bytes
-            id_lists = [e.ids for e in encodings]
-            del encodings
-            lengths, ids = _flat(id_lists)
-            token_text = np.repeat(np.arange(len(texts)), lengths)  # (tokens,) int64
-            token_bytes = contestant.byte_lengths[ids]
-            spelled = np.bincount(token_text, weights=token_bytes, minlength=len(texts))
-            if np.array_equal(spelled, words.text_bytes):
-                token_words = words.byte_token_words(token_text, token_bytes)
-        if token_words is None:
-            # Words need offsets. encode_batch_fast is timed on every 10th unit, so
-            # encode_mb_s is the same call's speed for every tokenizer.
-            if contestant.byte_lengths is None:  # (else timed above)
-                started = time.perf_counter()
-                tokenizer.encode_batch_fast(texts[::_SPEED_SHARE], add_special_tokens=False)
-                tally.encode_seconds += time.perf_counter() - started
-                tally.encode_bytes += int(words.text_bytes[::_SPEED_SHARE].sum())
-            encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-            id_lists = [e.ids for e in encodings]
-            offset_lists = [e.offsets for e in encodings]
-            del encodings
-            lengths, ids = _flat(id_lists)
-            offsets = np.fromiter(  # (tokens * 2,) int64: start, end in characters
-                itertools.chain.from_iterable(itertools.chain.from_iterable(offset_lists)),
-                np.int64,
-                2 * len(ids),
-            )
-            del offset_lists
-            token_text = np.repeat(np.arange(len(texts)), lengths)  # (tokens,) int64
-            token_words = words.token_words(token_text, offsets[0::2], offsets[1::2])
+        """Count one batch's encoding: tokens per unit, all ids, and each token's word."""
         n_tokens = len(ids)
         per_word = m.tokens_per_word(token_words, words.count)
         contestant.words_tokens += m.histogram(per_word, m.WORD_TOKENS_CAP)
@@ -306,30 +314,9 @@ class _Run:
             tally.unk_tokens += int(unk.sum())
             unk_words = token_words[unk]
             tally.unk_words += int(np.unique(unk_words[unk_words >= 0]).size)
-
-        # The round trip: one decode per document, of its units' ids.
-        unit_ends = np.cumsum(doc_units)
-        doc_ids = [
-            list(itertools.chain.from_iterable(id_lists[lo:hi]))
-            for lo, hi in zip(np.r_[0, unit_ends[:-1]], unit_ends, strict=True)
-        ]
-        del id_lists
-        decoded = tokenizer.decode_batch(doc_ids, skip_special_tokens=False)
-        normalizer = tokenizer.normalizer
-        for original, back in zip(doc_texts, decoded, strict=True):
-            if back == original:
-                tally.roundtrip_exact += 1
-                tally.roundtrip_normalized += 1
-                continue
-            # Equal up to whitespace once both are normalised; decoded text usually is
-            # normalised already (lowercase), which spares normalising it again.
-            expected = m.squash_whitespace(
-                normalizer.normalize_str(original) if normalizer else original
-            )
-            got = m.squash_whitespace(back)
-            if got != expected and normalizer is not None:
-                got = m.squash_whitespace(normalizer.normalize_str(back))
-            tally.roundtrip_normalized += got == expected
+        unit_token_ends = np.cumsum(lengths)  # (units,) int64
+        doc_tokens = np.diff(unit_token_ends[np.cumsum(doc_units) - 1], prepend=0)  # (docs,)
+        _round_trip(contestant, tally, ids, doc_tokens, doc_texts)
 
     # partitions, files, samples --------------------------------------------------------------
 
@@ -383,6 +370,165 @@ def _flat(id_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.fromiter(map(len, id_lists), np.int64, len(id_lists))
     ids = np.fromiter(itertools.chain.from_iterable(id_lists), np.int64, int(lengths.sum()))
     return lengths, ids
+
+
+def _encode_fast(
+    contestant: _Contestant, tally: m.Tally, documents: list[list[str]], texts: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens per unit and all ids, by ``encode_batch_fast`` as ``shard`` calls it: a
+    document's units joined by line breaks where the tokenizer allows (``line_break_id``),
+    else unit by unit. The calls are timed into ``tally``."""
+    if contestant.line_break_id is not None:
+        joined, sizes = _join_lines(documents)
+        started = time.perf_counter()
+        encodings = contestant.tokenizer.encode_batch_fast(joined, add_special_tokens=False)
+        tally.encode_seconds += time.perf_counter() - started
+        cut = _cut_at_breaks([e.ids for e in encodings], sizes, contestant.line_break_id)
+        if cut is not None:
+            return cut
+    started = time.perf_counter()
+    encodings = contestant.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+    tally.encode_seconds += time.perf_counter() - started
+    return _flat([e.ids for e in encodings])
+
+
+def _encode_offsets(
+    tokenizer: Tokenizer, texts: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tokens per unit (units,), all ids (tokens,) and each token's character offsets
+    (tokens * 2,) int64, start and end in its unit, by ``encode_batch``."""
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+    id_lists = [e.ids for e in encodings]
+    offset_lists = [e.offsets for e in encodings]
+    del encodings
+    lengths, ids = _flat(id_lists)
+    del id_lists
+    offsets = np.fromiter(  # (tokens * 2,) int64: start, end in characters
+        itertools.chain.from_iterable(itertools.chain.from_iterable(offset_lists)),
+        np.int64,
+        2 * len(ids),
+    )
+    return lengths, ids, offsets
+
+
+def _placed_by_offsets(
+    words: m.Words, lengths: np.ndarray, ids: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tokens per unit, ids and each token's word, from the tokens' offsets."""
+    token_text = np.repeat(np.arange(len(lengths)), lengths)  # (tokens,) int64
+    return lengths, ids, words.token_words(token_text, offsets[0::2], offsets[1::2])
+
+
+def _placed_by_bytes(
+    contestant: _Contestant, words: m.Words, lengths: np.ndarray, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Tokens per unit, ids and each token's word, from the bytes each token spells;
+    None where a unit's tokens do not spell its bytes."""
+    assert contestant.byte_lengths is not None
+    token_text = np.repeat(np.arange(len(lengths)), lengths)  # (tokens,) int64
+    token_bytes = contestant.byte_lengths[ids]
+    spelled = np.bincount(token_text, weights=token_bytes, minlength=len(lengths))
+    if not np.array_equal(spelled, words.text_bytes):
+        return None
+    return lengths, ids, words.byte_token_words(token_text, token_bytes)
+
+
+def _join_lines(documents: list[list[str]]) -> tuple[list[str], np.ndarray]:
+    """Each document's units joined by "\\n", about ``_JOIN_CHARS`` at a time (as
+    ``shard``'s ``_join_lines``), and the number of units in each text."""
+    texts: list[str] = []
+    sizes: list[int] = []
+    for units in documents:
+        group: list[str] = []
+        chars = 0
+        for unit in units:
+            if group and chars >= _JOIN_CHARS:
+                texts.append("\n".join(group))
+                sizes.append(len(group))
+                group, chars = [], 0
+            group.append(unit)
+            chars += len(unit) + 1
+        if group:
+            texts.append("\n".join(group))
+            sizes.append(len(group))
+    return texts, np.array(sizes, dtype=np.int64)
+
+
+def _cut_at_breaks(
+    id_lists: list[list[int]], sizes: np.ndarray, line_break_id: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The joined texts' ids cut back into their units: tokens per unit and all ids less
+    the breaks; None where a text holds other than one break per join."""
+    text_lengths, ids = _flat(id_lists)
+    if np.any(text_lengths == 0):
+        return None
+    breaks = ids == line_break_id  # (tokens,) bool
+    text_ends = np.cumsum(text_lengths)  # (texts,) flat position after each text
+    if len(ids):
+        per_text = np.add.reduceat(breaks, text_ends - text_lengths, dtype=np.int64)
+        if not np.array_equal(per_text, sizes - 1):
+            return None
+    # Each unit ends at a break or at its text's end (positions in the flat array).
+    unit_ends = np.sort(np.concatenate([np.flatnonzero(breaks), text_ends]))  # (units,)
+    kept_before = np.concatenate([[0], np.cumsum(~breaks, dtype=np.int64)])  # (tokens + 1,)
+    return np.diff(kept_before[unit_ends], prepend=0), ids[~breaks]
+
+
+def _round_trip(
+    contestant: _Contestant,
+    tally: m.Tally,
+    ids: np.ndarray,
+    doc_tokens: np.ndarray,
+    doc_texts: list[str],
+) -> None:
+    """Count the documents that decode back exactly, and up to normaliser and spacing.
+
+    ``ids`` (tokens,) are the documents' tokens in order, ``doc_tokens`` (docs,) how many
+    each has. Where the decoder is a table (``Spellings``) the documents it settles are
+    counted without decoding; the others are decoded (by the table where it writes text,
+    else by ``Tokenizer.decode_batch``) and normalised.
+    """
+    undecided = np.ones(len(doc_texts), dtype=np.bool_)  # (docs,) bool
+    spellings = contestant.spellings
+    if spellings is not None:
+        exact = spellings.spelled(ids, doc_tokens, doc_texts)
+        tally.roundtrip_exact += int(exact.sum())
+        tally.roundtrip_normalized += int(exact.sum())
+        undecided = ~exact
+        if spellings.whole_unless is not None:
+            # WordPiece: a document without an unknown token comes back up to the
+            # normaliser and whitespace (roundtrip.whole_pieces).
+            unknown = np.concatenate(([0], np.cumsum(ids == spellings.whole_unless)))
+            ends = np.cumsum(doc_tokens)
+            whole = undecided & (unknown[ends] == unknown[ends - doc_tokens])
+            tally.roundtrip_normalized += int(whole.sum())
+            undecided &= ~whole
+    rest = np.flatnonzero(undecided)
+    if rest.size == 0:
+        return
+    ends = np.cumsum(doc_tokens)
+    if spellings is not None and spellings.text:  # the table writes what decode writes
+        decoded = [spellings.write(ids[ends[d] - doc_tokens[d] : ends[d]]) for d in rest]
+    else:
+        decoded = contestant.tokenizer.decode_batch(
+            [ids[ends[d] - doc_tokens[d] : ends[d]].tolist() for d in rest],
+            skip_special_tokens=False,
+        )
+    normalizer = contestant.tokenizer.normalizer
+    for original, back in zip((doc_texts[d] for d in rest), decoded, strict=True):
+        if back == original:
+            tally.roundtrip_exact += 1
+            tally.roundtrip_normalized += 1
+            continue
+        # Equal up to whitespace once both are normalised; decoded text usually is
+        # normalised already (lowercase), which spares normalising it again.
+        expected = m.squash_whitespace(
+            normalizer.normalize_str(original) if normalizer else original
+        )
+        got = m.squash_whitespace(back)
+        if got != expected and normalizer is not None:
+            got = m.squash_whitespace(normalizer.normalize_str(back))
+        tally.roundtrip_normalized += got == expected
 
 
 def _sentence_like(unit: str) -> bool:

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 
 
 @functools.cache
-def _byte_of_char() -> dict[str, int]:
+def byte_of_char() -> dict[str, int]:
     """The inverse of GPT-2's byte-level alphabet: each of the 256 characters -> its byte.
 
     Printable Latin-1 bytes stand for themselves; the others are shifted to U+0100 on,
@@ -27,6 +27,19 @@ def _byte_of_char() -> dict[str, int]:
             mapping[chr(256 + shifted)] = b
             shifted += 1
     return mapping
+
+
+@functools.cache
+def _to_latin1() -> dict[int, str]:
+    return str.maketrans({char: chr(byte) for char, byte in byte_of_char().items()})
+
+
+def byte_spelling(token: str) -> bytes | None:
+    """The bytes a byte-level vocabulary entry stands for ("Ġthe": b" the"); None for an
+    entry outside the byte alphabet (an added token's plain spelling)."""
+    if byte_of_char().keys() >= set(token):
+        return token.translate(_to_latin1()).encode("latin-1")
+    return None
 
 
 @dataclass(frozen=True)
@@ -97,9 +110,8 @@ class Piece:
 def piece(token: str, style: Style) -> Piece:
     """Read vocabulary entry ``token`` of a tokenizer of ``style``."""
     if style.byte_level:
-        table = _byte_of_char()
-        if all(char in table for char in token):
-            raw = bytes(table[char] for char in token)
+        raw = byte_spelling(token)
+        if raw is not None:
             marker = "start" if raw[:1] == b" " and len(raw) > 1 else ""
             return Piece(marker, raw[1:] if marker else raw, token)
     if style.continuation and token.startswith(style.continuation) and token != style.continuation:
@@ -112,8 +124,7 @@ def piece(token: str, style: Style) -> Piece:
 def byte_length(token: str, style: Style) -> int | None:
     """UTF-8 bytes of the text a byte-level entry spells, marker included ("Ġthe": 4);
     None for an entry outside the byte alphabet (an added token's plain spelling)."""
-    table = _byte_of_char()
-    return len(token) if style.byte_level and all(c in table for c in token) else None
+    return len(token) if style.byte_level and byte_of_char().keys() >= set(token) else None
 
 
 def _utf8(text: str) -> bytes:
