@@ -34,7 +34,7 @@ from rbprep.dataset.format import (
     write_shard,
 )
 from rbprep.errors import RbprepError
-from rbprep.executors import run_tasks
+from rbprep.executors import THREADS_PER_PROCESS, run_tasks
 from rbprep.progress import ByteProgress
 from rbprep.sizes import format_size
 from rbprep.storage import Location
@@ -161,10 +161,7 @@ def shard_partition(
     Writes ``out/{train,valid}/shard-NNNNN.arrow`` (a split with no rows gets no file)
     and then the marker ``out/.parts/NNNNN.json`` holding the returned record.
     """
-    # Loading numba and the cached kernels takes most of a second: do it on a thread
-    # while this one reads and tokenises (the tokenizer leaves the GIL free).
-    warm = threading.Thread(target=_warm_kernels, daemon=True)
-    warm.start()
+    warm = _kernels_warming()
     tokenizer, info = _tokenizer(tokenizer_path)
     stats = ReadStats()
     units: dict[str, list[str]] = {split: [] for split in SPLITS}
@@ -253,6 +250,22 @@ def shard_partition(
         record["splits"][split] = split_record
     write_json_atomically(record, out_dir.child(f"{_PARTS}/{partition.id:05d}.json"))
     return record
+
+
+_warming_lock = threading.Lock()
+_warming: list[threading.Thread] = []  # the process's one warming thread, once started
+
+
+def _kernels_warming() -> threading.Thread:
+    """The thread that loads the kernels, started on the first call in this process.
+
+    Importing numba and loading the kernels from its cache takes most of a second: it
+    runs while the caller reads and tokenises (the tokenizer leaves the GIL free)."""
+    with _warming_lock:
+        if not _warming:
+            _warming.append(threading.Thread(target=_warm_kernels, daemon=True))
+            _warming[0].start()
+        return _warming[0]
 
 
 def _warm_kernels() -> None:
@@ -392,6 +405,9 @@ def shard(
     is live is refused.
     """
     config.check()
+    workers = workers or os.cpu_count() or 1
+    if scheduler is None and workers <= THREADS_PER_PROCESS:
+        _kernels_warming()  # the tasks will run in this process
     if not isinstance(corpus, Corpus):
         corpus = open_corpus(corpus)
     loaded = load_tokenizer(tokenizer)
@@ -399,7 +415,6 @@ def shard(
     if info.vocab_size > 2**32:
         raise RbprepError("vocabularies over 2**32 entries are not supported")
     out_dir = Location(out)
-    workers = workers or os.cpu_count() or 1
     started = time.perf_counter()
     with _locked(out_dir):
         run_state = _run_state(corpus, info, config)

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rbprep.dataset.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SPLITS, as_location
+from rbprep.dataset.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    SPLITS,
+    arrow_array,
+    as_location,
+)
 from rbprep.errors import RbprepError
 from rbprep.storage import Location
 
@@ -81,7 +88,7 @@ class Dataset:
         shard_of = np.searchsorted(self._starts, indices, side="right") - 1  # (batch,)
         for shard in np.unique(shard_of):
             out_rows = np.flatnonzero(shard_of == shard)
-            table = self._tables[shard].take(pa.array(indices[out_rows] - self._starts[shard]))
+            table = self._tables[shard].take(arrow_array(indices[out_rows] - self._starts[shard]))
             self._fill(table, out_rows, copy, input_ids, attention_mask, labels)
         result = {"input_ids": input_ids, "attention_mask": attention_mask}
         if copy is not None:
