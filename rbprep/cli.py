@@ -45,7 +45,7 @@ SIZE = SizeType()
 
 
 def _user_errors(command: F) -> F:
-    """Turn RbprepError into Click's one-line error (exit 1) and set up warnings."""
+    """Turn RbprepError and OSError into Click's one-line error (exit 1); set up warnings."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -57,6 +57,11 @@ def _user_errors(command: F) -> F:
             return command(*args, **kwargs)
         except RbprepError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:  # a file system refused: a local path, or a remote store
+            reason = str(exc).rstrip(".")
+            raise click.ClickException(
+                f"{reason}; check the path or URI, its permissions and your credentials"
+            ) from exc
         finally:
             logger.removeHandler(handler)
 

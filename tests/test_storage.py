@@ -73,6 +73,17 @@ def test_missing_and_unreachable_uris_are_one_line_errors(object_store, tmp_path
     assert result.exit_code == 1
     assert "nosuch://bucket/x: not a location pyarrow's file systems reach" in result.stderr
     assert "Traceback" not in result.output
+    # A store that does not answer, and a bucket that does not exist: the store's own
+    # words on one line, no traceback.
+    dead = "s3://rbprep-test/x?endpoint_override=127.0.0.1:1&scheme=http"
+    for corpus, out in (
+        (dead, tmp_path / "a"),
+        (small_vocab, object_store.uri("").replace("rbprep-test", "no-such-bucket")),
+    ):
+        result = run("shard", corpus, "--tokenizer", small_vocab / "bpe", "--out", out, "-q")
+        assert result.exit_code == 1
+        assert "check the path or URI, its permissions and your credentials" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_shard_from_s3_to_s3_equals_a_local_run(object_store, mixed_corpus, tmp_path, small_vocab):
