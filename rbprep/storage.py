@@ -297,8 +297,3 @@ class Location:
             stop.set()
             refresher.join()
             self.delete()
-
-
-def location_text(location: str | os.PathLike) -> str:
-    """``location`` as rbprep names it: an absolute local path, or the URI as given."""
-    return str(Location(location))

@@ -162,3 +162,14 @@ def test_shard_library_call_with_a_uri(object_store, small_corpus, small_vocab):
     summary = shard([small_corpus], small_vocab / "wordpiece", out, ShardConfig(dup=2))
     assert summary.out == out
     assert len(open_dataset(out)) == summary.manifest["splits"]["train"]["rows"]
+
+
+def test_locations_name_local_paths_file_uris_and_remote_children(object_store, tmp_path):
+    assert str(Location(f"file://{tmp_path}")) == str(tmp_path)
+    assert not Location(f"file://{tmp_path}").remote
+    remote = Location(object_store.uri("a/b"))
+    child = remote.child("c/d.txt")
+    assert str(child) == object_store.uri("a/b/c/d.txt")  # the query travels along
+    assert (child.name, child.stem, remote.parent.name) == ("d.txt", "d", "a")
+    with pytest.raises(RbprepError, match="may not hold"):
+        Location(object_store.uri("a/../b"))
