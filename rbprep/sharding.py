@@ -38,15 +38,13 @@ from rbprep.executors import THREADS_PER_PROCESS, run_tasks
 from rbprep.progress import ByteProgress
 from rbprep.sizes import format_size
 from rbprep.storage import Location
-from rbprep.tokenizer_info import TokenizerInfo, load_tokenizer
+from rbprep.tokenizer_info import TokenizerInfo, cut_at_breaks, join_lines, load_tokenizer
 
 MODES = ("full-sentences", "doc-sentences")
 COMPRESSIONS = ("none", "zstd", "lz4")
 # Units per encode call: bounds the Encoding objects alive at once; measured a little
 # faster than larger batches.
 _ENCODE_BATCH = 2_000
-# Characters per joined text when a document's lines are encoded together.
-_JOIN_CHARS = 4_096
 _JOINED_BATCH = 256  # joined texts per encode call, about 1 MB
 _STREAMS = {"train": 0, "valid": 1}  # separates the splits' mask streams
 _PARTS = ".parts"
@@ -315,42 +313,12 @@ def _encode(
 def _encode_joined(
     tokenizer: Any, units: list[str], starts: list[bool], line_break_id: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """``_encode`` by joined lines; None where a text has other than one break per join
-    (a unit holding a line break: the reader never makes one)."""
-    texts, group_sizes = _join_lines(units, starts)
+    """``_encode`` by joined lines; None where ``cut_at_breaks`` finds the texts not as
+    joined."""
+    texts, group_sizes = join_lines(units, starts)
     ids, text_lengths = _encode_texts(tokenizer, texts, _JOINED_BATCH)
-    breaks = ids == line_break_id  # (tokens,) bool
-    text_ends = np.cumsum(text_lengths)  # (texts,) flat position after each text
-    if np.any(text_lengths == 0):
-        return None
-    if len(ids):
-        breaks_per_text = np.add.reduceat(breaks, text_ends - text_lengths, dtype=np.int64)
-        if not np.array_equal(breaks_per_text, group_sizes - 1):
-            return None
-    # Each unit ends at a break or at its text's end (positions in the flat array).
-    unit_ends = np.sort(np.concatenate([np.flatnonzero(breaks), text_ends]))  # (units,)
-    kept_before = np.concatenate([[0], np.cumsum(~breaks, dtype=np.int64)])  # (tokens + 1,)
-    return ids[~breaks], np.diff(kept_before[unit_ends], prepend=0)
-
-
-def _join_lines(units: list[str], starts: list[bool]) -> tuple[list[str], np.ndarray]:
-    """Runs of a document's units joined by newlines, about ``_JOIN_CHARS`` each, and the
-    number of units in each."""
-    texts: list[str] = []
-    sizes: list[int] = []
-    group: list[str] = []
-    chars = 0
-    for unit, start in zip(units, starts, strict=True):
-        if group and (start or chars >= _JOIN_CHARS):
-            texts.append("\n".join(group))
-            sizes.append(len(group))
-            group, chars = [], 0
-        group.append(unit)
-        chars += len(unit) + 1
-    if group:
-        texts.append("\n".join(group))
-        sizes.append(len(group))
-    return texts, np.array(sizes, dtype=np.int64)
+    cut = cut_at_breaks(text_lengths, ids, group_sizes, line_break_id)
+    return None if cut is None else (cut[1], cut[0])
 
 
 def _encode_texts(tokenizer: Any, texts: list[str], batch: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,6 +22,9 @@ from tokenizers import Tokenizer
 from rbprep.errors import RbprepError
 from rbprep.storage import Location
 
+# Characters per text when a document's lines are encoded joined (see line_break_id):
+# long enough to spare the tokenizer's cost per input, short enough to spread over threads.
+JOIN_CHARS = 4_096
 # role -> spellings tried in order when no config names the role
 _ROLE_SPELLINGS = {
     "cls": ("<s>", "[CLS]", "<cls>"),
@@ -191,6 +195,50 @@ def line_break_id(tokenizer: Tokenizer, config: dict[str, Any]) -> int | None:
         return None
     ids = tokenizer.encode("\n", add_special_tokens=False).ids
     return ids[0] if len(ids) == 1 else None
+
+
+def join_lines(units: Sequence[str], starts: Sequence[bool]) -> tuple[list[str], np.ndarray]:
+    """Runs of one document's units joined by ``"\n"``, about ``JOIN_CHARS`` each, and
+    the number of units in each (``starts`` marks each document's first unit)."""
+    texts: list[str] = []
+    sizes: list[int] = []
+    group: list[str] = []
+    chars = 0
+    for unit, start in zip(units, starts, strict=True):
+        if group and (start or chars >= JOIN_CHARS):
+            texts.append("\n".join(group))
+            sizes.append(len(group))
+            group, chars = [], 0
+        group.append(unit)
+        chars += len(unit) + 1
+    if group:
+        texts.append("\n".join(group))
+        sizes.append(len(group))
+    return texts, np.array(sizes, dtype=np.int64)
+
+
+def cut_at_breaks(
+    text_lengths: np.ndarray, ids: np.ndarray, group_sizes: np.ndarray, line_break_id: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ids of ``join_lines``' texts cut back into their units.
+
+    ``text_lengths`` (texts,) tokens per joined text, ``ids`` (tokens,) all of them in
+    order, ``group_sizes`` (texts,) units per text. Returns (units,) tokens per unit and
+    the ids less the breaks; None where a text holds other than one break per join (a
+    unit holding a line break: the reader never makes one), or is empty.
+    """
+    if np.any(text_lengths == 0):
+        return None
+    breaks = ids == line_break_id  # (tokens,) bool
+    text_ends = np.cumsum(text_lengths)  # (texts,) flat position after each text
+    if len(ids):
+        per_text = np.add.reduceat(breaks, text_ends - text_lengths, dtype=np.int64)
+        if not np.array_equal(per_text, group_sizes - 1):
+            return None
+    # Each unit ends at a break or at its text's end (positions in the flat array).
+    unit_ends = np.sort(np.concatenate([np.flatnonzero(breaks), text_ends]))  # (units,)
+    kept_before = np.concatenate([[0], np.cumsum(~breaks, dtype=np.int64)])  # (tokens + 1,)
+    return np.diff(kept_before[unit_ends], prepend=0), ids[~breaks]
 
 
 def _configured_tokens(directory: Location) -> dict[str, str]:

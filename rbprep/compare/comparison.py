@@ -35,7 +35,13 @@ from rbprep.compare.roundtrip import Spellings
 from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
-from rbprep.tokenizer_info import line_break_id, load_tokenizer, tokenizer_file
+from rbprep.tokenizer_info import (
+    cut_at_breaks,
+    join_lines,
+    line_break_id,
+    load_tokenizer,
+    tokenizer_file,
+)
 from rbprep.vocab import Usage, sample_documents
 
 _BATCH_UNITS = 10_000  # units per encode call, as shard
@@ -43,7 +49,6 @@ _BATCH_CHARS = 1_000_000  # bounds the per-character arrays of a batch (~50 MB)
 _SAMPLE_CHARS = (30, 140)  # a sample sentence is a unit of this many characters
 _TOP = 25  # most frequent / longest tokens kept in the report
 _SPEED_SHARE = 10  # tokenizers that need offsets: every 10th unit timed in encode_batch_fast
-_JOIN_CHARS = 4_096  # units joined by line breaks into texts of about this size, as shard
 
 
 @dataclass(frozen=True)
@@ -379,11 +384,13 @@ def _encode_fast(
     document's units joined by line breaks where the tokenizer allows (``line_break_id``),
     else unit by unit. The calls are timed into ``tally``."""
     if contestant.line_break_id is not None:
-        joined, sizes = _join_lines(documents)
+        starts = [i == 0 for units in documents for i in range(len(units))]
+        joined, sizes = join_lines(texts, starts)
         started = time.perf_counter()
         encodings = contestant.tokenizer.encode_batch_fast(joined, add_special_tokens=False)
         tally.encode_seconds += time.perf_counter() - started
-        cut = _cut_at_breaks([e.ids for e in encodings], sizes, contestant.line_break_id)
+        text_lengths, ids = _flat([e.ids for e in encodings])
+        cut = cut_at_breaks(text_lengths, ids, sizes, contestant.line_break_id)
         if cut is not None:
             return cut
     started = time.perf_counter()
@@ -431,47 +438,6 @@ def _placed_by_bytes(
     if not np.array_equal(spelled, words.text_bytes):
         return None
     return lengths, ids, words.byte_token_words(token_text, token_bytes)
-
-
-def _join_lines(documents: list[list[str]]) -> tuple[list[str], np.ndarray]:
-    """Each document's units joined by "\\n", about ``_JOIN_CHARS`` at a time (as
-    ``shard``'s ``_join_lines``), and the number of units in each text."""
-    texts: list[str] = []
-    sizes: list[int] = []
-    for units in documents:
-        group: list[str] = []
-        chars = 0
-        for unit in units:
-            if group and chars >= _JOIN_CHARS:
-                texts.append("\n".join(group))
-                sizes.append(len(group))
-                group, chars = [], 0
-            group.append(unit)
-            chars += len(unit) + 1
-        if group:
-            texts.append("\n".join(group))
-            sizes.append(len(group))
-    return texts, np.array(sizes, dtype=np.int64)
-
-
-def _cut_at_breaks(
-    id_lists: list[list[int]], sizes: np.ndarray, line_break_id: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """The joined texts' ids cut back into their units: tokens per unit and all ids less
-    the breaks; None where a text holds other than one break per join."""
-    text_lengths, ids = _flat(id_lists)
-    if np.any(text_lengths == 0):
-        return None
-    breaks = ids == line_break_id  # (tokens,) bool
-    text_ends = np.cumsum(text_lengths)  # (texts,) flat position after each text
-    if len(ids):
-        per_text = np.add.reduceat(breaks, text_ends - text_lengths, dtype=np.int64)
-        if not np.array_equal(per_text, sizes - 1):
-            return None
-    # Each unit ends at a break or at its text's end (positions in the flat array).
-    unit_ends = np.sort(np.concatenate([np.flatnonzero(breaks), text_ends]))  # (units,)
-    kept_before = np.concatenate([[0], np.cumsum(~breaks, dtype=np.int64)])  # (tokens + 1,)
-    return np.diff(kept_before[unit_ends], prepend=0), ids[~breaks]
 
 
 def _round_trip(
