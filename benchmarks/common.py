@@ -6,6 +6,7 @@ Scripts run as `python benchmarks/NAME.py`, which puts this folder on sys.path.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -50,3 +51,11 @@ def warm_page_cache(paths: Iterable[str]) -> None:
         with open(path, "rb") as raw:
             while raw.read(1 << 22):
                 pass
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one JSON line to the results file ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(json.dumps(record) + "\n")
+    print(f"Appended to {path}")

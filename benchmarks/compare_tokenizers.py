@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import record_header
+from common import append_record, record_header
 
 from rbprep.corpus import open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
@@ -243,10 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         "rbprep_encode_seconds": encode_s,
         "rbprep_inner_seconds": data["seconds"],
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a", encoding="utf-8") as file:
-        file.write(json.dumps(record) + "\n")
-    print(f"Appended to {args.results}")
+    append_record(args.results, record)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, record_header
+from common import ROOT, append_record, record_header
 
 
 def default_dataset(work: Path) -> Path:
@@ -104,22 +104,20 @@ def main() -> None:
     print(f"  training          {tokens_per_s:>12,.0f} tokens/s  (~{train_rows:,.0f} rows/s)")
     print(f"  MFU               {f'{mfu:.1%}' if mfu is not None else 'n/a (no known peak)':>12}")
     print(f"  loader headroom   {loader_rate / train_rows:>12.1f}x the rows training consumes")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a") as results:
-        record = {
-            **record_header(),
-            "device": device,
-            "device_name": name,
-            "model": args.model,
-            "micro_batch": args.micro_batch,
-            "steps": args.steps,
-            "compile": args.compile,
-            "loader_rows_per_s": round(loader_rate, 1),
-            "tokens_per_s": tokens_per_s,
-            "mfu": mfu,
-            "windows": steady,
-        }
-        results.write(json.dumps(record) + "\n")
+    record = {
+        **record_header(),
+        "device": device,
+        "device_name": name,
+        "model": args.model,
+        "micro_batch": args.micro_batch,
+        "steps": args.steps,
+        "compile": args.compile,
+        "loader_rows_per_s": round(loader_rate, 1),
+        "tokens_per_s": tokens_per_s,
+        "mfu": mfu,
+        "windows": steady,
+    }
+    append_record(args.results, record)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common import record_header, warm_page_cache
+from common import append_record, record_header, warm_page_cache
 
 from rbprep.corpus import Corpus, open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
@@ -809,10 +809,7 @@ def main(argv: list[str] | None = None) -> None:
         **record,
         "contestants": [c.as_dict(ceiling_median, text_bytes) for c in ordered],
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a", encoding="utf-8") as file:
-        file.write(json.dumps(record) + "\n")
-    print(f"Appended to {args.results}")
+    append_record(args.results, record)
 
 
 if __name__ == "__main__":

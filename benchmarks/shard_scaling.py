@@ -14,7 +14,6 @@ byte-identical to the first.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, record_header
+from common import ROOT, append_record, record_header
 
 BIN = Path(sys.executable).parent
 DEV = Path.home() / ".cache/rbprep-dev-corpus/en"
@@ -150,16 +149,14 @@ def main() -> None:
             f"{row['executor']:<8} {row['workers']:>7} {row['median_s']:>9.2f} "
             f"{row['mb_per_s']:>7.2f} {row['speed_up']:>8.2f}x  {row['identical_to_first']}"
         )
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a") as results:
-        record = {
-            **record_header(),
-            "corpus": corpus,
-            "text_bytes": text_bytes,
-            "partition_size": args.partition_size,
-            "rows": rows,
-        }
-        results.write(json.dumps(record) + "\n")
+    record = {
+        **record_header(),
+        "corpus": corpus,
+        "text_bytes": text_bytes,
+        "partition_size": args.partition_size,
+        "rows": rows,
+    }
+    append_record(args.results, record)
 
 
 def _builtin() -> str:

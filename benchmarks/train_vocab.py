@@ -49,7 +49,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common import record_header, warm_page_cache
+from common import append_record, record_header, warm_page_cache
 
 from rbprep.corpus import Corpus, open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
@@ -316,9 +316,7 @@ def append_results(path: Path, corpus_args: list[str], corpus_bytes: int, result
         "corpus_bytes": corpus_bytes,
         "kinds": [r.as_dict() for r in results],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as file:
-        file.write(json.dumps(record) + "\n")
+    append_record(path, record)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -362,7 +360,6 @@ def main(argv: list[str] | None = None) -> None:
         print(table(result, corpus.size, requested))
         print()
     append_results(args.results, corpus_args, corpus.size, results)
-    print(f"Appended to {args.results}")
 
 
 if __name__ == "__main__":
