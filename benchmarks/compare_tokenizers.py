@@ -10,12 +10,12 @@ the sample. What is measured, on one corpus and set of tokenizers:
   of 10,000 units, as ``shard`` does. Nothing is counted: it is the cost of tokenising.
 - rbprep: ``rbprep compare-tokenizers CORPUS --tokenizer ... --sample-bytes S --json
   OUT -q`` (the table goes to a log file): one encode per tokenizer (``encode_batch_fast``
-  for a byte-level tokenizer, whose ids alone place its tokens in words, on a document's
-  lines joined by newlines as ``shard`` encodes them: about a quarter less tokenizer
-  time than the floor's unit-by-unit call; ``encode_batch`` with offsets for the others,
-  in a thread beside the counting, plus ``encode_batch_fast`` on every 10th unit to time
-  shard's call), the round trip (from tables of the decoders where they are tables,
-  else one decode per document), all metrics, rows packed as ``shard`` packs.
+  for a byte-level BPE or a BERT WordPiece, whose ids alone place their tokens in words,
+  on a document's lines joined by newlines: less tokenizer time than the floor's
+  unit-by-unit call; ``encode_batch`` with offsets for others, in a thread beside the
+  counting, plus ``encode_batch_fast`` on every 10th unit to time shard's call), the
+  round trip (from tables of the decoders where they are tables, else one decode per
+  document), all metrics, rows packed as ``shard`` packs.
 
 Every contestant is a separate process, timed whole (imports and start-up included),
 importing rbprep from this checkout (``PYTHONPATH`` is set to its root):

@@ -487,10 +487,121 @@ def test_joined_encoding_gives_the_ids_of_units_one_by_one(small_vocab, document
     assert bpe.line_break_id is not None
     for documents_ in (as_units(documents), [["first line", " with\na break", " last"]]):
         units = [unit for doc in documents_ for unit in doc]
-        lengths, ids = _encode_fast(bpe, m.Tally(), documents_, units)
+        lengths, ids, text_units = _encode_fast(bpe, m.Tally(), documents_, units)
+        assert text_units.tolist() == [1] * len(units)
         expected = [bpe.tokenizer.encode(unit, add_special_tokens=False).ids for unit in units]
         assert lengths.tolist() == [len(unit_ids) for unit_ids in expected]
         assert ids.tolist() == [i for unit_ids in expected for i in unit_ids]
+
+
+def wordpiece_variants(small_vocab: Path) -> dict[str, Tokenizer]:
+    """The test WordPiece as trained, and with each BertNormalizer switch turned, and
+    with no normaliser at all."""
+    config = json.loads((small_vocab / "wordpiece" / "tokenizer.json").read_text())
+    bert = config["normalizer"]
+    changes = {
+        "trained": bert,
+        "cased": {**bert, "lowercase": False},
+        "accents kept": {**bert, "strip_accents": False},
+        "no cleaning": {**bert, "clean_text": False, "handle_chinese_chars": False},
+        "no normaliser": None,
+    }
+    variants = {}
+    for name, normalizer in changes.items():
+        tokenizer = Tokenizer.from_str(json.dumps({**config, "normalizer": normalizer}))
+        tokenizer.encode_special_tokens = True
+        variants[name] = tokenizer
+    return variants
+
+
+def placed_both_ways(tokenizer: Tokenizer, documents: list[list[str]]):
+    """(by pre-tokens, or None where they refuse; by offsets): tokens per unit, ids, and
+    each token's word, for a batch of documents encoded as compare-tokenizers does."""
+    from rbprep.compare import comparison as c
+
+    contestant = c._Contestant(
+        name="wp",
+        path="",
+        tokenizer=tokenizer,
+        style=Style.of(tokenizer),
+        vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+        unk_id=tokenizer.token_to_id("[UNK]"),
+        special_ids=(),
+        shardable=False,
+        byte_lengths=None,
+        line_break_id=None,
+        pre_tokens=c.PreTokens.of(tokenizer, json.loads(tokenizer.to_str())),
+        spellings=None,
+        counts=np.zeros(1, dtype=np.int64),
+        file_counts=np.zeros(1, dtype=np.int64),
+        words_tokens=np.zeros(1, dtype=np.int64),
+    )
+    assert contestant.pre_tokens is not None
+    units = [unit for doc in documents for unit in doc]
+    words = m.Words.of(units)
+    fast = c._placed_by_ids(
+        contestant, words, *c._encode_fast(contestant, m.Tally(), documents, units)
+    )
+    slow = c._placed_by_offsets(words, *c._encode_offsets(tokenizer, units))
+    return fast, slow
+
+
+@settings(max_examples=100, deadline=None)
+@given(documents=DOCUMENTS)
+def test_wordpiece_placed_by_pre_tokens_as_by_offsets(small_vocab, documents):
+    """A BERT WordPiece encoded without offsets, a document's lines joined, places its
+    tokens in units and words exactly as its offsets do, whatever its normaliser does;
+    where it cannot tell (a pre-token over a character str.split calls whitespace) it
+    says so and the offsets decide."""
+    documents = as_units(documents)
+    for name, tokenizer in wordpiece_variants(small_vocab).items():
+        fast, slow = placed_both_ways(tokenizer, documents)
+        if fast is not None:
+            for got, expected in zip(fast, slow, strict=True):
+                assert got.tolist() == expected.tolist(), name
+
+
+def test_wordpiece_pre_tokens_serve_real_text(small_vocab):
+    """On ordinary multilingual text (accents, CJK, emoji, odd spaces, punctuation,
+    specials spelled out) the offsets are not needed, for every normaliser variant; a
+    form feed inside a word, where the normaliser drops it, is where they are."""
+    documents = as_units(
+        [
+            [*MIXED["accents.txt"].split("\n")[:2], "x\u00a0y\u3000z \u200bw — «q»"],
+            [*MIXED["zh.txt"].split("\n")[:2], "Ｆｕｌｌ ｗｉｄｔｈ ﬁn [UNK] <s> ##a"],
+            ["Ελληνικά: ΣΊΣΥΦΟΣ; Иванов, 1234.5 e\u0301te İstanbul"],
+        ]
+    )
+    for name, tokenizer in wordpiece_variants(small_vocab).items():
+        fast, slow = placed_both_ways(tokenizer, documents)
+        assert fast is not None, name
+        for got, expected in zip(fast, slow, strict=True):
+            assert got.tolist() == expected.tolist(), name
+        # clean_text drops a form feed, making "a\x0cb" one pre-token of two words
+        fast, slow = placed_both_ways(tokenizer, [["one a\x0cb two"]])
+        assert (fast is None) == (name not in ("no cleaning", "no normaliser")), name
+        if fast is not None:
+            assert fast[1].tolist() == slow[1].tolist()
+
+
+def test_wordpiece_metrics_without_offsets_equal_those_with(mixed_corpus, small_vocab, monkeypatch):
+    """The whole comparison, WordPiece placed by pre-tokens or by offsets: every number
+    but the encode speed is the same."""
+    from rbprep.compare import comparison
+
+    def measured():
+        data = compare_tokenizers([mixed_corpus], [small_vocab / "wordpiece"]).as_dict()
+        for metrics in [
+            data["tokenizers"][0]["overall"],
+            *data["tokenizers"][0]["per_file"].values(),
+        ]:
+            del metrics["encode_mb_s"]
+        del data["seconds"]
+        return data
+
+    fast = measured()
+    monkeypatch.setattr(comparison.PreTokens, "of", lambda *_: None)
+    assert measured() == fast
 
 
 def written(spellings, ids: list[int]) -> str:

@@ -3,7 +3,8 @@
 One read of the corpus (or of a deterministic sample of it). Each batch of sentence
 units (one file's, within one partition) is encoded once per tokenizer (as ``shard``
 encodes it), and everything is counted from that encoding: tokens, words and their
-splits (placed by the token offsets, or for a byte-level tokenizer by the ids alone),
+splits (placed by the ids alone for a byte-level BPE and a BERT WordPiece, else by
+the token offsets),
 [UNK]s, the round trip (each document against what its tokens write back: a table of
 the decoder where it is one, ``roundtrip.py``, else one decode per document), the rows
 ``shard`` would pack (its own kernel, per partition as ``shard`` runs it) and the
@@ -31,6 +32,7 @@ from tokenizers import Tokenizer
 from rbprep import __version__, kernels
 from rbprep.compare import metrics as m
 from rbprep.compare.pieces import Piece, Style, byte_length, display, piece, word_pieces
+from rbprep.compare.pretokens import PreTokens
 from rbprep.compare.roundtrip import Spellings
 from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
 from rbprep.errors import RbprepError
@@ -89,6 +91,7 @@ class _Contestant:
     shardable: bool  # has the start, end, pad and mask tokens ``shard`` needs
     byte_lengths: np.ndarray | None  # (vocab,) int64 bytes each id spells, if byte-level
     line_break_id: int | None  # a document's lines may be encoded joined (as shard does)
+    pre_tokens: PreTokens | None  # a BERT WordPiece: its ids place its tokens (pretokens.py)
     spellings: Spellings | None  # the decoder as a table, where it is one (roundtrip.py)
     counts: np.ndarray  # (vocab,) int64 token frequencies over the corpus
     file_counts: np.ndarray  # (vocab,) int64 token frequencies over the current file
@@ -181,6 +184,7 @@ def _contestant(name: str, path: str) -> _Contestant:
         shardable=shardable,
         byte_lengths=_byte_lengths(tokenizer, style, vocab_size),
         line_break_id=line_break_id(tokenizer, config),
+        pre_tokens=PreTokens.of(tokenizer, config),
         spellings=Spellings.of(tokenizer, config),
         counts=np.zeros(vocab_size, dtype=np.int64),
         file_counts=np.zeros(vocab_size, dtype=np.int64),
@@ -245,14 +249,15 @@ class _Run:
         texts = list(itertools.chain.from_iterable(batch.documents))
         if not texts:
             return
-        # The timed encodes first, each alone: shard's own call for a byte-level
-        # tokenizer (its ids place its tokens in words), every 10th unit for the others.
+        # The timed encodes first, each alone: shard's own call where the ids alone
+        # place the tokens in words (a byte-level tokenizer by the bytes each token
+        # spells, a BERT WordPiece by its pre-tokens), every 10th unit for the others.
         # Those others need offsets: their untimed encode runs in a thread (tokenizers
         # lets go of the GIL) while this one counts. The counting keeps its order.
-        fast: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        fast: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for index, contestant in enumerate(self.contestants):
             tally = contestant.tallies.setdefault(batch.file, m.Tally())
-            if contestant.byte_lengths is not None:
+            if contestant.byte_lengths is not None or contestant.pre_tokens is not None:
                 fast[index] = _encode_fast(contestant, tally, batch.documents, texts)
             else:
                 started = time.perf_counter()
@@ -274,15 +279,15 @@ class _Run:
             self.partition_starts.append(starts)
             self.partition_files.append(np.full(len(texts), batch.file, dtype=np.int64))
             for index in sorted(range(len(self.contestants)), key=lambda i: i not in fast):
-                contestant = self.contestants[index]  # (the byte-level ones first)
+                contestant = self.contestants[index]  # (those placed by ids first)
                 tally = contestant.tallies[batch.file]
                 if index in fast:
                     tally.encode_bytes += words.utf8_bytes
-                    encoded = _placed_by_bytes(contestant, words, *fast[index])
+                    encoded = _placed_by_ids(contestant, words, *fast[index])
                 else:
                     tally.encode_bytes += int(words.text_bytes[::_SPEED_SHARE].sum())
                     encoded = _placed_by_offsets(words, *offsets[index].result())
-                if encoded is None:  # byte lengths that do not add up: offsets after all
+                if encoded is None:  # ids that do not fit the text: offsets after all
                     encoded = _placed_by_offsets(
                         words, *_encode_offsets(contestant.tokenizer, texts)
                     )
@@ -379,24 +384,30 @@ def _flat(id_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 def _encode_fast(
     contestant: _Contestant, tally: m.Tally, documents: list[list[str]], texts: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Tokens per unit and all ids, by ``encode_batch_fast`` as ``shard`` calls it: a
-    document's units joined by line breaks where the tokenizer allows (``line_break_id``),
-    else unit by unit. The calls are timed into ``tally``."""
-    if contestant.line_break_id is not None:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All ids by ``encode_batch_fast``, a document's units joined by line breaks where
+    the tokenizer allows (``line_break_id``, ``pre_tokens``), else unit by unit.
+
+    Returns the tokens of each text encoded (texts,), the ids (tokens,) and the units in
+    each text (texts,): one each where the line breaks' tokens cut the texts back into
+    units. The calls are timed into ``tally``.
+    """
+    if contestant.line_break_id is not None or contestant.pre_tokens is not None:
         starts = [i == 0 for units in documents for i in range(len(units))]
         joined, sizes = join_lines(texts, starts)
         started = time.perf_counter()
         encodings = contestant.tokenizer.encode_batch_fast(joined, add_special_tokens=False)
         tally.encode_seconds += time.perf_counter() - started
         text_lengths, ids = _flat([e.ids for e in encodings])
+        if contestant.line_break_id is None:
+            return text_lengths, ids, sizes
         cut = cut_at_breaks(text_lengths, ids, sizes, contestant.line_break_id)
         if cut is not None:
-            return cut
+            return *cut, np.ones(len(texts), dtype=np.int64)
     started = time.perf_counter()
     encodings = contestant.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
     tally.encode_seconds += time.perf_counter() - started
-    return _flat([e.ids for e in encodings])
+    return *_flat([e.ids for e in encodings]), np.ones(len(texts), dtype=np.int64)
 
 
 def _encode_offsets(
@@ -424,6 +435,22 @@ def _placed_by_offsets(
     """Tokens per unit, ids and each token's word, from the tokens' offsets."""
     token_text = np.repeat(np.arange(len(lengths)), lengths)  # (tokens,) int64
     return lengths, ids, words.token_words(token_text, offsets[0::2], offsets[1::2])
+
+
+def _placed_by_ids(
+    contestant: _Contestant,
+    words: m.Words,
+    text_lengths: np.ndarray,
+    ids: np.ndarray,
+    text_units: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Tokens per unit, ids and each token's word, from what ``_encode_fast`` returned:
+    by the pre-tokens of a BERT WordPiece, else by the bytes each token spells (one unit
+    per text). None where the ids do not fit the text."""
+    if contestant.pre_tokens is not None:
+        placed = contestant.pre_tokens.place(words, text_lengths, ids, text_units)
+        return None if placed is None else (placed[0], ids, placed[1])
+    return _placed_by_bytes(contestant, words, text_lengths, ids)
 
 
 def _placed_by_bytes(

@@ -57,6 +57,7 @@ class Words:
     is false, exactly the words of ``text.split()``.
     """
 
+    codes: np.ndarray  # (chars,) int64: the joined string's code points
     text_starts: np.ndarray  # (texts + 1,) int64: offset of each text in the joined string
     text_words: np.ndarray  # (texts,) int64: words per text
     next_nonspace: np.ndarray  # (chars + 1,) int64: first non-space position at or after
@@ -93,6 +94,7 @@ class Words:
         widths = 1 + (codes >= 0x80) + (codes >= 0x800) + (codes >= 0x10000)  # UTF-8 bytes
         byte_starts = np.concatenate(([0], np.cumsum(widths)))  # (chars + 1,)
         return cls(
+            codes=codes,
             text_starts=text_starts,
             text_words=cumulative[text_ends] - cumulative[text_starts[:-1]],
             next_nonspace=_next_true(~space),

@@ -1,0 +1,150 @@
+"""Where a BERT-style WordPiece tokenizer's tokens lie, from its ids alone.
+
+A WordPiece encoding without offsets still says where its tokens are, given the text:
+every pre-token (what the BERT normaliser and pre-tokenizer cut the text into) becomes
+one token that does not start with "##" (a piece, or the unknown token) followed by
+continuation pieces ("##..."). So counting pre-tokens from the characters of the text
+places each token in its pre-token, and so in its whitespace word and its unit, with no
+offsets: ``encode_batch_fast`` (no offsets, and on a document's lines joined, fewer
+calls) serves where ``encode_batch`` would otherwise be needed.
+
+What the normaliser and pre-tokenizer do to each code point is asked of the tokenizer
+itself, once per code point seen, so its own Unicode tables decide (they may be older
+than Python's): in ``a?a``, a character either vanishes (control characters, lone
+accents once stripped), joins its neighbours (letters, digits), breaks them apart
+(whitespace) or stands alone between them (punctuation, CJK ideographs). Any other
+answer, or a count of pre-tokens that does not match the count of word-starting tokens
+in a text, and ``place`` returns None: the caller asks for offsets instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from rbprep.compare.metrics import Words
+
+VANISHES, JOINS, BREAKS, ALONE, OTHER = range(5)
+_UNSEEN = 255
+_PROBE = "a"  # a letter every BERT normaliser leaves as it is
+
+
+@dataclass
+class PreTokens:
+    """Counts a BERT pre-tokenizer's pre-tokens over text, for one tokenizer."""
+
+    tokenizer: Tokenizer
+    continues: np.ndarray  # (vocab,) bool: the piece continues a word ("##...")
+    classes: np.ndarray  # (0x110000,) uint8: each code point's class, _UNSEEN until asked
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer, config: dict[str, Any]) -> PreTokens | None:
+        """For a WordPiece model behind a BertPreTokenizer (and a BertNormalizer or
+        none), with no added tokens but special ones (those are encoded as text here):
+        else None."""
+        model = config.get("model") or {}
+        normalizer = config.get("normalizer")
+        if (
+            model.get("type") != "WordPiece"
+            or (config.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer"
+            or (normalizer is not None and normalizer.get("type") != "BertNormalizer")
+            or not all(t.special for t in tokenizer.get_added_tokens_decoder().values())
+        ):
+            return None
+        prefix = model.get("continuing_subword_prefix") or "##"
+        vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        continues = np.zeros(vocab_size, dtype=np.bool_)
+        special = set(tokenizer.get_added_tokens_decoder())
+        for token, index in tokenizer.get_vocab(with_added_tokens=True).items():
+            continues[index] = index not in special and token.startswith(prefix)
+        classes = np.full(0x110000, _UNSEEN, dtype=np.uint8)
+        return cls(tokenizer, continues, classes)
+
+    def classify(self, code: int) -> int:
+        """What the normaliser and pre-tokenizer make of this code point between two
+        letters: VANISHES, JOINS, BREAKS, ALONE, or OTHER (anything else)."""
+        normalizer, pre_tokenizer = self.tokenizer.normalizer, self.tokenizer.pre_tokenizer
+        char = chr(code)
+        alone = normalizer.normalize_str(char) if normalizer else char
+        probe = _PROBE + char + _PROBE
+        normalized = normalizer.normalize_str(probe) if normalizer else probe
+        pieces = [piece for piece, _ in pre_tokenizer.pre_tokenize_str(normalized)]
+        if pieces == [_PROBE * 2] and alone == "":
+            return VANISHES
+        if pieces == [_PROBE + alone + _PROBE] and alone:
+            return JOINS
+        if pieces == [_PROBE, _PROBE]:
+            return BREAKS
+        # (a CJK ideograph alone normalises to itself between spaces)
+        if (
+            len(pieces) == 3
+            and pieces[::2] == [_PROBE, _PROBE]
+            and [piece for piece, _ in pre_tokenizer.pre_tokenize_str(alone)] == pieces[1:2]
+        ):
+            return ALONE
+        return OTHER
+
+    def classes_of(self, codes: np.ndarray) -> np.ndarray:
+        """(chars,) uint8 classes of ``codes`` (chars,), asking for new code points."""
+        found = self.classes[codes]
+        unseen = found == _UNSEEN
+        if unseen.any():
+            for code in np.unique(codes[unseen]).tolist():
+                self.classes[code] = self.classify(code)
+            found = self.classes[codes]
+        return found
+
+    def place(
+        self, words: Words, text_lengths: np.ndarray, ids: np.ndarray, text_units: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Tokens per unit and each token's word, or None where the ids and the text
+        disagree.
+
+        ``words`` are the batch's units; the tokenizer encoded them in runs
+        (``text_units`` (texts,) units each, joined by "\\n" as ``Words`` joins them),
+        ``text_lengths`` (texts,) tokens each, ``ids`` (tokens,) all in order. Returns
+        (units,) int64 tokens per unit and (tokens,) int64 word of each token, as the
+        offsets would place them (``Words.token_words``).
+        """
+        classes = self.classes_of(words.codes)
+        if (classes == OTHER).any():
+            return None
+        kept = np.flatnonzero(classes != VANISHES)  # (kept chars,) positions
+        kept_classes = classes[kept]
+        before = np.r_[BREAKS, kept_classes[:-1]]
+        joined = (kept_classes == JOINS) & (before == JOINS)
+        # A pre-token that runs over a character Python calls whitespace (say "\f",
+        # which BERT drops) would have its tokens in two words: offsets tell those apart.
+        space = words.next_nonspace[:-1] != np.arange(words.codes.size)  # (chars,) bool
+        spaces_before = np.r_[0, np.cumsum(space)]  # (chars + 1,)
+        gaps = spaces_before[kept[1:]] - spaces_before[kept[:-1] + 1]  # (kept - 1,)
+        if np.any(joined[1:] & (gaps > 0)):
+            return None
+        if np.any(space[kept] & (kept_classes != BREAKS)):  # (no normaliser: "\x1c")
+            return None
+        starts = kept[(kept_classes == ALONE) | ((kept_classes == JOINS) & ~joined)]
+        # Pre-tokens per encoded text must equal that text's word-starting tokens.
+        unit_starts = words.text_starts[:-1]  # (units,) char offset of each unit
+        text_first_unit = np.cumsum(text_units) - text_units  # (texts,)
+        starts_per_text = np.diff(
+            np.searchsorted(starts, np.r_[unit_starts[text_first_unit], words.codes.size])
+        )
+        first = ~self.continues[ids]  # (tokens,) bool: starts a pre-token
+        first_before = np.r_[0, np.cumsum(first)]  # (tokens + 1,)
+        token_ends = np.cumsum(text_lengths)
+        token_starts = token_ends - text_lengths
+        if not np.array_equal(
+            first_before[token_ends] - first_before[token_starts], starts_per_text
+        ):
+            return None
+        nonempty = text_lengths > 0
+        if not first[token_starts[nonempty]].all():
+            return None
+        pre_token = first_before[1:] - 1  # (tokens,) the pre-token each token is in
+        start_of_token = starts[pre_token]  # (tokens,) char position of its pre-token
+        token_words = words.word_of_char[start_of_token]
+        token_units = np.searchsorted(unit_starts, start_of_token, side="right") - 1
+        return np.bincount(token_units, minlength=unit_starts.size), token_words
