@@ -15,7 +15,8 @@ the sample. What is measured, on one corpus and set of tokenizers:
   unit-by-unit call; ``encode_batch`` with offsets for others, in a thread beside the
   counting, plus ``encode_batch_fast`` on every 10th unit to time shard's call), the
   round trip (from tables of the decoders where they are tables, else one decode per
-  document), all metrics, rows packed as ``shard`` packs.
+  document), all metrics, rows packed as ``shard`` packs. A batch is encoded while the
+  one before it is counted; every 10th text of it first, alone and timed.
 
 Every contestant is a separate process, timed whole (imports and start-up included),
 importing rbprep from this checkout (``PYTHONPATH`` is set to its root):
@@ -224,8 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  ratio rbprep / floor: {ratio:.2f}")
     print(
         f"  inside rbprep: {data['seconds']:.1f} s in all, of which encode_batch_fast "
-        f"{sum(encode_s.values()):.1f} s {encode_s} (from encode_mb_s: measured on all "
-        "text for byte-level tokenizers, on every 10th unit for the others)"
+        f"{sum(encode_s.values()):.1f} s {encode_s} (all text at encode_mb_s, which is "
+        "timed on every 10th text of each batch, encoded alone)"
     )
     record = {
         **record_header(),

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -475,19 +476,31 @@ def as_units(documents: list[list[str]]) -> list[list[str]]:
     return [[line if i == 0 else " " + line for i, line in enumerate(doc)] for doc in documents]
 
 
+def encoded_by_ids(contestant, documents: list[list[str]]):
+    """What compare-tokenizers' encode gives for a batch of documents (texts encoded,
+    ids, units per text), its untimed share on a thread as in a run."""
+    from rbprep.compare.comparison import _EncodeIds, _Texts
+
+    encode = _EncodeIds(contestant, _Texts.of(documents))
+    encode.timed(m.Tally())
+    with ThreadPoolExecutor(max_workers=1) as encoder:
+        encode.start(encoder.submit)
+        return encode.result()
+
+
 @settings(max_examples=150, deadline=None)
 @given(documents=DOCUMENTS)
 def test_joined_encoding_gives_the_ids_of_units_one_by_one(small_vocab, documents):
     """The byte-level BPE's encode (a document's lines joined by newlines, as shard) gives
     exactly the ids and unit lengths of encoding every unit alone; a unit holding a line
     break falls back to that."""
-    from rbprep.compare.comparison import _contestant, _encode_fast
+    from rbprep.compare.comparison import _contestant
 
     bpe = _contestant("bpe", str(small_vocab / "bpe"))
     assert bpe.line_break_id is not None
     for documents_ in (as_units(documents), [["first line", " with\na break", " last"]]):
         units = [unit for doc in documents_ for unit in doc]
-        lengths, ids, text_units = _encode_fast(bpe, m.Tally(), documents_, units)
+        lengths, ids, text_units = encoded_by_ids(bpe, documents_)
         assert text_units.tolist() == [1] * len(units)
         expected = [bpe.tokenizer.encode(unit, add_special_tokens=False).ids for unit in units]
         assert lengths.tolist() == [len(unit_ids) for unit_ids in expected]
@@ -539,9 +552,7 @@ def placed_both_ways(tokenizer: Tokenizer, documents: list[list[str]]):
     assert contestant.pre_tokens is not None
     units = [unit for doc in documents for unit in doc]
     words = m.Words.of(units)
-    fast = c._placed_by_ids(
-        contestant, words, *c._encode_fast(contestant, m.Tally(), documents, units)
-    )
+    fast = c._placed_by_ids(contestant, words, *encoded_by_ids(contestant, documents))
     slow = c._placed_by_offsets(words, *c._encode_offsets(tokenizer, units))
     return fast, slow
 

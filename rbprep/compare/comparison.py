@@ -15,13 +15,14 @@ a few numbers, per partition the token count of each unit. Definitions: docs/com
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
 import os
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,12 +230,49 @@ class _Batch:
         self.chars += sum(map(len, units))
 
 
-class _Run:
-    """The counting, batch by batch, partition by partition, file by file."""
+@dataclass
+class _Texts:
+    """A batch's units as the tokenizers are given them: alone, and each document's
+    units joined by "\n" about ``JOIN_CHARS`` at a time (``join_lines``), as ``shard``
+    encodes them where the tokenizer allows."""
 
-    def __init__(self, contestants: list[_Contestant], config: CompareConfig, n_files: int):
+    units: list[str]
+    joined: list[str]
+    joined_units: np.ndarray  # (joined,) int64: units in each joined text
+
+    @classmethod
+    def of(cls, documents: list[list[str]]) -> _Texts:
+        units = list(itertools.chain.from_iterable(documents))
+        starts = [i == 0 for document in documents for i in range(len(document))]
+        return cls(units, *join_lines(units, starts))
+
+
+# A function that runs its arguments on the encoder thread: submit(fn, *args) -> Future
+_Submit = Callable[..., "Future[Any]"]
+
+
+class _Run:
+    """The encoding and counting, batch by batch, partition by partition, file by file.
+
+    Each batch is encoded while the one before it is counted: its timed share now, alone
+    (nothing else runs, so ``encode_mb_s`` is the tokenizer's own speed), the rest on
+    the encoder thread (tokenizers lets go of the GIL) while this thread counts the
+    previous batch and reads on. Counting, and the ends of partitions and files, keep
+    their order: each waits in ``pending`` until the next batch is under way.
+    """
+
+    def __init__(
+        self,
+        contestants: list[_Contestant],
+        config: CompareConfig,
+        n_files: int,
+        encoder: ThreadPoolExecutor,
+    ):
         self.contestants = contestants
         self.config = config
+        self.encoder = encoder
+        self.in_flight: list[Future[Any]] = []  # work on the encoder thread
+        self.pending: list[Callable[[], None]] = []  # counting and ends, in order
         self.partition_starts: list[np.ndarray] = []  # (units,) bool: starts a document
         self.partition_files: list[np.ndarray] = []  # (units,) int64: file index
         self.files_done: list[int] = []
@@ -243,55 +281,68 @@ class _Run:
         self.samples_per_file = per_file
         self.sample_candidates: dict[int, list[str]] = {}
 
+    def _submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
+        future = self.encoder.submit(function, *args)
+        self.in_flight.append(future)
+        return future
+
+    def _run_pending(self) -> None:
+        pending, self.pending = self.pending, []
+        for step in pending:
+            step()
+
+    def finish(self) -> None:
+        """Count everything given so far."""
+        self._run_pending()
+
     # one batch ---------------------------------------------------------------------------
 
     def batch(self, batch: _Batch) -> None:
-        texts = list(itertools.chain.from_iterable(batch.documents))
-        if not texts:
+        if not batch.units:
             return
-        # The timed encodes first, each alone: shard's own call where the ids alone
-        # place the tokens in words (a byte-level tokenizer by the bytes each token
-        # spells, a BERT WordPiece by its pre-tokens), every 10th unit for the others.
-        # Those others need offsets: their untimed encode runs in a thread (tokenizers
-        # lets go of the GIL) while this one counts. The counting keeps its order.
-        fast: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for index, contestant in enumerate(self.contestants):
-            tally = contestant.tallies.setdefault(batch.file, m.Tally())
-            if contestant.byte_lengths is not None or contestant.pre_tokens is not None:
-                fast[index] = _encode_fast(contestant, tally, batch.documents, texts)
+        texts = _Texts.of(batch.documents)
+        wait(self.in_flight)  # the timed calls run alone
+        self.in_flight.clear()
+        encodes: list[_EncodeIds | _EncodeWithOffsets] = []
+        for contestant in self.contestants:
+            placed_by_ids = contestant.byte_lengths is not None or contestant.pre_tokens is not None
+            encode = (_EncodeIds if placed_by_ids else _EncodeWithOffsets)(contestant, texts)
+            encode.timed(contestant.tallies.setdefault(batch.file, m.Tally()))
+            encodes.append(encode)
+        for encode in encodes:
+            encode.start(self._submit)
+        self._run_pending()
+        self.pending.append(functools.partial(self._count_batch, batch, texts, encodes))
+
+    def end_partition(self) -> None:
+        """The partition's units are all given (``shard`` packs each partition alone)."""
+        self.pending.append(self._pack_partition)
+
+    def end_file(self) -> None:
+        """The current file's units are all given."""
+        if self.current_file >= 0:
+            self.pending.append(functools.partial(self._end_file, self.current_file))
+
+    def _count_batch(
+        self, batch: _Batch, texts: _Texts, encodes: list[_EncodeIds | _EncodeWithOffsets]
+    ) -> None:
+        units = texts.units
+        words = m.Words.of(units)
+        doc_units = np.fromiter(map(len, batch.documents), np.int64, len(batch.documents))
+        doc_texts = ["".join(document) for document in batch.documents]
+        starts = np.zeros(len(units), dtype=np.bool_)  # (units,) bool
+        starts[np.concatenate(([0], np.cumsum(doc_units)[:-1]))] = True
+        self.partition_starts.append(starts)
+        self.partition_files.append(np.full(len(units), batch.file, dtype=np.int64))
+        for contestant, encode in zip(self.contestants, encodes, strict=True):
+            tally = contestant.tallies[batch.file]
+            if isinstance(encode, _EncodeIds):
+                encoded = _placed_by_ids(contestant, words, *encode.result())
             else:
-                started = time.perf_counter()
-                contestant.tokenizer.encode_batch_fast(
-                    texts[::_SPEED_SHARE], add_special_tokens=False
-                )
-                tally.encode_seconds += time.perf_counter() - started
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbprep-encode") as pool:
-            offsets = {
-                index: pool.submit(_encode_offsets, contestant.tokenizer, texts)
-                for index, contestant in enumerate(self.contestants)
-                if index not in fast
-            }
-            words = m.Words.of(texts)
-            doc_units = np.fromiter(map(len, batch.documents), np.int64, len(batch.documents))
-            doc_texts = ["".join(units) for units in batch.documents]
-            starts = np.zeros(len(texts), dtype=np.bool_)  # (units,) bool
-            starts[np.concatenate(([0], np.cumsum(doc_units)[:-1]))] = True
-            self.partition_starts.append(starts)
-            self.partition_files.append(np.full(len(texts), batch.file, dtype=np.int64))
-            for index in sorted(range(len(self.contestants)), key=lambda i: i not in fast):
-                contestant = self.contestants[index]  # (those placed by ids first)
-                tally = contestant.tallies[batch.file]
-                if index in fast:
-                    tally.encode_bytes += words.utf8_bytes
-                    encoded = _placed_by_ids(contestant, words, *fast[index])
-                else:
-                    tally.encode_bytes += int(words.text_bytes[::_SPEED_SHARE].sum())
-                    encoded = _placed_by_offsets(words, *offsets[index].result())
-                if encoded is None:  # ids that do not fit the text: offsets after all
-                    encoded = _placed_by_offsets(
-                        words, *_encode_offsets(contestant.tokenizer, texts)
-                    )
-                self._count(contestant, tally, texts, words, doc_units, doc_texts, *encoded)
+                encoded = _placed_by_offsets(words, *encode.result())
+            if encoded is None:  # ids that do not fit the text: offsets after all
+                encoded = _placed_by_offsets(words, *_encode_offsets(contestant.tokenizer, units))
+            self._count(contestant, tally, units, words, doc_units, doc_texts, *encoded)
 
     def _count(
         self,
@@ -330,7 +381,7 @@ class _Run:
 
     # partitions, files, samples --------------------------------------------------------------
 
-    def end_partition(self) -> None:
+    def _pack_partition(self) -> None:
         """Pack the partition's units into rows, as shard does: overall and per file."""
         if not self.partition_starts:
             return
@@ -352,19 +403,17 @@ class _Run:
         self.partition_starts.clear()
         self.partition_files.clear()
 
-    def end_file(self) -> None:
+    def _end_file(self, file: int) -> None:
         """Fold the file's token counts into the corpus's, keeping what they tell."""
-        if self.current_file < 0:
-            return
         for contestant in self.contestants:
             counts = contestant.file_counts
-            contestant.file_extras[self.current_file] = (
+            contestant.file_extras[file] = (
                 int(np.count_nonzero(counts)),
                 m.renyi_efficiency(counts, contestant.vocab_size, self.config.renyi_alpha),
             )
             contestant.counts += counts
             counts[:] = 0
-        self.files_done.append(self.current_file)
+        self.files_done.append(file)
 
     def consider_sample(self, file: int, document: Document) -> None:
         """Keep the document's first sentence-like unit, while its file needs samples."""
@@ -382,32 +431,83 @@ def _flat(id_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return lengths, ids
 
 
-def _encode_fast(
-    contestant: _Contestant, tally: m.Tally, documents: list[list[str]], texts: list[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All ids by ``encode_batch_fast``, a document's units joined by line breaks where
-    the tokenizer allows (``line_break_id``, ``pre_tokens``), else unit by unit.
+class _EncodeIds:
+    """One tokenizer's encode of one batch by ``encode_batch_fast``: a document's units
+    joined where the tokenizer allows (``line_break_id``, ``pre_tokens``), else unit by
+    unit. ``timed`` encodes every ``_SPEED_SHARE``-th text, ``start`` the others through
+    the encoder thread, ``result`` waits for them and gives the tokens of each text
+    encoded (texts,), all ids (tokens,) and the units in each text (texts,): one unit
+    each where the line breaks' tokens cut the texts back into units."""
 
-    Returns the tokens of each text encoded (texts,), the ids (tokens,) and the units in
-    each text (texts,): one each where the line breaks' tokens cut the texts back into
-    units. The calls are timed into ``tally``.
-    """
-    if contestant.line_break_id is not None or contestant.pre_tokens is not None:
-        starts = [i == 0 for units in documents for i in range(len(units))]
-        joined, sizes = join_lines(texts, starts)
+    def __init__(self, contestant: _Contestant, texts: _Texts):
+        self.contestant = contestant
+        self.texts = texts
+        self.one_each = np.ones(len(texts.units), dtype=np.int64)
+        if contestant.line_break_id is not None or contestant.pre_tokens is not None:
+            self.inputs, self.text_units = texts.joined, texts.joined_units
+        else:
+            self.inputs, self.text_units = texts.units, self.one_each
+        self.timed_ids: list[list[int]] = []
+        self.rest: Future[list[list[int]]] | None = None
+
+    def timed(self, tally: m.Tally) -> None:
+        timed = self.inputs[::_SPEED_SHARE]
         started = time.perf_counter()
-        encodings = contestant.tokenizer.encode_batch_fast(joined, add_special_tokens=False)
+        self.timed_ids = _ids(self.contestant.tokenizer, timed)
         tally.encode_seconds += time.perf_counter() - started
-        text_lengths, ids = _flat([e.ids for e in encodings])
-        if contestant.line_break_id is None:
-            return text_lengths, ids, sizes
-        cut = cut_at_breaks(text_lengths, ids, sizes, contestant.line_break_id)
+        # (less the "\n"s that join units: the speed is over the units' bytes)
+        joins = int(self.text_units[::_SPEED_SHARE].sum()) - len(timed)
+        tally.encode_bytes += sum(len(text.encode()) for text in timed) - joins
+
+    def start(self, submit: _Submit) -> None:
+        rest = [text for i, text in enumerate(self.inputs) if i % _SPEED_SHARE]
+        self.rest = submit(_ids, self.contestant.tokenizer, rest)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert self.rest is not None
+        later = iter(self.rest.result())
+        id_lists = [
+            self.timed_ids[i // _SPEED_SHARE] if i % _SPEED_SHARE == 0 else next(later)
+            for i in range(len(self.inputs))
+        ]
+        lengths, ids = _flat(id_lists)
+        line_break = self.contestant.line_break_id
+        if line_break is None:
+            return lengths, ids, self.text_units
+        cut = cut_at_breaks(lengths, ids, self.text_units, line_break)
         if cut is not None:
-            return *cut, np.ones(len(texts), dtype=np.int64)
-    started = time.perf_counter()
-    encodings = contestant.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-    tally.encode_seconds += time.perf_counter() - started
-    return *_flat([e.ids for e in encodings]), np.ones(len(texts), dtype=np.int64)
+            return *cut, self.one_each
+        # A unit holding a line break: unit by unit after all.
+        return *_flat(_ids(self.contestant.tokenizer, self.texts.units)), self.one_each
+
+
+class _EncodeWithOffsets:
+    """One tokenizer's encode of one batch with offsets (``_encode_offsets``), through the
+    encoder thread (``start``); ``timed`` times ``encode_batch_fast``, as ``shard`` calls
+    it, on every ``_SPEED_SHARE``-th unit."""
+
+    def __init__(self, contestant: _Contestant, texts: _Texts):
+        self.contestant = contestant
+        self.texts = texts
+        self.future: Future[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+
+    def timed(self, tally: m.Tally) -> None:
+        timed = self.texts.units[::_SPEED_SHARE]
+        started = time.perf_counter()
+        self.contestant.tokenizer.encode_batch_fast(timed, add_special_tokens=False)
+        tally.encode_seconds += time.perf_counter() - started
+        tally.encode_bytes += sum(len(text.encode()) for text in timed)
+
+    def start(self, submit: _Submit) -> None:
+        self.future = submit(_encode_offsets, self.contestant.tokenizer, self.texts.units)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert self.future is not None
+        return self.future.result()
+
+
+def _ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
 
 def _encode_offsets(
@@ -607,10 +707,11 @@ def compare_tokenizers(
     started = time.perf_counter()
     stats = ReadStats()
     usage = Usage()
-    run = _Run(contestants, config, len(corpus.files))
+    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbprep-encode")
+    run = _Run(contestants, config, len(corpus.files), encoder)
     batch = _Batch()
     partition = None
-    with ByteProgress("compare", corpus.size, enabled=progress) as bar:
+    with encoder, ByteProgress("compare", corpus.size, enabled=progress) as bar:
         reported = 0
         for partition_id, document in sample_documents(
             corpus, stats, config.sample_bytes, config.seed, usage
@@ -634,6 +735,7 @@ def compare_tokenizers(
         run.batch(batch)
         run.end_partition()
         run.end_file()
+        run.finish()
     if usage.documents == 0:
         raise RbprepError(f"the corpus holds no text: {len(corpus.files)} files, no document")
     data = _result(corpus, run, config, stats, usage)
