@@ -111,7 +111,8 @@ def load_tokenizer(path: str | os.PathLike) -> tuple[Tokenizer, TokenizerInfo]:
     """Load the tokenizer at ``path`` for packing, with specials found by role.
 
     The returned tokenizer encodes text that spells a special token (``<mask>``,
-    ``[SEP]``) as ordinary text: a corpus cannot inject specials.
+    ``[SEP]``) as ordinary text: a corpus cannot inject specials. Truncation and padding
+    saved in the file are turned off: every unit is encoded whole, nothing added.
     """
     file = tokenizer_file(path)
     data = file.read_bytes()
@@ -120,6 +121,8 @@ def load_tokenizer(path: str | os.PathLike) -> tuple[Tokenizer, TokenizerInfo]:
     except Exception as exc:  # tokenizers raises plain Exception for bad files
         raise RbprepError(f"{file}: not a tokenizers tokenizer.json ({exc})") from exc
     tokenizer.encode_special_tokens = True
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
     configured = _configured_tokens(file.parent)
     specials = {
         token.content: index

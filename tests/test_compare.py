@@ -372,6 +372,30 @@ def test_json_schema_and_a_third_tokenizer(mixed_corpus, small_vocab, unigram_js
 # --- the command line ---------------------------------------------------------------------
 
 
+def test_truncation_and_padding_saved_in_a_tokenizer_are_turned_off(
+    tmp_path, mixed_corpus, small_vocab, unigram_json
+):
+    """Tokenizers saved with truncation and padding on measure as they do without: the
+    one shard could use and the one it could not (no mask or pad token)."""
+    plain = {"bpe": small_vocab / "bpe" / "tokenizer.json", "unigram": unigram_json}
+    saved = {}
+    for name, path in plain.items():
+        tokenizer = Tokenizer.from_file(str(path))
+        tokenizer.enable_truncation(4)
+        tokenizer.enable_padding(length=32)
+        saved[name] = tmp_path / f"{name}.json"
+        tokenizer.save(str(saved[name]))
+
+    def measured(paths):
+        data = compare_tokenizers([mixed_corpus], list(paths.items())).as_dict()
+        overall = [t["overall"] for t in data["tokenizers"]]
+        for metrics in overall:
+            del metrics["encode_mb_s"]
+        return overall
+
+    assert measured(saved) == measured(plain)
+
+
 def test_cli_writes_table_json_markdown_and_plots(
     tmp_path, mixed_corpus, small_vocab, unigram_json
 ):

@@ -218,6 +218,38 @@ def test_specials_in_text_are_ordinary_text(tmp_path, small_vocab):
     assert text == "Try <mask> and </s> and <s> and <pad> and [SEP] here.Next doc <mask>."
 
 
+def test_truncation_and_padding_saved_in_a_tokenizer_are_turned_off(
+    tmp_path, small_corpus, small_vocab
+):
+    """A tokenizer.json saved with truncation and padding on (as published ones can be)
+    shards exactly as the same tokenizer without them: no unit cut short, no pad added."""
+    config = json.loads((small_vocab / "bpe" / "tokenizer.json").read_text())
+    config["truncation"] = {
+        "direction": "Right",
+        "max_length": 8,
+        "strategy": "LongestFirst",
+        "stride": 0,
+    }
+    config["padding"] = {
+        "strategy": {"Fixed": 16},
+        "direction": "Right",
+        "pad_to_multiple_of": None,
+        "pad_id": 1,
+        "pad_type_id": 0,
+        "pad_token": "<pad>",
+    }
+    saved = tmp_path / "saved" / "tokenizer.json"
+    saved.parent.mkdir()
+    saved.write_text(json.dumps(config))
+    assert Tokenizer.from_file(str(saved)).encode("a b c d e f g h i j").ids[8:] == [1] * 8
+    for name, tokenizer in (("plain", small_vocab / "bpe"), ("saved", saved)):
+        shard([small_corpus], tokenizer, tmp_path / f"{name}-data", ShardConfig(dup=2))
+    plain = dataset_files(tmp_path / "plain-data")
+    saved_files = dataset_files(tmp_path / "saved-data")
+    arrow = [name for name in plain if name.endswith(".arrow")]
+    assert arrow and all(plain[name] == saved_files[name] for name in arrow)
+
+
 # Lines as the reader makes them (stripped, non-empty) from text that stresses the
 # byte-level pre-tokenizer: odd whitespace, contractions, digits, marks, emoji, CJK.
 LINE_TEXT = st.text(

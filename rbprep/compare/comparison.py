@@ -164,6 +164,8 @@ def _contestant(name: str, path: str) -> _Contestant:
         except Exception as exc:  # tokenizers raises plain Exception for bad files
             raise RbprepError(f"{file}: not a tokenizers tokenizer.json ({exc})") from exc
         tokenizer.encode_special_tokens = True
+        tokenizer.no_truncation()  # as load_tokenizer: each unit whole, nothing added
+        tokenizer.no_padding()
         model = json.loads(tokenizer.to_str())["model"]
         unk = model.get("unk_token")  # BPE, WordPiece, WordLevel; Unigram names the id
         unk_id = tokenizer.token_to_id(unk) if isinstance(unk, str) else model.get("unk_id")
