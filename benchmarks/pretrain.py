@@ -88,11 +88,11 @@ def main() -> None:
         data = args.data or default_dataset(Path(work))
         loader_rate = loader_rows_per_s(data, args.micro_batch, batches=50)
         records = train(data, args, Path(work) / "run")
+        seq_len = json.loads((data / "manifest.json").read_text())["parameters"]["seq_len"]
     steady = records[1:] or records
     tokens_per_s = statistics.median(r["tokens_per_s"] for r in steady)
     mfus = [r["mfu"] for r in steady if r["mfu"] is not None]
     mfu = statistics.median(mfus) if mfus else None
-    seq_len = json.loads((data / "manifest.json").read_text())["parameters"]["seq_len"]
     train_rows = tokens_per_s / seq_len  # about: full rows carry ~seq_len real tokens
     device = args.device
     if device == "auto":
