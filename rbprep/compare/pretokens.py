@@ -44,7 +44,8 @@ class PreTokens:
     def of(cls, tokenizer: Tokenizer, config: dict[str, Any]) -> PreTokens | None:
         """For a WordPiece model behind a BertPreTokenizer (and a BertNormalizer or
         none), with no added tokens but special ones (those are encoded as text here):
-        else None."""
+        else None. The tokenizer is used as given: with truncation or padding on, or
+        specials matched in text, counts would not match and ``place`` say None."""
         model = config.get("model") or {}
         normalizer = config.get("normalizer")
         if (
@@ -68,9 +69,9 @@ class PreTokens:
         letters: VANISHES, JOINS, BREAKS, ALONE, or OTHER (anything else)."""
         normalizer, pre_tokenizer = self.tokenizer.normalizer, self.tokenizer.pre_tokenizer
         char = chr(code)
-        alone = normalizer.normalize_str(char) if normalizer else char
+        alone = char if normalizer is None else normalizer.normalize_str(char)
         probe = _PROBE + char + _PROBE
-        normalized = normalizer.normalize_str(probe) if normalizer else probe
+        normalized = probe if normalizer is None else normalizer.normalize_str(probe)
         pieces = [piece for piece, _ in pre_tokenizer.pre_tokenize_str(normalized)]
         if pieces == [_PROBE * 2] and alone == "":
             return VANISHES
@@ -112,6 +113,7 @@ class PreTokens:
         classes = self.classes_of(words.codes)
         if (classes == OTHER).any():
             return None
+        # (never empty: the "\n" after each unit breaks, with any BERT normaliser or none)
         kept = np.flatnonzero(classes != VANISHES)  # (kept chars,) positions
         kept_classes = classes[kept]
         before = np.r_[BREAKS, kept_classes[:-1]]
