@@ -14,8 +14,10 @@ work=$(mktemp -d)
 status=0
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+# No CUDA device for torch: the tests below would all be skipped, so that is a failure.
 "$python" -c "import torch, tokenizers, pyarrow, numba; print('torch', torch.__version__, \
-'tokenizers', tokenizers.__version__, 'pyarrow', pyarrow.__version__, 'numba', numba.__version__)"
+'tokenizers', tokenizers.__version__, 'pyarrow', pyarrow.__version__, 'numba', numba.__version__); \
+assert torch.cuda.is_available(), 'torch sees no CUDA device'" || exit 1
 
 echo "== CUDA tests"
 "$python" -m pytest -q -s -p no:cacheprovider tests/test_train.py -k cuda \

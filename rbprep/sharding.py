@@ -180,7 +180,7 @@ def shard_partition(
     record: dict[str, Any] = {"partition": partition.id, "read": stats.as_dict(), "splits": {}}
     out_dir = Location(out)
     special = info.special_mask()
-    replacements = np.flatnonzero(~special).astype(np.uint32)  # (vocab - specials,)
+    replacements = info.replacement_ids(tokenizer)  # (vocab - specials,)
     word_starts = info.word_starts(tokenizer) if config.whole_word else np.ones(1, np.bool_)
     encoded = {
         split: _encode(tokenizer, units[split], starts[split], info.line_break_id)

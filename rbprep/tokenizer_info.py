@@ -48,7 +48,7 @@ class TokenizerInfo:
 
     path: str  # the tokenizer.json read
     sha256: str
-    vocab_size: int
+    vocab_size: int  # ids are below this (id_space: the vocabulary's size, unless ids skip)
     cls_id: int  # starts a row: <s> or [CLS]
     sep_id: int  # ends a row and separates documents: </s> or [SEP]
     pad_id: int
@@ -76,6 +76,30 @@ class TokenizerInfo:
         special = np.zeros(self.vocab_size, dtype=np.bool_)  # (vocab,) bool
         special[list(self.special_ids)] = True
         return special
+
+    def replacement_ids(self, tokenizer: Tokenizer) -> np.ndarray:
+        """The ids a masked position may be replaced by at random (uint32)."""
+        return replacement_ids(
+            tokenizer.get_vocab(with_added_tokens=True), self.vocab_size, self.special_ids
+        )
+
+
+def id_space(tokenizer: Tokenizer) -> int:
+    """One more than the largest id: the size of anything indexed by id. The vocabulary's
+    size where ids run without gaps; a tokenizer.json may skip ids (an added token placed
+    far above its model's vocabulary), and ``get_vocab_size`` then counts fewer."""
+    return max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1) + 1
+
+
+def replacement_ids(
+    vocab: dict[str, int], vocab_size: int, special_ids: Sequence[int]
+) -> np.ndarray:
+    """Every id that names a token, but the specials (uint32): what a masked position
+    may be replaced by at random (an id no token has never is)."""
+    drawn = np.zeros(vocab_size, dtype=np.bool_)  # (vocab,) bool
+    drawn[list(vocab.values())] = True
+    drawn[list(special_ids)] = False
+    return np.flatnonzero(drawn).astype(np.uint32)
 
 
 def word_start_table(
@@ -159,7 +183,7 @@ def load_tokenizer(path: str | os.PathLike) -> tuple[Tokenizer, TokenizerInfo]:
     info = TokenizerInfo(
         path=str(file),
         sha256=hashlib.sha256(data).hexdigest(),
-        vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+        vocab_size=id_space(tokenizer),
         cls_id=roles["cls"],  # type: ignore[arg-type]
         sep_id=roles["sep"],  # type: ignore[arg-type]
         pad_id=roles["pad"],  # type: ignore[arg-type]

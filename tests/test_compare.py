@@ -396,6 +396,44 @@ def test_truncation_and_padding_saved_in_a_tokenizer_are_turned_off(
     assert measured(saved) == measured(plain)
 
 
+def test_tokenizers_whose_ids_skip(tmp_path, mixed_corpus, small_vocab, monkeypatch):
+    """A WordPiece with a vocabulary entry removed (its id unused, the last id still in
+    use) and a BPE with <mask> moved far above the rest are measured; the WordPiece's
+    words as its offsets place them; vocab_size counts entries."""
+    from rbprep.compare import comparison
+
+    config = json.loads((small_vocab / "wordpiece" / "tokenizer.json").read_text())
+    vocab = config["model"]["vocab"]
+    del vocab[next(token for token, i in vocab.items() if i == 1500)]
+    wordpiece = tmp_path / "wordpiece.json"
+    wordpiece.write_text(json.dumps(config))
+    config = json.loads((small_vocab / "bpe" / "tokenizer.json").read_text())
+    config["model"]["vocab"]["<mask>"] = 70_000
+    next(t for t in config["added_tokens"] if t["content"] == "<mask>")["id"] = 70_000
+    bpe = tmp_path / "bpe.json"
+    bpe.write_text(json.dumps(config))
+    text = (mixed_corpus / "en.txt").read_text()
+    last = Tokenizer.from_file(str(wordpiece)).id_to_token(max(vocab.values()))
+    (mixed_corpus / "en.txt").write_text(text + last.removeprefix("##") + " <mask>\n")
+
+    def measured():
+        data = compare_tokenizers([mixed_corpus], [wordpiece, bpe]).as_dict()
+        for tokenizer in data["tokenizers"]:
+            del tokenizer["overall"]["encode_mb_s"]
+            for metrics in tokenizer["per_file"].values():
+                del metrics["encode_mb_s"]
+        del data["pairs"][0]["ratios"]["encode_mb_s"], data["seconds"]
+        return data
+
+    fast = measured()
+    assert [t["overall"]["vocab_size"] for t in fast["tokenizers"]] == [
+        len(vocab),
+        len(config["model"]["vocab"]),
+    ]
+    monkeypatch.setattr(comparison.PreTokens, "of", lambda *_: None)
+    assert measured() == fast
+
+
 def test_cli_writes_table_json_markdown_and_plots(
     tmp_path, mixed_corpus, small_vocab, unigram_json
 ):
@@ -562,6 +600,7 @@ def placed_both_ways(tokenizer: Tokenizer, documents: list[list[str]]):
         tokenizer=tokenizer,
         style=Style.of(tokenizer),
         vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+        id_limit=tokenizer.get_vocab_size(with_added_tokens=True),
         unk_id=tokenizer.token_to_id("[UNK]"),
         special_ids=(),
         shardable=False,
@@ -587,13 +626,23 @@ def test_wordpiece_placed_by_pre_tokens_as_by_offsets(small_vocab, documents):
     """A BERT WordPiece encoded without offsets, a document's lines joined, places its
     tokens in units and words exactly as its offsets do, whatever its normaliser does;
     where it cannot tell (a pre-token over a character str.split calls whitespace) it
-    says so and the offsets decide."""
+    says so and the offsets decide. Without those characters it always tells."""
+    told = as_units([[line.translate(PYTHON_ONLY_SPACES) for line in doc] for doc in documents])
     documents = as_units(documents)
     for name, tokenizer in wordpiece_variants(small_vocab).items():
         fast, slow = placed_both_ways(tokenizer, documents)
         if fast is not None:
             for got, expected in zip(fast, slow, strict=True):
                 assert got.tolist() == expected.tolist(), name
+        fast, slow = placed_both_ways(tokenizer, told)
+        assert fast is not None, name
+        for got, expected in zip(fast, slow, strict=True):
+            assert got.tolist() == expected.tolist(), name
+
+
+# What str.split takes for whitespace and BERT's pre-tokenizer does not (the normaliser
+# may drop them, joining two words): made plain spaces.
+PYTHON_ONLY_SPACES = str.maketrans(dict.fromkeys("\x0b\x0c\x1c\x1d\x1e\x1f\x85", " "))
 
 
 def test_wordpiece_pre_tokens_serve_real_text(small_vocab):
@@ -634,7 +683,13 @@ def test_wordpiece_metrics_without_offsets_equal_those_with(mixed_corpus, small_
         del data["seconds"]
         return data
 
+    placed = []
+    place = comparison.PreTokens.place
+    monkeypatch.setattr(
+        comparison.PreTokens, "place", lambda *a: placed.append(place(*a)) or placed[-1]
+    )
     fast = measured()
+    assert placed and None not in placed  # the pre-tokens placed every batch
     monkeypatch.setattr(comparison.PreTokens, "of", lambda *_: None)
     assert measured() == fast
 

@@ -250,6 +250,36 @@ def test_truncation_and_padding_saved_in_a_tokenizer_are_turned_off(
     assert arrow and all(plain[name] == saved_files[name] for name in arrow)
 
 
+def test_a_tokenizer_whose_ids_skip(tmp_path, small_corpus, small_vocab):
+    """<mask> moved from id 4 to 70,000: ids are stored as uint32, the manifest's
+    vocab_size is the id space (what an embedding needs), random replacements are real
+    tokens only (never the gap), and verify agrees."""
+    config = json.loads((small_vocab / "bpe" / "tokenizer.json").read_text())
+    config["model"]["vocab"]["<mask>"] = 70_000
+    next(t for t in config["added_tokens"] if t["content"] == "<mask>")["id"] = 70_000
+    skipping = tmp_path / "skipping.json"
+    skipping.write_text(json.dumps(config))
+    out = tmp_path / "d"
+    shard([small_corpus], skipping, out, ShardConfig(dup=3, valid_fraction=0))
+    dataset = open_dataset(out)
+    tokenizer = dataset.manifest["tokenizer"]
+    assert tokenizer["vocab_size"] == 70_001 and tokenizer["mask_id"] == 70_000
+    assert (
+        pa.ipc.open_file(next(out.rglob("*.arrow"))).schema.field("input_ids").type.value_type
+        == pa.uint32()
+    )
+    real = set(Tokenizer.from_file(str(skipping)).get_vocab(with_added_tokens=True).values())
+    real -= set(tokenizer["special_ids"])
+    replaced = []
+    for copy in range(3):
+        batch = dataset.batch(np.arange(len(dataset)), copy=copy)
+        masked = batch["labels"] != -100
+        inputs, labels = batch["input_ids"][masked], batch["labels"][masked]
+        replaced += inputs[(inputs != 70_000) & (inputs != labels)].tolist()
+    assert replaced and set(replaced) <= real
+    assert verify(out).rows == len(dataset)
+
+
 # Lines as the reader makes them (stripped, non-empty) from text that stresses the
 # byte-level pre-tokenizer: odd whitespace, contractions, digits, marks, emoji, CJK.
 LINE_TEXT = st.text(

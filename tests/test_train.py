@@ -250,7 +250,8 @@ def test_cuda_logits_equal_cpu_logits():
 
 
 @needs_cuda
-def test_tiny_model_learns_on_cuda_in_bf16(tiny_data, tmp_path):
+def test_tiny_model_learns_on_cuda(tiny_data, tmp_path):
+    """With the defaults there: bf16 autocast, fused AdamW, MFU where the peak is known."""
     from rbprep.train.loop import _peak_flops
 
     config = TrainConfig(**{**TINY, "steps": 40, "eval_every": 20, "device": "cuda"})
@@ -265,8 +266,7 @@ def test_tiny_model_learns_on_cuda_in_bf16(tiny_data, tmp_path):
     assert summary.steps == 40 and summary.val_loss < losses[0]
     known_peak = _peak_flops(torch.device("cuda")) is not None
     assert (records[0]["mfu"] is not None) == known_peak
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    print("cuda run:", torch.cuda.get_device_name(), saved.get("precision"), records[-1])
+    print("cuda run:", torch.cuda.get_device_name(), records[-1])
 
 
 @needs_cuda
@@ -299,11 +299,25 @@ def test_export_of_a_cuda_run_loads_in_transformers_on_cpu(tiny_data, tmp_path):
     config = TrainConfig(**{**TINY, "steps": 3, "device": "cuda"})
     pretrain(tiny_data, tmp_path / "run", config, progress=False)
     loaded = transformers.RobertaForMaskedLM.from_pretrained(tmp_path / "run" / "hf").eval()
+    state = torch.load(
+        tmp_path / "run" / "checkpoints" / "step-00000003" / "trainer.pt",
+        weights_only=True,
+        map_location="cpu",
+    )
+    ours = RobertaMLM(
+        ModelConfig(**json.loads((tmp_path / "run" / "config.json").read_text())["model"])
+    )
+    ours.load_state_dict(state["model"])
+    ours.eval()
     batch = open_dataset(tiny_data).batch([0, 1], copy=0)
     ids, mask = torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])
     with torch.no_grad():
-        logits = loaded(input_ids=ids, attention_mask=mask).logits
-    assert torch.isfinite(logits).all() and logits.shape[-1] >= 300
+        torch.testing.assert_close(
+            loaded(input_ids=ids, attention_mask=mask).logits,
+            ours.logits(ids, mask),
+            atol=1e-5,
+            rtol=1e-4,
+        )
 
 
 @pytest.mark.slow

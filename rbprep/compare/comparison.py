@@ -40,6 +40,7 @@ from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
 from rbprep.tokenizer_info import (
     cut_at_breaks,
+    id_space,
     join_lines,
     line_break_id,
     load_tokenizer,
@@ -51,7 +52,7 @@ _BATCH_UNITS = 10_000  # units per encode call, as shard
 _BATCH_CHARS = 1_000_000  # bounds the per-character arrays of a batch (~50 MB)
 _SAMPLE_CHARS = (30, 140)  # a sample sentence is a unit of this many characters
 _TOP = 25  # most frequent / longest tokens kept in the report
-_SPEED_SHARE = 10  # tokenizers that need offsets: every 10th unit timed in encode_batch_fast
+_SPEED_SHARE = 10  # every 10th text of a batch is encoded alone and timed (encode_mb_s)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class _Contestant:
     path: str  # the tokenizer.json read
     tokenizer: Tokenizer
     style: Style
-    vocab_size: int
+    vocab_size: int  # entries, added tokens included: |V| of the metrics
+    id_limit: int  # ids are below this (id_space: more than vocab_size where ids skip)
     unk_id: int | None
     special_ids: tuple[int, ...]
     shardable: bool  # has the start, end, pad and mask tokens ``shard`` needs
@@ -174,6 +176,7 @@ def _contestant(name: str, path: str) -> _Contestant:
         )
         shardable = False
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    limit = id_space(tokenizer)
     style = Style.of(tokenizer)
     config = json.loads(tokenizer.to_str())
     return _Contestant(
@@ -182,30 +185,30 @@ def _contestant(name: str, path: str) -> _Contestant:
         tokenizer=tokenizer,
         style=style,
         vocab_size=vocab_size,
+        id_limit=limit,
         unk_id=unk_id,
         special_ids=tuple(special_ids),
         shardable=shardable,
-        byte_lengths=_byte_lengths(tokenizer, style, vocab_size),
+        byte_lengths=_byte_lengths(tokenizer, style, limit),
         line_break_id=line_break_id(tokenizer, config),
         pre_tokens=PreTokens.of(tokenizer, config),
         spellings=Spellings.of(tokenizer, config),
-        counts=np.zeros(vocab_size, dtype=np.int64),
-        file_counts=np.zeros(vocab_size, dtype=np.int64),
+        counts=np.zeros(limit, dtype=np.int64),  # (ids,) int64
+        file_counts=np.zeros(limit, dtype=np.int64),
         words_tokens=np.zeros(m.WORD_TOKENS_CAP + 1, dtype=np.int64),
     )
 
 
-def _byte_lengths(tokenizer: Tokenizer, style: Style, vocab_size: int) -> np.ndarray | None:
+def _byte_lengths(tokenizer: Tokenizer, style: Style, id_limit: int) -> np.ndarray | None:
     """For a byte-level tokenizer without a normaliser: the bytes of text each id stands
     for. Its tokens then spell the text byte for byte, so where a token lies follows from
-    these lengths and the ids alone, and no offsets are needed (see ``_encode``)."""
+    these lengths and the ids alone, and no offsets are needed (``_placed_by_bytes``)."""
     if not style.byte_level or tokenizer.normalizer is not None:
         return None
-    lengths = np.zeros(vocab_size, dtype=np.int64)  # (vocab,) int64
+    lengths = np.zeros(id_limit, dtype=np.int64)  # (ids,) int64
     for token, index in tokenizer.get_vocab(with_added_tokens=True).items():
-        if index < vocab_size:
-            spelled = byte_length(token, style)
-            lengths[index] = len(token.encode()) if spelled is None else spelled
+        spelled = byte_length(token, style)
+        lengths[index] = len(token.encode()) if spelled is None else spelled
     return lengths
 
 
@@ -362,7 +365,7 @@ class _Run:
         n_tokens = len(ids)
         per_word = m.tokens_per_word(token_words, words.count)
         contestant.words_tokens += m.histogram(per_word, m.WORD_TOKENS_CAP)
-        contestant.file_counts += np.bincount(ids, minlength=contestant.vocab_size)
+        contestant.file_counts += np.bincount(ids, minlength=contestant.id_limit)
         contestant.partition_lengths.append(lengths)
 
         tally.documents += len(doc_texts)
@@ -455,8 +458,9 @@ class _EncodeIds:
     def timed(self, tally: m.Tally) -> None:
         timed = self.inputs[::_SPEED_SHARE]
         started = time.perf_counter()
-        self.timed_ids = _ids(self.contestant.tokenizer, timed)
-        tally.encode_seconds += time.perf_counter() - started
+        encodings = self.contestant.tokenizer.encode_batch_fast(timed, add_special_tokens=False)
+        tally.encode_seconds += time.perf_counter() - started  # (the call alone, as below)
+        self.timed_ids = [e.ids for e in encodings]
         # (less the "\n"s that join units: the speed is over the units' bytes)
         joins = int(self.text_units[::_SPEED_SHARE].sum()) - len(timed)
         tally.encode_bytes += sum(len(text.encode()) for text in timed) - joins
@@ -546,7 +550,7 @@ def _placed_by_ids(
     ids: np.ndarray,
     text_units: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Tokens per unit, ids and each token's word, from what ``_encode_fast`` returned:
+    """Tokens per unit, ids and each token's word, from what ``_EncodeIds`` returned:
     by the pre-tokens of a BERT WordPiece, else by the bytes each token spells (one unit
     per text). None where the ids do not fit the text."""
     if contestant.pre_tokens is not None:
@@ -753,10 +757,9 @@ def _result(
     surfaces: list[list[Piece]] = []
     for contestant in run.contestants:
         vocab = contestant.tokenizer.get_vocab(with_added_tokens=True)
-        spelled = [""] * contestant.vocab_size
+        spelled = [""] * contestant.id_limit  # "" for an id no token has
         for token, index in vocab.items():
-            if index < contestant.vocab_size:
-                spelled[index] = token
+            spelled[index] = token
         pieces = [piece(token, contestant.style) for token in spelled]
         surfaces.append(pieces)
         per_file = {}

@@ -56,10 +56,11 @@ class PreTokens:
         ):
             return None
         prefix = model.get("continuing_subword_prefix") or "##"
-        vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-        continues = np.zeros(vocab_size, dtype=np.bool_)
+        vocab = tokenizer.get_vocab(with_added_tokens=True)
+        # Sized by the largest id, not the vocabulary's size: ids may have gaps.
+        continues = np.zeros(max(vocab.values(), default=-1) + 1, dtype=np.bool_)
         special = set(tokenizer.get_added_tokens_decoder())
-        for token, index in tokenizer.get_vocab(with_added_tokens=True).items():
+        for token, index in vocab.items():
             continues[index] = index not in special and token.startswith(prefix)
         classes = np.full(0x110000, _UNSEEN, dtype=np.uint8)
         return cls(tokenizer, continues, classes)

@@ -27,6 +27,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from rbprep.compare.pieces import byte_spelling
+from rbprep.tokenizer_info import id_space
 
 # tokenizers' decoders/wordpiece.rs ``cleanup``, in its order
 _CLEANUP = (
@@ -59,7 +60,7 @@ class Spellings:
     text: bool  # entries are text (code points); else bytes, read as UTF-8 once joined
     flat: np.ndarray  # uint32 code points or uint8 bytes: every entry, one after another
     bounds: np.ndarray  # (2 * vocab + 1,) int64: entry k is flat[bounds[k]:bounds[k + 1]]
-    vocab_size: int
+    vocab_size: int  # ids are below this (id_space)
     # WordPiece only, where ``whole_pieces`` holds: the model's unknown token; a text
     # whose tokens hold none comes back up to the normaliser and whitespace
     whole_unless: int | None = None
@@ -70,7 +71,7 @@ class Spellings:
         ``config`` is its tokenizer.json, parsed, if at hand."""
         config = json.loads(tokenizer.to_str()) if config is None else config
         decoder = config.get("decoder") or {}
-        vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        vocab_size = id_space(tokenizer)
         # Tokenizer.decode leaves out an id with no token; an encoding never holds one.
         tokens = [tokenizer.id_to_token(i) or "" for i in range(vocab_size)]
         if decoder.get("type") == "ByteLevel":

@@ -22,7 +22,7 @@ from rbprep.dataset.reader import read_manifest
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
 from rbprep.storage import Location
-from rbprep.tokenizer_info import word_start_table
+from rbprep.tokenizer_info import replacement_ids, word_start_table
 
 _STREAMS = {"train": 0, "valid": 1}
 
@@ -53,8 +53,11 @@ def verify(root: str | os.PathLike, *, progress: bool = False) -> VerifyReport:
     vocab_size = tokenizer["vocab_size"]
     special = np.zeros(vocab_size, dtype=np.bool_)  # (vocab,) bool
     special[tokenizer["special_ids"]] = True
-    replacements = np.flatnonzero(~special).astype(np.uint32)
-    word_starts = _word_starts(tokenizer_path, tokenizer, vocab_size)
+    vocab = _vocab(tokenizer_path)
+    replacements = replacement_ids(vocab, vocab_size, tokenizer["special_ids"])
+    word_starts = word_start_table(
+        vocab, vocab_size, tokenizer["word_prefix"], tokenizer["continuation_prefix"]
+    )
     schema = shard_schema(vocab_size, parameters["dup"])
     report = VerifyReport(0, 0, 0, 0)
     shards = [(split, shard) for split in SPLITS for shard in manifest["splits"][split]["shards"]]
@@ -175,12 +178,8 @@ def _check_masks(
         )
 
 
-def _word_starts(tokenizer_path: Location, tokenizer: dict, vocab_size: int) -> np.ndarray:
+def _vocab(tokenizer_path: Location) -> dict[str, int]:
     from tokenizers import Tokenizer
 
-    vocab = Tokenizer.from_str(tokenizer_path.read_bytes().decode()).get_vocab(
-        with_added_tokens=True
-    )
-    return word_start_table(
-        vocab, vocab_size, tokenizer["word_prefix"], tokenizer["continuation_prefix"]
-    )
+    tokenizer = Tokenizer.from_str(tokenizer_path.read_bytes().decode())
+    return tokenizer.get_vocab(with_added_tokens=True)
