@@ -36,6 +36,16 @@ def tiny_data(tmp_path_factory, builtin_corpus, small_vocab) -> Path:
     return out
 
 
+def padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and attention mask: three rows of 32 random ids below 300, the second padded
+    (pad id 1) from position 20."""
+    ids = torch.randint(5, 300, (3, 32))
+    mask = torch.ones_like(ids)
+    mask[1, 20:] = 0
+    ids[mask == 0] = 1
+    return ids, mask
+
+
 def test_logits_match_transformers():
     transformers = pytest.importorskip("transformers")
     config = ModelConfig(
@@ -59,10 +69,7 @@ def test_logits_match_transformers():
     missing, unexpected = theirs.load_state_dict(ours.hf_state_dict(), strict=False)
     assert set(missing) == {"lm_head.decoder.weight", "lm_head.decoder.bias"}  # tied
     assert unexpected == []
-    ids = torch.randint(5, 300, (3, 32))
-    mask = torch.ones_like(ids)
-    mask[1, 20:] = 0
-    ids[mask == 0] = 1
+    ids, mask = padded_batch()
     with torch.no_grad():
         a = ours.logits(ids, mask)
         b = theirs(input_ids=ids, attention_mask=mask).logits
@@ -183,20 +190,19 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     assert straight["cursor"] == halves["cursor"]
 
 
-def test_export_loads_in_transformers(tiny_data, tmp_path):
+def assert_export_gives_the_checkpoints_logits(data: Path, run: Path, step: int) -> None:
+    """RUN/hf loaded by transformers on CPU computes what the checkpoint of ``step`` does."""
     transformers = pytest.importorskip("transformers")
-    pretrain(tiny_data, tmp_path / "run", TrainConfig(**{**TINY, "steps": 3}), progress=False)
-    hf_dir = tmp_path / "run" / "hf"
-    loaded = transformers.RobertaForMaskedLM.from_pretrained(hf_dir).eval()
+    loaded = transformers.RobertaForMaskedLM.from_pretrained(run / "hf").eval()
     state = torch.load(
-        tmp_path / "run" / "checkpoints" / "step-00000003" / "trainer.pt", weights_only=True
+        run / "checkpoints" / f"step-{step:08d}" / "trainer.pt",
+        weights_only=True,
+        map_location="cpu",
     )
-    ours = RobertaMLM(
-        ModelConfig(**json.loads((tmp_path / "run" / "config.json").read_text())["model"])
-    )
+    ours = RobertaMLM(ModelConfig(**json.loads((run / "config.json").read_text())["model"]))
     ours.load_state_dict(state["model"])
     ours.eval()
-    batch = open_dataset(tiny_data).batch([0, 1], copy=0)
+    batch = open_dataset(data).batch([0, 1], copy=0)
     ids, mask = torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])
     with torch.no_grad():
         torch.testing.assert_close(
@@ -205,6 +211,13 @@ def test_export_loads_in_transformers(tiny_data, tmp_path):
             atol=1e-5,
             rtol=1e-4,
         )
+
+
+def test_export_loads_in_transformers(tiny_data, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pretrain(tiny_data, tmp_path / "run", TrainConfig(**{**TINY, "steps": 3}), progress=False)
+    hf_dir = tmp_path / "run" / "hf"
+    assert_export_gives_the_checkpoints_logits(tiny_data, tmp_path / "run", step=3)
     fill = transformers.pipeline("fill-mask", model=str(hf_dir), tokenizer=str(hf_dir))
     tokenizer = fill.tokenizer
     predictions = fill(f"Return the {tokenizer.mask_token} of the list.")
@@ -238,10 +251,7 @@ def test_cuda_logits_equal_cpu_logits():
     )
     torch.manual_seed(0)
     model = RobertaMLM(config).eval()
-    ids = torch.randint(5, 300, (3, 32))
-    mask = torch.ones_like(ids)
-    mask[1, 20:] = 0
-    ids[mask == 0] = 1
+    ids, mask = padded_batch()
     with torch.no_grad():
         on_cpu = model.logits(ids, mask)
         on_cuda = model.to("cuda").logits(ids.cuda(), mask.cuda()).cpu()
@@ -295,29 +305,10 @@ def test_resume_on_cuda_continues(tiny_data, tmp_path):
 
 @needs_cuda
 def test_export_of_a_cuda_run_loads_in_transformers_on_cpu(tiny_data, tmp_path):
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     config = TrainConfig(**{**TINY, "steps": 3, "device": "cuda"})
     pretrain(tiny_data, tmp_path / "run", config, progress=False)
-    loaded = transformers.RobertaForMaskedLM.from_pretrained(tmp_path / "run" / "hf").eval()
-    state = torch.load(
-        tmp_path / "run" / "checkpoints" / "step-00000003" / "trainer.pt",
-        weights_only=True,
-        map_location="cpu",
-    )
-    ours = RobertaMLM(
-        ModelConfig(**json.loads((tmp_path / "run" / "config.json").read_text())["model"])
-    )
-    ours.load_state_dict(state["model"])
-    ours.eval()
-    batch = open_dataset(tiny_data).batch([0, 1], copy=0)
-    ids, mask = torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])
-    with torch.no_grad():
-        torch.testing.assert_close(
-            loaded(input_ids=ids, attention_mask=mask).logits,
-            ours.logits(ids, mask),
-            atol=1e-5,
-            rtol=1e-4,
-        )
+    assert_export_gives_the_checkpoints_logits(tiny_data, tmp_path / "run", step=3)
 
 
 @pytest.mark.slow
