@@ -38,7 +38,13 @@ from rbprep.executors import THREADS_PER_PROCESS, run_tasks
 from rbprep.progress import ByteProgress
 from rbprep.sizes import format_size
 from rbprep.storage import Location
-from rbprep.tokenizer_info import TokenizerInfo, cut_at_breaks, join_lines, load_tokenizer
+from rbprep.tokenizer_info import (
+    TokenizerInfo,
+    cut_at_breaks,
+    encoding_tokenizer,
+    join_lines,
+    load_tokenizer,
+)
 
 MODES = ("full-sentences", "doc-sentences")
 COMPRESSIONS = ("none", "zstd", "lz4")
@@ -139,28 +145,42 @@ class ShardSummary:
 _worker_tokenizers: dict[str, Any] = {}
 
 
-def _tokenizer(path: str) -> tuple[Any, TokenizerInfo]:
+def _tokenizer(path: str) -> Any:
     if path not in _worker_tokenizers:
-        _worker_tokenizers[path] = load_tokenizer(path)
+        _worker_tokenizers[path] = encoding_tokenizer(Location(path))
     return _worker_tokenizers[path]
 
 
 def _shard_partition_task(
-    corpus: Corpus, tokenizer_path: str, config: ShardConfig, out: str, partition: Partition
+    corpus: Corpus,
+    tokenizer_path: str,
+    info: TokenizerInfo,
+    config: ShardConfig,
+    out: str,
+    partition: Partition,
 ) -> dict[str, Any]:
-    return shard_partition(corpus, partition, tokenizer_path, config, out)
+    return shard_partition(corpus, partition, tokenizer_path, info, config, out)
 
 
 def shard_partition(
-    corpus: Corpus, partition: Partition, tokenizer_path: str, config: ShardConfig, out: str
+    corpus: Corpus,
+    partition: Partition,
+    tokenizer_path: str,
+    info: TokenizerInfo,
+    config: ShardConfig,
+    out: str,
 ) -> dict[str, Any]:
     """Read, tokenise, pack, mask and write one partition; return its record.
+
+    ``info`` is the tokenizer's as ``load_tokenizer`` resolved it where the run started
+    (the roles may come from files beside the tokenizer that a worker cannot see); the
+    worker loads only the tokenizer.json at ``tokenizer_path``.
 
     Writes ``out/{train,valid}/shard-NNNNN.arrow`` (a split with no rows gets no file)
     and then the marker ``out/.parts/NNNNN.json`` holding the returned record.
     """
     warm = _kernels_warming()
-    tokenizer, info = _tokenizer(tokenizer_path)
+    tokenizer = _tokenizer(tokenizer_path)
     stats = ReadStats()
     units: dict[str, list[str]] = {split: [] for split in SPLITS}
     starts: dict[str, list[bool]] = {split: [] for split in SPLITS}
@@ -186,6 +206,14 @@ def shard_partition(
         split: _encode(tokenizer, units[split], starts[split], info.line_break_id)
         for split in SPLITS
     }
+    # The unknown token is the model's own answer to text it cannot spell; any other
+    # special in the encoding came from text spelling it.
+    injectable = special.copy()
+    if info.unk_id is not None:
+        injectable[info.unk_id] = False
+    for token_ids, _ in encoded.values():
+        if injectable[token_ids].any():
+            _refuse_injected(corpus, partition, tokenizer, info, token_ids[injectable[token_ids]])
     warm.join()
     from rbprep import kernels
 
@@ -295,6 +323,25 @@ def _warm_kernels() -> None:
         )
 
 
+def _refuse_injected(
+    corpus: Corpus,
+    partition: Partition,
+    tokenizer: Any,
+    info: TokenizerInfo,
+    injected: np.ndarray,
+) -> None:
+    """Text that this tokenizer encodes as a special token, though specials are encoded
+    as text: a piece of its model's own vocabulary (SentencePiece-style), or an added
+    token not marked special. Masking and packing would take it for the real thing."""
+    token = tokenizer.id_to_token(int(injected[0]))
+    files = sorted({corpus.files[piece.file].path for piece in partition.pieces})
+    raise RbprepError(
+        f"{', '.join(files)}: text encodes as the special token {token!r} (id "
+        f"{int(injected[0])}) with {info.path}, {injected.size} time(s) in partition "
+        f"{partition.id}; remove that text, or use a tokenizer whose specials text cannot spell"
+    )
+
+
 def _encode(
     tokenizer: Any, units: list[str], starts: list[bool], line_break_id: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -393,9 +440,9 @@ def shard(
         # Tasks read the dataset's own copy of the tokenizer: on a cluster it is in the
         # shared output location, where every worker can reach it.
         tokenizer_copy = str(out_dir.child("tokenizer.json"))
-        _worker_tokenizers[tokenizer_copy] = loaded
+        _worker_tokenizers[tokenizer_copy] = loaded[0]
         task = functools.partial(
-            _shard_partition_task, corpus, tokenizer_copy, config, str(out_dir)
+            _shard_partition_task, corpus, tokenizer_copy, info, config, str(out_dir)
         )
         with ByteProgress("shard", sum(p.size for p in todo), enabled=progress) as bar:
             for partition, record in run_tasks(task, todo, workers=workers, scheduler=scheduler):

@@ -131,22 +131,33 @@ def tokenizer_file(path: str | os.PathLike) -> Location:
     return candidate
 
 
-def load_tokenizer(path: str | os.PathLike) -> tuple[Tokenizer, TokenizerInfo]:
-    """Load the tokenizer at ``path`` for packing, with specials found by role.
-
-    The returned tokenizer encodes text that spells a special token (``<mask>``,
-    ``[SEP]``) as ordinary text: a corpus cannot inject specials. Truncation and padding
-    saved in the file are turned off: every unit is encoded whole, nothing added.
-    """
-    file = tokenizer_file(path)
-    data = file.read_bytes()
+def encoding_tokenizer(file: Location, data: bytes | None = None) -> Tokenizer:
+    """The tokenizer.json ``file`` (``data``: its bytes, if read) set up to encode a
+    corpus: text that spells a special token (``<mask>``, ``[SEP]``) is ordinary text;
+    truncation, padding and BPE dropout saved in the file are off, so every unit is
+    encoded whole, nothing added, the same way every time."""
+    data = file.read_bytes() if data is None else data
     try:
-        tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+        config = json.loads(data.decode("utf-8"))
+        if isinstance(config.get("model"), dict) and config["model"].get("dropout"):
+            config["model"]["dropout"] = None
+        tokenizer = Tokenizer.from_str(json.dumps(config))
     except Exception as exc:  # tokenizers raises plain Exception for bad files
         raise RbprepError(f"{file}: not a tokenizers tokenizer.json ({exc})") from exc
     tokenizer.encode_special_tokens = True
     tokenizer.no_truncation()
     tokenizer.no_padding()
+    return tokenizer
+
+
+def load_tokenizer(path: str | os.PathLike) -> tuple[Tokenizer, TokenizerInfo]:
+    """Load the tokenizer at ``path`` for packing, with specials found by role.
+
+    The returned tokenizer is ``encoding_tokenizer``'s.
+    """
+    file = tokenizer_file(path)
+    data = file.read_bytes()
+    tokenizer = encoding_tokenizer(file, data)
     configured = _configured_tokens(file.parent)
     specials = {
         token.content: index

@@ -250,6 +250,66 @@ def test_truncation_and_padding_saved_in_a_tokenizer_are_turned_off(
     assert arrow and all(plain[name] == saved_files[name] for name in arrow)
 
 
+def test_roles_from_tokenizer_config_hold_in_worker_processes(tmp_path, small_vocab):
+    """Roles named by the tokenizer's directory (tokenizer_config.json: <cls> ... <eos>)
+    reach the workers of a process pool, which see only the dataset's tokenizer.json:
+    1 worker and 5 (two processes) write the same bytes, rows start and end as named."""
+    tokenizer = Tokenizer.from_file(str(small_vocab / "bpe" / "tokenizer.json"))
+    tokenizer.add_special_tokens(["<cls>", "<eos>"])
+    directory = tmp_path / "esm"
+    directory.mkdir()
+    tokenizer.save(str(directory / "tokenizer.json"))
+    roles = {"cls_token": "<cls>", "eos_token": "<eos>", "pad_token": "<pad>"}
+    (directory / "tokenizer_config.json").write_text(json.dumps({**roles, "mask_token": "<mask>"}))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"Document {i} says hello.\nLine two {i}.\n\n" for i in range(4000)))
+    outputs = []
+    for workers in (1, 5):
+        out = tmp_path / f"w{workers}"
+        args = ["shard", corpus, "--tokenizer", directory, "--out", out, "--dup", "1", "-q"]
+        assert run(*args, "--partition-size", "20KB", "--workers", workers).exit_code == 0
+        outputs.append(dataset_files(out))
+    assert outputs[0] == outputs[1]
+    assert len([name for name in outputs[0] if name.startswith("train/")]) > 5
+    dataset = open_dataset(tmp_path / "w5")
+    row = dataset.batch([0], copy=None)["input_ids"][0][: dataset.manifest["totals"]["tokens"]]
+    assert tokenizer.id_to_token(int(row[0])) == "<cls>"
+    assert "<eos>" in {tokenizer.id_to_token(int(i)) for i in row[1:40]}
+    assert verify(tmp_path / "w5").rows == dataset.manifest["totals"]["rows"]
+
+
+def test_text_that_encodes_as_a_special_token_is_refused(tmp_path, small_corpus, small_vocab):
+    """A tokenizer whose <mask> is an added token not marked special encodes "<mask>" in
+    the corpus as the mask token: a one-line error, not a dataset verify rejects."""
+    config = json.loads((small_vocab / "bpe" / "tokenizer.json").read_text())
+    next(t for t in config["added_tokens"] if t["content"] == "<mask>")["special"] = False
+    loose = tmp_path / "loose.json"
+    loose.write_text(json.dumps(config))
+    clean = run("shard", small_corpus, "--tokenizer", loose, "--out", tmp_path / "a", "-q")
+    assert clean.exit_code == 0  # text that spells no special token is fine
+    corpus = tmp_path / "inject.txt"
+    corpus.write_text("Fill the <mask> here.\n")
+    result = CliRunner().invoke(
+        main, ["shard", str(corpus), "--tokenizer", str(loose), "--out", str(tmp_path / "b")]
+    )
+    assert result.exit_code == 1
+    assert "inject.txt: text encodes as the special token '<mask>'" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_bpe_dropout_saved_in_a_tokenizer_is_turned_off(tmp_path, small_corpus, small_vocab):
+    """Dropout would make every run tokenise differently: off, so runs are reproducible."""
+    config = json.loads((small_vocab / "bpe" / "tokenizer.json").read_text())
+    config["model"]["dropout"] = 0.5
+    dropping = tmp_path / "dropout.json"
+    dropping.write_text(json.dumps(config))
+    for name, tokenizer in (("a", dropping), ("b", dropping), ("plain", small_vocab / "bpe")):
+        shard([small_corpus], tokenizer, tmp_path / name, ShardConfig(dup=1))
+    arrow = {name: dataset_files(tmp_path / name) for name in ("a", "b", "plain")}
+    shards = [name for name in arrow["a"] if name.endswith(".arrow")]
+    assert shards and all(arrow["a"][n] == arrow["b"][n] == arrow["plain"][n] for n in shards)
+
+
 def test_a_tokenizer_whose_ids_skip(tmp_path, small_corpus, small_vocab):
     """<mask> moved from id 4 to 70,000: ids are stored as uint32, the manifest's
     vocab_size is the id space (what an embedding needs), random replacements are real

@@ -40,6 +40,7 @@ from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
 from rbprep.tokenizer_info import (
     cut_at_breaks,
+    encoding_tokenizer,
     id_space,
     join_lines,
     line_break_id,
@@ -160,14 +161,9 @@ def _contestant(name: str, path: str) -> _Contestant:
     except RbprepError:
         # Not fit for shard (no mask or pad token, say), but it can still be measured;
         # a file that is no tokenizer at all fails here with its own message.
-        file = str(tokenizer_file(path))
-        try:
-            tokenizer = Tokenizer.from_file(file)
-        except Exception as exc:  # tokenizers raises plain Exception for bad files
-            raise RbprepError(f"{file}: not a tokenizers tokenizer.json ({exc})") from exc
-        tokenizer.encode_special_tokens = True
-        tokenizer.no_truncation()  # as load_tokenizer: each unit whole, nothing added
-        tokenizer.no_padding()
+        location = tokenizer_file(path)
+        file = str(location)
+        tokenizer = encoding_tokenizer(location)  # as load_tokenizer sets it up
         model = json.loads(tokenizer.to_str())["model"]
         unk = model.get("unk_token")  # BPE, WordPiece, WordLevel; Unigram names the id
         unk_id = tokenizer.token_to_id(unk) if isinstance(unk, str) else model.get("unk_id")
