@@ -93,6 +93,8 @@ class ShardConfig:
             raise RbprepError("--random-prob and --keep-prob must be >= 0 and sum to at most 1")
         if not 0 <= self.valid_fraction < 1:
             raise RbprepError("--valid-fraction must be in [0, 1)")
+        if not 0 <= self.seed < 2**64:
+            raise RbprepError(f"--seed must be in 0..2**64-1, got {self.seed}")
 
 
 @dataclass
@@ -391,7 +393,8 @@ def _encode_texts(tokenizer: Any, texts: list[str], batch: int) -> tuple[np.ndar
 
 def _length_histogram(lengths: np.ndarray, seq_len: int) -> dict[str, int]:
     edges = np.linspace(0, seq_len, 9).astype(np.int64)
-    counts, _ = np.histogram(lengths, bins=edges)
+    # Bins are [lo, hi); a length L belongs to "lo+1-hi" when L - 1 is in [lo, hi).
+    counts, _ = np.histogram(lengths - 1, bins=edges)
     return {f"{lo + 1}-{hi}": int(n) for lo, hi, n in zip(edges, edges[1:], counts, strict=False)}
 
 
@@ -449,6 +452,11 @@ def shard(
                 records[partition.id] = record
                 bar.update(partition.size)
         manifest = _manifest(corpus, info, config, [records[p.id] for p in corpus.partitions])
+        if manifest["totals"]["documents"] == 0:
+            raise RbprepError(
+                f"the corpus holds no text: {len(corpus.files)} readable files, no document; "
+                f"nothing written to {out_dir} but its run state"
+            )
         write_json_atomically(manifest, out_dir.child(MANIFEST))
     seconds = time.perf_counter() - started
     return ShardSummary(

@@ -186,8 +186,9 @@ def load_tokenizer(path: str | os.PathLike) -> tuple[Tokenizer, TokenizerInfo]:
     )
     config = json.loads(data)
     model = config["model"]
-    continuation = model.get("continuing_subword_prefix") if model["type"] == "WordPiece" else None
     pre_tokenizer = json.dumps(config.get("pre_tokenizer"))
+    _check_nothing_vanishes(file, model, pre_tokenizer)
+    continuation = model.get("continuing_subword_prefix") if model["type"] == "WordPiece" else None
     word_prefix = (
         "Ġ" if "ByteLevel" in pre_tokenizer else "▁" if "Metaspace" in pre_tokenizer else None
     )
@@ -277,6 +278,29 @@ def cut_at_breaks(
     unit_ends = np.sort(np.concatenate([np.flatnonzero(breaks), text_ends]))  # (units,)
     kept_before = np.concatenate([[0], np.cumsum(~breaks, dtype=np.int64)])  # (tokens + 1,)
     return np.diff(kept_before[unit_ends], prepend=0), ids[~breaks]
+
+
+def _check_nothing_vanishes(file: Location, model: dict[str, Any], pre_tokenizer: str) -> None:
+    """Refuse a model that would lose text silently: a WordPiece whose unknown token is
+    not in its vocabulary (tokenizers fails mid-run), a BPE over characters (not bytes)
+    with neither an unknown token nor byte fallback (text it has no pieces for vanishes)."""
+    kind = model.get("type")
+    unk = model.get("unk_token")
+    if kind == "WordPiece" and unk not in model.get("vocab", {}):
+        raise RbprepError(
+            f"{file}: its WordPiece model names the unknown token {unk!r}, which its "
+            "vocabulary lacks; add it to the vocabulary"
+        )
+    if (
+        kind == "BPE"
+        and unk is None
+        and not model.get("byte_fallback")
+        and "ByteLevel" not in pre_tokenizer
+    ):
+        raise RbprepError(
+            f"{file}: its BPE model has no unknown token and no byte fallback, so text it "
+            "has no pieces for would vanish without a trace; set model.unk_token"
+        )
 
 
 def _configured_tokens(directory: Location) -> dict[str, str]:

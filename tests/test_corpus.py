@@ -223,10 +223,16 @@ def test_malformed_jsonl_record_is_skipped_and_counted(tmp_path, caplog):
     path = tmp_path / "a.jsonl"
     path.write_text(
         '{"text": "ok"}\n{"text": broken\n{"other": 1}\n[1, 2]\n{"text": 5}\n{"text": "ok2"}\n'
+        # an integer past Python's 4,300 digits, a nesting past the recursion limit
+        + '{"n": '
+        + "9" * 5000
+        + "}\n"
+        + "[" * 100_000
+        + "\n"
     )
     documents, stats = read_documents([path])
     assert documents == [["ok"], ["ok2"]]
-    assert stats.malformed_records == 4
+    assert stats.malformed_records == 6
     assert "a.jsonl: line 2" in caplog.text
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -514,11 +515,74 @@ def test_damaged_input_through_shard(tmp_path, small_vocab):
     assert strict.exit_code == 1 and len(strict.stderr.strip().splitlines()) == 1
 
 
+def test_a_corpus_without_text_is_an_error(tmp_path, small_vocab):
+    corpus = tmp_path / "blank"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("\n\n   \n")
+    (corpus / "b.txt").write_text("")
+    result = run("shard", corpus, "--tokenizer", small_vocab / "bpe", "--out", tmp_path / "d")
+    assert result.exit_code == 1 and "the corpus holds no text" in result.stderr
+    assert not (tmp_path / "d" / "manifest.json").exists()
+
+
+def test_verify_catches_a_shard_dropped_from_the_manifest_and_damage(tmp_path, bpe_dataset):
+    copy = tmp_path / "d"
+    shutil.copytree(bpe_dataset, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"].pop()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RbprepError, match="a shard is missing from the list"):
+        verify(copy)
+    del manifest["parameters"]["seed"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    result = run("verify", copy, "-q")
+    assert result.exit_code == 1 and "manifest.json: damaged" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_length_histogram_labels_hold_their_lengths():
+    from rbprep.sharding import _length_histogram
+
+    histogram = _length_histogram(np.array([1, 3, 3, 8]), 8)
+    assert histogram == {
+        "1-1": 1,
+        "2-2": 0,
+        "3-3": 2,
+        "4-4": 0,
+        "5-5": 0,
+        "6-6": 0,
+        "7-7": 0,
+        "8-8": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("tokenizer_change", "message"),
+    [
+        ({"model": {"unk_token": "[NOPE]"}}, "names the unknown token '[NOPE]'"),
+        ({"model": {"type": "BPE", "unk_token": None}, "pre_tokenizer": None}, "no unknown token"),
+    ],
+)
+def test_tokenizers_that_would_lose_text_are_refused(
+    tmp_path, small_corpus, small_vocab, tokenizer_change, message
+):
+    kind = "wordpiece" if tokenizer_change["model"].get("type") != "BPE" else "bpe"
+    config = json.loads((small_vocab / kind / "tokenizer.json").read_text())
+    for key, change in tokenizer_change.items():
+        config[key] = {**config[key], **change} if isinstance(change, dict) else change
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(config))
+    result = run("shard", small_corpus, "--tokenizer", path, "--out", tmp_path / "d")
+    assert result.exit_code == 1 and message in result.stderr
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
         (["--dup", "0"], "--dup"),
         (["--random-prob", "0.6", "--keep-prob", "0.6"], "sum to at most 1"),
+        (["--seed", "-1"], "--seed must be in"),
+        (["--seed", str(2**64)], "--seed must be in"),
     ],
 )
 def test_bad_options(tmp_path, small_corpus, small_vocab, option, message):

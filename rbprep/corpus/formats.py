@@ -416,7 +416,7 @@ def _jsonl_documents(
         try:
             record = json.loads(line)
             text = record[options.text_field] if isinstance(record, dict) else None
-        except (json.JSONDecodeError, KeyError) as exc:
+        except (ValueError, KeyError, RecursionError) as exc:  # (JSONDecodeError, huge ints)
             problem = f"not a JSON object with a {options.text_field!r} field ({exc})"
         else:
             problem = None if isinstance(text, str) else f"no string {options.text_field!r} field"

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from rbprep import kernels
-from rbprep.dataset.format import SPLITS, as_location, file_sha256, shard_schema
+from rbprep.dataset.format import MANIFEST, SPLITS, as_location, file_sha256, shard_schema
 from rbprep.dataset.reader import read_manifest
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
@@ -45,6 +45,18 @@ def verify(root: str | os.PathLike, *, progress: bool = False) -> VerifyReport:
     """Check the dataset at ``root``; raise ``RbprepError`` at the first damage."""
     root = as_location(root)
     manifest = read_manifest(root)
+    try:
+        return _verify(root, manifest, progress)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        # The shards were checked against their checksums first, so what does not fit
+        # together here is the manifest.
+        raise RbprepError(
+            f"{root.child(MANIFEST)}: damaged, it does not describe this dataset "
+            f"({type(exc).__name__}: {exc}); write the dataset again with `rbprep shard`"
+        ) from exc
+
+
+def _verify(root: Location, manifest: dict, progress: bool) -> VerifyReport:
     parameters = manifest["parameters"]
     tokenizer = manifest["tokenizer"]
     tokenizer_path = root.child(tokenizer["file"])
@@ -81,6 +93,19 @@ def verify(root: str | os.PathLike, *, progress: bool = False) -> VerifyReport:
             report.tokens += shard["tokens"]
             report.masked_positions += len(table.column("mask_positions").combine_chunks().values)
             bar.update(shard["bytes"])
+    splits = manifest["splits"]
+    for split in SPLITS:
+        listed = sum(shard["rows"] for shard in splits[split]["shards"])
+        if listed != splits[split]["rows"]:
+            raise RbprepError(
+                f"{root.child(MANIFEST)}: the {split} shards listed hold {listed:,} rows, "
+                f"the split says {splits[split]['rows']:,}: a shard is missing from the list"
+            )
+    if report.rows != manifest["totals"]["rows"]:
+        raise RbprepError(
+            f"{root.child(MANIFEST)}: the shards hold {report.rows:,} rows, the totals say "
+            f"{manifest['totals']['rows']:,}"
+        )
     return report
 
 
