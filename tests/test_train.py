@@ -92,6 +92,41 @@ def test_loss_is_computed_at_masked_positions_only():
     torch.testing.assert_close(model(ids, mask, labels), expected)
 
 
+def test_a_step_is_the_same_however_it_is_split_into_micro_batches(tiny_data, tmp_path):
+    """The step's loss is the mean over all its masked positions: one micro-batch of 16
+    rows or four of 4 give the same loss and the same weights (dropout off)."""
+    dataset = open_dataset(tiny_data)
+    tiny = preset("tiny", dataset.manifest["tokenizer"]["vocab_size"], dataset.pad_id, 64)
+    runs = {}
+    for micro in (16, 4):
+        config = TrainConfig(
+            **{**TINY, "micro_batch": micro, "batch_size": 16, "steps": 2, "save_every": 2},
+            model_config={**tiny.as_dict(), "dropout": 0.0},
+        )
+        pretrain(tiny_data, tmp_path / str(micro), config, progress=False)
+        lines = (tmp_path / str(micro) / "metrics.jsonl").read_text().splitlines()
+        state = torch.load(
+            tmp_path / str(micro) / "checkpoints" / "step-00000002" / "trainer.pt",
+            weights_only=True,
+        )
+        runs[micro] = ([json.loads(line)["loss"] for line in lines], state["model"])
+    np.testing.assert_allclose(runs[4][0], runs[16][0], rtol=1e-5)
+    for name, tensor in runs[16][1].items():
+        torch.testing.assert_close(runs[4][1][name], tensor, atol=1e-5, rtol=1e-4)
+
+
+def test_a_micro_batch_with_nothing_masked_adds_nothing():
+    config = ModelConfig(
+        vocab_size=50, pad_id=1, layers=1, hidden=16, heads=2, ffn=32, max_positions=20
+    )
+    model = RobertaMLM(config)
+    ids = torch.randint(5, 50, (2, 12))
+    loss = model(ids, torch.ones_like(ids), torch.full_like(ids, -100), reduction="sum")
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_presets_and_flops():
     base = preset("base", 50_265, 1, 512)
     assert (base.layers, base.hidden, base.heads, base.ffn, base.max_positions) == (

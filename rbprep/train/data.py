@@ -53,6 +53,7 @@ class Loader:
         self.world = world
         self.device = torch.device(device)
         self.prefetch = prefetch
+        self._order: tuple[int, np.ndarray] = (-1, np.zeros(0, dtype=np.int64))  # (epoch, rows)
         self.batches_per_epoch = len(dataset) // world // micro_batch
         if self.batches_per_epoch == 0:
             raise ValueError(
@@ -61,7 +62,10 @@ class Loader:
 
     def batch_at(self, cursor: Cursor) -> dict[str, torch.Tensor]:
         """The micro-batch at ``cursor`` (CPU tensors; pinned when feeding a GPU)."""
-        order = epoch_order(len(self.dataset), self.seed, cursor.epoch)[self.rank :: self.world]
+        if self._order[0] != cursor.epoch:  # one permutation per epoch, not per batch
+            order = epoch_order(len(self.dataset), self.seed, cursor.epoch)
+            self._order = (cursor.epoch, order[self.rank :: self.world])
+        order = self._order[1]
         start = cursor.batch * self.micro_batch
         arrays = self.dataset.batch(
             order[start : start + self.micro_batch], copy=cursor.epoch % self.dataset.dup

@@ -209,14 +209,23 @@ def _pretrain(
             lr = lr_at(step, config.lr, warmup, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            micro_batches = [next(batches) for _ in range(accumulation)]
+            cursor = micro_batches[-1][0]
+            # The step's loss is the mean over all its masked positions, on all ranks:
+            # each micro-batch adds its sum over that count, so how a step is split into
+            # micro-batches and ranks changes nothing (DDP averages over ranks: x world).
+            masked = sum((b["labels"] != -100).sum() for _, b in micro_batches)
+            step_masked = distributed.all_sum(masked.float()).clamp(min=1)
             step_loss = torch.zeros((), device=device)
-            for micro in range(accumulation):
-                cursor, batch = next(batches)
+            for micro, (_, batch) in enumerate(micro_batches):
                 sync = micro == accumulation - 1
                 with distributed.no_sync(trained, sync), _autocast(device, precision):
-                    loss = forward(batch["input_ids"], batch["attention_mask"], batch["labels"])
-                (loss / accumulation).backward()
-                step_loss += loss.detach() / accumulation
+                    loss_sum = forward(
+                        batch["input_ids"], batch["attention_mask"], batch["labels"], "sum"
+                    )
+                share = loss_sum * world / step_masked
+                share.backward()
+                step_loss += share.detach()
                 window.add(batch)
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -225,12 +225,18 @@ class RobertaMLM(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        reduction: str = "mean",
     ) -> torch.Tensor:
+        """The loss over the masked positions: their mean, or with ``reduction="sum"``
+        their sum (0 where nothing is masked)."""
         hidden = self.roberta(input_ids, attention_mask)
         chosen = labels != -100
         logits = self.lm_head(hidden[chosen])  # (masked, vocab): the head only where needed
-        return F.cross_entropy(logits.float(), labels[chosen])
+        return F.cross_entropy(logits.float(), labels[chosen], reduction=reduction)
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits at every position (B, T, vocab), for checks and inference."""
