@@ -450,6 +450,7 @@ def write_transformers_configs(
     *,
     lowercase: bool,
     model_max_length: int = MODEL_MAX_LENGTH,
+    model_input_names: list[str] | None = None,
 ) -> None:
     """Write tokenizer_config.json and special_tokens_map.json so that
     ``transformers.AutoTokenizer`` loads ``directory`` as a RoBERTa (``kind`` "bpe") or
@@ -482,6 +483,8 @@ def write_transformers_configs(
     tokenizer_config.update(special_map)
     tokenizer_config["model_max_length"] = model_max_length
     tokenizer_config["clean_up_tokenization_spaces"] = False
+    if model_input_names is not None:  # e.g. no token_type_ids for a one-segment model
+        tokenizer_config["model_input_names"] = model_input_names
     (directory / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n")
     (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
 

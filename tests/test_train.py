@@ -9,6 +9,7 @@ import math
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ torch = pytest.importorskip("torch")
 
 from rbprep.cli import main  # noqa: E402
 from rbprep.dataset import open_dataset  # noqa: E402
+from rbprep.errors import RbprepError  # noqa: E402
 from rbprep.sharding import ShardConfig, shard  # noqa: E402
 from rbprep.train.data import Cursor, Loader, epoch_order  # noqa: E402
 from rbprep.train.loop import TrainConfig, lr_at, pretrain  # noqa: E402
@@ -125,6 +127,54 @@ def test_a_micro_batch_with_nothing_masked_adds_nothing():
     loss.backward()
     assert loss.item() == 0.0
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_peak_flops_by_device_name():
+    from rbprep.train.loop import peak_flops
+
+    assert peak_flops("NVIDIA L40") == 181e12 and peak_flops("NVIDIA L40S") == 362e12
+    assert peak_flops("NVIDIA L4") == 121e12 and peak_flops("NVIDIA H200") == 989e12
+    assert peak_flops("Some GPU") is None
+
+
+def test_resume_refuses_other_options_and_drops_the_log_past_the_checkpoint(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    config = TrainConfig(**{**TINY, "steps": 8, "save_every": 4})
+    pretrain(tiny_data, run, TrainConfig(**{**TINY, "steps": 8, "stop_at": 4}), progress=False)
+    with (run / "metrics.jsonl").open("a") as log:  # a crash after steps 5 and 6 were logged
+        log.write('{"step": 5, "loss": 9.0}\n{"step": 6, "loss": 9.0}\n')
+    for changed in ({"micro_batch": 4}, {"seed": 1}, {"model": "small"}):
+        with pytest.raises(RbprepError, match="--resume with"):
+            pretrain(tiny_data, run, replace(config, **changed), resume=True, progress=False)
+    pretrain(tiny_data, run, config, resume=True, progress=False)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == list(range(1, 9))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--micro-batch", "0"], "--micro-batch must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--log-every", "0"], "--log-every must be at least 1"),
+        (["--steps", "-5"], "--steps must be at least 1"),
+        (["--config", '{"hidden": 30, "heads": 4}'], "must be a positive multiple of heads"),
+        (["--config", '{"dropout": "x"}'], "dropout must be a number"),
+        (["--config", '{"max_positions": 10}'], "max_positions must be at least"),
+        (["--config", '{"vocab_size": 10}'], "vocab_size must be at least"),
+    ],
+)
+def test_bad_pretrain_options_are_one_line_errors(tiny_data, tmp_path, args, message):
+    if args[0] == "--config":
+        path = tmp_path / "model.json"
+        path.write_text(
+            json.dumps({"layers": 1, "hidden": 16, "heads": 2, "ffn": 32, **json.loads(args[1])})
+        )
+        args = ["--config", str(path)]
+    command = ["pretrain", str(tiny_data), "--out", str(tmp_path / "run"), "--model", "tiny"]
+    result = CliRunner().invoke(main, [*command, "--steps", "2", "--quiet", *args])
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr and "Traceback" not in result.output
 
 
 def test_presets_and_flops():
@@ -258,6 +308,24 @@ def test_export_loads_in_transformers(tiny_data, tmp_path):
     predictions = fill(f"Return the {tokenizer.mask_token} of the list.")
     assert len(predictions) == 5 and all("sequence" in p for p in predictions)
     assert tokenizer.model_max_length == 64
+    # One token type: a pair's segment ids would index past the model's table.
+    assert "token_type_ids" not in tokenizer("first text", "second text")
+
+
+def test_an_exported_wordpiece_tokenizer_gives_no_token_types(small_vocab, tmp_path):
+    """The model has one token type: a BERT tokenizer's segment ids for a pair's second
+    text (1) would index past its table, so the export leaves them out."""
+    transformers = pytest.importorskip("transformers")
+    from rbprep.tokenizer_info import load_tokenizer
+    from rbprep.train.export import _write_tokenizer_configs
+
+    directory = tmp_path / "hf"
+    directory.mkdir()
+    shutil.copy(small_vocab / "wordpiece" / "tokenizer.json", directory)
+    _, info = load_tokenizer(small_vocab / "wordpiece")
+    _write_tokenizer_configs(directory, directory / "tokenizer.json", info.as_dict(), 64)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    assert "token_type_ids" not in tokenizer("first text", "second text")
 
 
 def test_cli_pretrain_and_its_errors(tiny_data, tmp_path):

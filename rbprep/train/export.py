@@ -72,4 +72,7 @@ def _write_tokenizer_configs(
         specials,
         lowercase=bool(normalizer.get("lowercase", False)),
         model_max_length=model_max_length,
+        # One token type: a BERT tokenizer's segment ids (1 for a pair's second text)
+        # would index past the model's table.
+        model_input_names=["input_ids", "attention_mask"],
     )

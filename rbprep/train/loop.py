@@ -38,7 +38,7 @@ from rbprep.train.model import (
 
 # Dense bf16 peak FLOP/s by device name (vendor data sheets); MFU is not reported for
 # a device not listed here rather than guessed.
-PEAK_BF16_FLOPS = {
+PEAK_BF16_FLOPS = {  # matched in the device name, longest name first ("L40S", "L40", "L4")
     "H200": 989e12,
     "H100 SXM": 989e12,
     "H100 80GB HBM3": 989e12,
@@ -46,6 +46,7 @@ PEAK_BF16_FLOPS = {
     "H100 NVL": 835e12,
     "A100": 312e12,
     "L40S": 362e12,
+    "L40": 181e12,
     "L4": 121e12,
     "A10G": 70e12,
     "RTX 4090": 165e12,
@@ -77,6 +78,25 @@ class TrainConfig:
     eval_batches: int = 50
     save_every: int = 1000
     stop_at: int | None = None  # stop (with a checkpoint) after this step; --resume goes on
+
+    def check(self) -> None:
+        counts = {
+            "--micro-batch": self.micro_batch,
+            "--batch-size": self.batch_size,
+            "--log-every": self.log_every,
+            "--eval-every": self.eval_every,
+            "--eval-batches": self.eval_batches,
+            "--save-every": self.save_every,
+            "--steps": self.steps,
+            "--stop-at": self.stop_at,
+        }
+        for option, value in counts.items():
+            if value is not None and value < 1:
+                raise RbprepError(f"{option} must be at least 1, got {value}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise RbprepError(f"--epochs must be positive, got {self.epochs}")
+        if self.lr <= 0 or (self.warmup is not None and self.warmup < 0):
+            raise RbprepError("--lr must be positive and --warmup at least 0")
 
 
 def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
@@ -144,6 +164,7 @@ def _pretrain(
     progress: bool,
 ) -> TrainSummary:
     started = time.perf_counter()
+    config.check()
     train_set = open_dataset(data, "train")
     valid_set = open_dataset(data, "valid") if _has_rows(data, "valid") else None
     model_config = _model_config(config, train_set)
@@ -179,9 +200,12 @@ def _pretrain(
         _prepare_run(run, resume=resume, force=force)
     distributed.barrier()
     if resume:
+        _check_resumable(run, config, model_config, world)
         state = _load_latest(checkpoints, device)
         if state is None:
             raise RbprepError(f"{run}: no checkpoint to resume from")
+        if rank == 0:
+            _drop_metrics_after(run / "metrics.jsonl", int(state["step"]))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, cursor = int(state["step"]), Cursor(*state["cursor"])
@@ -193,7 +217,12 @@ def _pretrain(
     if rank == 0:
         (run / "config.json").write_text(
             json.dumps(
-                {"train": asdict(config), "model": model_config.as_dict(), "data": str(data)},
+                {
+                    "train": asdict(config),
+                    "model": model_config.as_dict(),
+                    "data": str(data),
+                    "world": world,
+                },
                 indent=2,
             )
             + "\n"
@@ -204,7 +233,7 @@ def _pretrain(
     window = _Window()
     batches = loader(cursor)
     try:
-        end = min(total, config.stop_at) if config.stop_at else total
+        end = min(total, config.stop_at) if config.stop_at is not None else total
         while step < end:
             lr = lr_at(step, config.lr, warmup, total)
             for group in optimizer.param_groups:
@@ -288,15 +317,37 @@ def _has_rows(data: str | os.PathLike, split: str) -> bool:
 def _model_config(config: TrainConfig, dataset: Any) -> ModelConfig:
     vocab = dataset.manifest["tokenizer"]["vocab_size"]
     pad = dataset.pad_id
-    if config.model_config is not None:
-        base = ModelConfig(vocab_size=vocab, pad_id=pad, max_positions=dataset.seq_len + pad + 1)
-        try:
-            return replace(base, **config.model_config)
-        except TypeError as exc:
-            raise RbprepError(f"--config: {exc}; fields are {list(base.as_dict())}") from exc
-    if config.model not in PRESETS:
-        raise RbprepError(f"--model must be one of {', '.join(PRESETS)}")
-    return preset(config.model, vocab, pad, dataset.seq_len)
+    positions = dataset.seq_len + pad + 1
+    if config.model_config is None:
+        if config.model not in PRESETS:
+            raise RbprepError(f"--model must be one of {', '.join(PRESETS)}")
+        return preset(config.model, vocab, pad, dataset.seq_len)
+    base = ModelConfig(vocab_size=vocab, pad_id=pad, max_positions=positions)
+    try:
+        chosen = replace(base, **config.model_config)
+    except TypeError as exc:
+        raise RbprepError(f"--config: {exc}; fields are {list(base.as_dict())}") from exc
+    problem = _model_problem(chosen, vocab, pad, positions)
+    if problem:
+        raise RbprepError(f"--config: {problem}")
+    return chosen
+
+
+def _model_problem(model: ModelConfig, vocab: int, pad: int, positions: int) -> str | None:
+    """What makes a --config model unfit for the dataset, or None."""
+    if not all(isinstance(n, int) and n > 0 for n in (model.layers, model.heads, model.ffn)):
+        return "layers, heads and ffn must be positive integers"
+    if not isinstance(model.hidden, int) or model.hidden <= 0 or model.hidden % model.heads:
+        return f"hidden ({model.hidden}) must be a positive multiple of heads ({model.heads})"
+    if not isinstance(model.dropout, int | float) or not 0 <= model.dropout < 1:
+        return "dropout must be a number in [0, 1)"
+    if not isinstance(model.vocab_size, int) or model.vocab_size < vocab:
+        return f"vocab_size must be at least the dataset's {vocab}"
+    if not isinstance(model.max_positions, int) or model.max_positions < positions:
+        return f"max_positions must be at least {positions} (seq_len + pad_id + 1)"
+    if model.pad_id != pad:
+        return f"pad_id must be the dataset's {pad}"
+    return None
 
 
 def _total_steps(config: TrainConfig, loader: Loader, accumulation: int) -> int:
@@ -315,8 +366,13 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 def _peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
+    return peak_flops(torch.cuda.get_device_name(device))
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The dense bf16 peak (FLOP/s) of the GPU so named, from PEAK_BF16_FLOPS."""
+    names = sorted(PEAK_BF16_FLOPS, key=len, reverse=True)
+    return next((PEAK_BF16_FLOPS[key] for key in names if key in device_name), None)
 
 
 class _Window:
@@ -395,6 +451,46 @@ def _log_line(record: dict[str, Any], total: int) -> str:
 
 
 # --- checkpoints ---------------------------------------------------------------------
+
+
+# What fixes the order of the data and the shape of the model: a resumed run must keep it.
+_RESUME_FIXED = ("seed", "micro_batch", "batch_size")
+
+
+def _check_resumable(run: Path, config: TrainConfig, model: ModelConfig, world: int) -> None:
+    """Refuse to resume with options that would change which rows come next (the cursor
+    counts micro-batches of this size, from this seed's order, over this many ranks)
+    or the model's shape."""
+    try:
+        saved = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # a run from before config.json held these: nothing to compare
+    changed = [
+        f"--{key.replace('_', '-')} {saved['train'][key]} -> {getattr(config, key)}"
+        for key in _RESUME_FIXED
+        if key in saved.get("train", {}) and saved["train"][key] != getattr(config, key)
+    ]
+    if saved.get("model") not in (None, model.as_dict()):
+        changed.append("the model (--model / --config)")
+    if saved.get("world", world) != world:
+        changed.append(f"ranks {saved['world']} -> {world}")
+    if changed:
+        raise RbprepError(
+            f"{run}: --resume with {', '.join(changed)}; resume with the run's options "
+            "(RUN/config.json) or start a new run"
+        )
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """Keep the log up to the checkpoint resumed from: later steps are trained again."""
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
 
 
 def _prepare_run(run: Path, *, resume: bool, force: bool) -> None:
