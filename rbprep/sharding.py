@@ -432,6 +432,11 @@ def shard(
     info = loaded[1]
     if info.vocab_size > 2**32:
         raise RbprepError("vocabularies over 2**32 entries are not supported")
+    if config.whole_word and not (info.word_prefix or info.continuation_prefix):
+        raise RbprepError(
+            f"{info.path}: --whole-word needs pieces that mark where words start (Ġ, ▁) or "
+            "go on (##); this tokenizer's do neither, so only token masking is possible"
+        )
     out_dir = Location(out)
     started = time.perf_counter()
     with _locked(out_dir):

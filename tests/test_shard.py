@@ -556,6 +556,18 @@ def test_length_histogram_labels_hold_their_lengths():
     }
 
 
+def test_whole_word_needs_word_markers(tmp_path, small_corpus, small_vocab):
+    config = json.loads((small_vocab / "bpe" / "tokenizer.json").read_text())
+    config["pre_tokenizer"] = {"type": "Whitespace"}
+    config["model"]["unk_token"] = "<unk>"
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(config))
+    args = ["shard", small_corpus, "--tokenizer", path, "-q"]
+    assert run(*args, "--out", tmp_path / "a").exit_code == 0  # token masking is fine
+    result = run(*args, "--out", tmp_path / "b", "--whole-word")
+    assert result.exit_code == 1 and "--whole-word needs pieces that mark" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("tokenizer_change", "message"),
     [

@@ -311,7 +311,7 @@ def _pretrain(
 def _has_rows(data: str | os.PathLike, split: str) -> bool:
     from rbprep.dataset.reader import read_manifest
 
-    return read_manifest(data)["splits"][split]["rows"] > 0
+    return read_manifest(data)["splits"].get(split, {}).get("rows", 0) > 0
 
 
 def _model_config(config: TrainConfig, dataset: Any) -> ModelConfig:
@@ -535,6 +535,10 @@ def _save(
         state["rng_cuda"] = torch.cuda.get_rng_state(device)
     torch.save(state, staging / "trainer.pt")
     export_hf(model, staging, data_root)
+    for written in staging.iterdir():  # on disk before the rename makes them the checkpoint
+        if written.is_file():
+            with written.open("rb") as file:
+                os.fsync(file.fileno())
     if directory.exists():
         import shutil
 
