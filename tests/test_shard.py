@@ -205,6 +205,27 @@ def test_inspect_shows_numbers_and_marked_rows(bpe_dataset):
     assert json.loads(cli.stdout)["samples"][0]["row"] == 0
 
 
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("bpe", "<s>the value [<mask>|of] the [=function]</s>"),
+        ("wordpiece", "[CLS] the value [<mask>|of] the [=function] [SEP]"),
+    ],
+)
+def test_marked_rows_keep_the_decoders_spacing(small_vocab, kind, expected):
+    from rbprep.dataset.inspection import _marked_text
+
+    tokenizer, info = load_tokenizer(small_vocab / kind)
+    content = tokenizer.encode("the value of the function", add_special_tokens=False).ids
+    assert len(content) == 5  # every word one piece
+    row = np.array([info.cls_id, *content, info.sep_id])
+    labels = np.full(row.size, -100)
+    labels[[3, 5]] = row[[3, 5]]  # "of" masked, "function" kept
+    masked = row.copy()
+    masked[3] = info.mask_id
+    assert _marked_text(tokenizer, row, masked, labels, info.mask_id) == expected
+
+
 def test_specials_in_text_are_ordinary_text(tmp_path, small_vocab):
     corpus = tmp_path / "inject.txt"
     corpus.write_text("Try <mask> and </s> and <s> and <pad> and [SEP] here.\n\nNext doc <mask>.\n")

@@ -130,27 +130,47 @@ def inspect(
 def _marked_text(
     tokenizer: Any, original: np.ndarray, masked: np.ndarray, labels: np.ndarray, mask_id: int
 ) -> str:
-    """Decode a row; positions chosen for prediction are shown in brackets."""
+    """Decode a row; positions chosen for prediction are shown in brackets, with the
+    spacing the decoder gives them in the row (so "[<mask>|of]" stands between words as
+    "of" would, and a masked piece inside a word stays attached to it)."""
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=False)
+
+    def space_between(before: int | None, token: int) -> str:
+        # A space the decoder writes between two tokens but with neither alone
+        # (WordPiece, Metaspace); a byte-level token carries its own ("Ġword").
+        if before is None:
+            return ""
+        together, apart = decode([before, token]), decode([before]) + decode([token])
+        return " " if together == decode([before]) + " " + decode([token]) != apart else ""
+
     pieces: list[str] = []
     run: list[int] = []
+    before: int | None = None  # the token before the current one
     for position, token in enumerate(original.tolist()):
         if labels[position] == IGNORE_INDEX:
+            if not run:
+                pieces.append(space_between(before, token))
             run.append(token)
+            before = token
             continue
         if run:
-            pieces.append(tokenizer.decode(run, skip_special_tokens=False))
+            pieces.append(decode(run))
             run = []
-        decoded = tokenizer.decode([token])
+        decoded = decode([token])
         # A piece that starts a word decodes with its space ("Ġword"); keep it outside the
         # brackets, so a masked piece inside a word stays attached to it.
-        space, word = (" " if decoded[:1].isspace() else ""), decoded.strip()
+        space = " " if decoded[:1].isspace() else space_between(before, token)
+        word = decoded.strip()
         if masked[position] == mask_id:
             pieces.append(f"{space}[<mask>|{word}]")
         elif masked[position] != token:
-            replacement = tokenizer.decode([int(masked[position])]).strip()
+            replacement = decode([int(masked[position])]).strip()
             pieces.append(f"{space}[~{replacement}|{word}]")
         else:
             pieces.append(f"{space}[={word}]")
+        before = token
     if run:
-        pieces.append(tokenizer.decode(run, skip_special_tokens=False))
+        pieces.append(decode(run))
     return "".join(pieces)
