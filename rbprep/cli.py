@@ -240,7 +240,11 @@ def train_vocab_command(
     "--random-prob", default=0.1, show_default=True, help="Of those, given a random token."
 )
 @click.option("--keep-prob", default=0.1, show_default=True, help="Of those, left unchanged.")
-@click.option("--whole-word", is_flag=True, help="Mask all pieces of a word together.")
+@click.option(
+    "--whole-word",
+    is_flag=True,
+    help="Mask all pieces of a word together (pieces marked Ġ, ▁ or ##).",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the masks and the split.")
 @click.option(
     "--valid-fraction",
@@ -428,7 +432,11 @@ def verify_command(data: str, quiet: bool) -> None:
 @click.option(
     "--stop-at", type=int, help="Stop after this step with a checkpoint (preemptible jobs)."
 )
-@click.option("--resume", is_flag=True, help="Continue from the run's latest checkpoint.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from the run's latest checkpoint (with the run's seed, batch and model).",
+)
 @click.option("--force", is_flag=True, help="Start over in a non-empty --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No log lines on the terminal.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
