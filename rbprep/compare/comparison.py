@@ -452,14 +452,10 @@ class _EncodeIds:
         self.rest: Future[list[list[int]]] | None = None
 
     def timed(self, tally: m.Tally) -> None:
-        timed = self.inputs[::_SPEED_SHARE]
-        started = time.perf_counter()
-        encodings = self.contestant.tokenizer.encode_batch_fast(timed, add_special_tokens=False)
-        tally.encode_seconds += time.perf_counter() - started  # (the call alone, as below)
-        self.timed_ids = [e.ids for e in encodings]
         # (less the "\n"s that join units: the speed is over the units' bytes)
-        joins = int(self.text_units[::_SPEED_SHARE].sum()) - len(timed)
-        tally.encode_bytes += sum(len(text.encode()) for text in timed) - joins
+        joins = int(self.text_units[::_SPEED_SHARE].sum()) - len(self.text_units[::_SPEED_SHARE])
+        encodings = _timed_encode(self.contestant, tally, self.inputs[::_SPEED_SHARE], joins)
+        self.timed_ids = [e.ids for e in encodings]
 
     def start(self, submit: _Submit) -> None:
         rest = [text for i, text in enumerate(self.inputs) if i % _SPEED_SHARE]
@@ -494,11 +490,7 @@ class _EncodeWithOffsets:
         self.future: Future[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     def timed(self, tally: m.Tally) -> None:
-        timed = self.texts.units[::_SPEED_SHARE]
-        started = time.perf_counter()
-        self.contestant.tokenizer.encode_batch_fast(timed, add_special_tokens=False)
-        tally.encode_seconds += time.perf_counter() - started
-        tally.encode_bytes += sum(len(text.encode()) for text in timed)
+        _timed_encode(self.contestant, tally, self.texts.units[::_SPEED_SHARE], 0)
 
     def start(self, submit: _Submit) -> None:
         self.future = submit(_encode_offsets, self.contestant.tokenizer, self.texts.units)
@@ -506,6 +498,16 @@ class _EncodeWithOffsets:
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         assert self.future is not None
         return self.future.result()
+
+
+def _timed_encode(contestant: _Contestant, tally: m.Tally, texts: list[str], joins: int) -> Any:
+    """``encode_batch_fast`` on ``texts``, the call alone timed into ``tally`` over their
+    bytes less ``joins`` (the "\n"s joining units); returns the encodings."""
+    started = time.perf_counter()
+    encodings = contestant.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+    tally.encode_seconds += time.perf_counter() - started
+    tally.encode_bytes += sum(len(text.encode()) for text in texts) - joins
+    return encodings
 
 
 def _ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:

@@ -142,8 +142,7 @@ def _marked_text(
         # (WordPiece, Metaspace); a byte-level token carries its own ("Ġword").
         if before is None:
             return ""
-        together, apart = decode([before, token]), decode([before]) + decode([token])
-        return " " if together == decode([before]) + " " + decode([token]) != apart else ""
+        return " " if decode([before, token]) == f"{decode([before])} {decode([token])}" else ""
 
     pieces: list[str] = []
     run: list[int] = []
