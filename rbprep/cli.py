@@ -270,6 +270,15 @@ def train_vocab_command(
     show_default=True,
     help="Arrow buffer compression.",
 )
+@click.option(
+    "--encoder",
+    type=click.Choice(["auto", "fast", "reference"]),
+    default="auto",
+    show_default=True,
+    help="Who encodes (never what the ids are): auto takes tokie where it is tested and "
+    "agrees with tokenizers, fast takes it on any tokenizer it agrees on, reference is "
+    "tokenizers.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 @output_options
 @_user_errors
@@ -294,6 +303,7 @@ def shard_command(
     scheduler: str | None,
     resume: bool,
     compression: str,
+    encoder: str,
     force: bool,
     quiet: bool,
     as_json: bool,
@@ -340,6 +350,7 @@ def shard_command(
         resume=resume,
         force=force,
         progress=not quiet,
+        encoder=encoder,
     )
     click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else summary.report())
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import itertools
+import json
+import logging
 import os
 import threading
 import time
@@ -33,6 +36,17 @@ from rbprep.dataset.format import (
     write_json_atomically,
     write_shard,
 )
+from rbprep.encoding import (
+    CHECK_FRACTION,
+    REFERENCE_NAME,
+    Encoder,
+    EncoderId,
+    EncoderMismatch,
+    ReferenceEncoder,
+    check_sample,
+    document_units,
+    open_encoder,
+)
 from rbprep.errors import RbprepError
 from rbprep.executors import THREADS_PER_PROCESS, run_tasks
 from rbprep.progress import ByteProgress
@@ -40,22 +54,21 @@ from rbprep.sizes import format_size
 from rbprep.storage import Location
 from rbprep.tokenizer_info import (
     TokenizerInfo,
-    cut_at_breaks,
     encoding_tokenizer,
-    join_lines,
     load_tokenizer,
+    replacement_ids,
+    word_start_table,
 )
 
 MODES = ("full-sentences", "doc-sentences")
 COMPRESSIONS = ("none", "zstd", "lz4")
-# Units per encode call: bounds the Encoding objects alive at once; measured a little
-# faster than larger batches.
-_ENCODE_BATCH = 2_000
-_JOINED_BATCH = 256  # joined texts per encode call, about 1 MB
+# A partition's stages, in order (``shard --json``'s ``stage_seconds``)
+STAGES = ("read", "encode", "pack_mask", "write")
 _STREAMS = {"train": 0, "valid": 1}  # separates the splits' mask streams
 _PARTS = ".parts"
 _RUN = ".run.json"
 _LOCK = ".lock"
+logger = logging.getLogger("rbprep")
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,11 @@ class ShardSummary:
                 problems.append(f"{totals['read'][name]} {name.replace('_', ' ')}")
         if problems:
             lines.append("Input problems (skipped or replaced): " + ", ".join(problems))
+        encoder = self.manifest["encoder"]
+        note = self.extra.get("encoder_note")
+        lines.append(
+            f"Encoded by {encoder['name']} {encoder['version']}" + (f" ({note})." if note else ".")
+        )
         if self.partitions_resumed:
             lines.append(f"Resumed: {self.partitions_resumed} partitions were already done.")
         lines.append(f"-> {self.out}")
@@ -144,13 +162,81 @@ class ShardSummary:
 
 # --- one partition ------------------------------------------------------------------------
 
-_worker_tokenizers: dict[str, Any] = {}
+
+@dataclass(frozen=True)
+class _TokenizerWork:
+    """What a process needs of a tokenizer to shard, made once per process and tokenizer
+    (reading the vocabulary takes a second on a 50K BPE)."""
+
+    info: TokenizerInfo
+    reference: Any  # tokenizers.Tokenizer, as encoding_tokenizer sets it up
+    encoder: Encoder  # the encoder the run chose
+    checker: Encoder | None  # the reference encoder, where ``encoder`` is not it
+    special: np.ndarray  # (vocab,) bool: never masked
+    injectable: np.ndarray  # (vocab,) bool: specials that text must never encode to
+    replacements: np.ndarray  # (vocab - specials,) uint32: random replacements
+    word_starts: np.ndarray  # (vocab,) bool: pieces that start a word
+    not_fast: str | None  # why ``encoder`` is the reference, where the fast one was asked
 
 
-def _tokenizer(path: str) -> Any:
-    if path not in _worker_tokenizers:
-        _worker_tokenizers[path] = encoding_tokenizer(Location(path))
-    return _worker_tokenizers[path]
+_tokenizer_work: dict[tuple[str, str], _TokenizerWork] = {}  # (sha256, encoder) -> work
+_tokenizer_work_lock = threading.Lock()
+
+
+def _work_for(tokenizer_path: str, info: TokenizerInfo, encoder: str) -> _TokenizerWork:
+    """This process's ``_TokenizerWork`` for the tokenizer ``info`` describes, keyed by
+    its digest (a long-lived worker may see several runs' tokenizers at one path)."""
+    key = (info.sha256, encoder)
+    with _tokenizer_work_lock:
+        if key not in _tokenizer_work:
+            _tokenizer_work[key] = _make_work(tokenizer_path, info, encoder)
+        return _tokenizer_work[key]
+
+
+def _make_work(
+    tokenizer_path: str, info: TokenizerInfo, encoder: str, reference: Any = None
+) -> _TokenizerWork:
+    data = Location(tokenizer_path).read_bytes()
+    if hashlib.sha256(data).hexdigest() != info.sha256:
+        raise RbprepError(
+            f"{tokenizer_path}: changed while the run was going on; rerun with --resume"
+        )
+    if reference is None:
+        reference = encoding_tokenizer(Location(tokenizer_path), data)
+    config = json.loads(data)
+    chosen, reason = open_encoder(reference, config, info.line_break_id, encoder, tokenizer_path)
+    vocab = reference.get_vocab(with_added_tokens=True)
+    special = info.special_mask()
+    injectable = special.copy()
+    # The unknown token is the model's own answer to text it cannot spell; any other
+    # special in the encoding came from text spelling it.
+    if info.unk_id is not None:
+        injectable[info.unk_id] = False
+    return _TokenizerWork(
+        info=info,
+        reference=reference,
+        encoder=chosen,
+        checker=None
+        if isinstance(chosen, ReferenceEncoder)
+        else ReferenceEncoder(reference, info.line_break_id),
+        special=special,
+        injectable=injectable,
+        replacements=replacement_ids(vocab, info.vocab_size, info.special_ids),
+        word_starts=word_start_table(
+            vocab, info.vocab_size, info.word_prefix, info.continuation_prefix
+        ),
+        not_fast=reason,
+    )
+
+
+@dataclass
+class _SplitText:
+    """One split of a partition as read: its units, where documents start, and which
+    documents the reference re-encodes to check the fast encoder."""
+
+    units: list[str] = field(default_factory=list)
+    starts: list[bool] = field(default_factory=list)  # (units,) a document starts here
+    checked: list[bool] = field(default_factory=list)  # (documents,)
 
 
 def _shard_partition_task(
@@ -159,9 +245,10 @@ def _shard_partition_task(
     info: TokenizerInfo,
     config: ShardConfig,
     out: str,
+    encoder: str,
     partition: Partition,
 ) -> dict[str, Any]:
-    return shard_partition(corpus, partition, tokenizer_path, info, config, out)
+    return shard_partition(corpus, partition, tokenizer_path, info, config, out, encoder)
 
 
 def shard_partition(
@@ -171,113 +258,183 @@ def shard_partition(
     info: TokenizerInfo,
     config: ShardConfig,
     out: str,
+    encoder: str = "auto",
 ) -> dict[str, Any]:
     """Read, tokenise, pack, mask and write one partition; return its record.
 
     ``info`` is the tokenizer's as ``load_tokenizer`` resolved it where the run started
     (the roles may come from files beside the tokenizer that a worker cannot see); the
-    worker loads only the tokenizer.json at ``tokenizer_path``.
+    worker loads only the tokenizer.json at ``tokenizer_path``. ``encoder`` is an
+    ``rbprep.encoding.ENCODER_CHOICES``; where the fast encoder is used, a sample of the
+    partition's documents is re-encoded by the reference, and a difference raises
+    ``EncoderMismatch`` before anything is written.
 
     Writes ``out/{train,valid}/shard-NNNNN.arrow`` (a split with no rows gets no file)
-    and then the marker ``out/.parts/NNNNN.json`` holding the returned record.
+    and then the marker ``out/.parts/NNNNN.json`` holding the returned record, less its
+    ``seconds`` (the time each stage took).
     """
     warm = _kernels_warming()
-    tokenizer = _tokenizer(tokenizer_path)
+    work = _work_for(tokenizer_path, info, encoder)
+    clock = _StageClock()
     stats = ReadStats()
-    units: dict[str, list[str]] = {split: [] for split in SPLITS}
-    starts: dict[str, list[bool]] = {split: [] for split in SPLITS}
-    documents = dict.fromkeys(SPLITS, 0)
-    for index, document in enumerate(corpus.read_partition(partition, stats)):
-        valid = config.valid_fraction and document_coin(
-            config.seed, "valid", partition.id, index, config.valid_fraction
-        )
-        split = "valid" if valid else "train"
-        # A document's later lines continue its running text: tokenised with a leading
-        # space, they read as they would joined by spaces ("Ġword"), at no token's cost.
-        units[split].append(document.units[0])
-        units[split].extend(" " + unit for unit in document.units[1:])
-        starts[split].append(True)
-        starts[split].extend(itertools.repeat(False, len(document.units) - 1))
-        documents[split] += 1
-    record: dict[str, Any] = {"partition": partition.id, "read": stats.as_dict(), "splits": {}}
-    out_dir = Location(out)
-    special = info.special_mask()
-    replacements = info.replacement_ids(tokenizer)  # (vocab - specials,)
-    word_starts = info.word_starts(tokenizer) if config.whole_word else np.ones(1, np.bool_)
+    texts = _read_stage(corpus, partition, config, stats, checking=work.checker is not None)
+    clock.lap("read")
     encoded = {
-        split: _encode(tokenizer, units[split], starts[split], info.line_break_id)
-        for split in SPLITS
+        split: _encode_stage(work, texts[split], corpus, partition, info) for split in SPLITS
     }
-    # The unknown token is the model's own answer to text it cannot spell; any other
-    # special in the encoding came from text spelling it.
-    injectable = special.copy()
-    if info.unk_id is not None:
-        injectable[info.unk_id] = False
-    for token_ids, _ in encoded.values():
-        if injectable[token_ids].any():
-            _refuse_injected(corpus, partition, tokenizer, info, token_ids[injectable[token_ids]])
+    clock.lap("encode")
     warm.join()
-    from rbprep import kernels
-
+    record: dict[str, Any] = {
+        "partition": partition.id,
+        "read": stats.as_dict(),
+        "encoder": work.encoder.id.name,
+        "splits": {},
+    }
+    out_dir = Location(out)
     for split in SPLITS:
         token_ids, unit_lengths = encoded.pop(split)
-        units_starting = np.array(starts[split], dtype=np.bool_)  # (units,)
-        row_offsets, row_tokens = kernels.pack_rows(
-            token_ids,
-            unit_lengths,
-            units_starting,
-            config.seq_len,
-            config.mode == "full-sentences",
-            info.cls_id,
-            info.sep_id,
+        rows = _pack_and_mask_stage(
+            work, config, split, partition.id, token_ids, unit_lengths, texts[split].starts
         )
-        positions, groups, random_tokens, position_offsets, random_offsets = kernels.mask_rows(
-            row_offsets,
-            row_tokens,
-            special,
-            replacements,
-            word_starts,
-            config.seed,
-            _STREAMS[split],
-            partition.id,
-            0,
-            config.dup,
-            config.mask_prob,
-            config.random_prob,
-            config.keep_prob,
-            config.max_predictions,
-            config.whole_word,
-        )
-        rows = len(row_offsets) - 1
+        clock.lap("pack_mask")
+        row_offsets = rows[0]
         split_record: dict[str, Any] = {
-            "documents": documents[split],
-            "units": len(units[split]),
+            "documents": len(texts[split].checked),
+            "units": len(texts[split].units),
             "content_tokens": int(unit_lengths.sum()),
-            "rows": rows,
+            "rows": len(row_offsets) - 1,
             "tokens": int(row_offsets[-1]),
-            "masked_positions": len(positions),
+            "masked_positions": len(rows[3]),
             "length_histogram": _length_histogram(np.diff(row_offsets), config.seq_len),
         }
-        if rows:
-            table = shard_table(
-                row_offsets,
-                row_tokens,
-                position_offsets,
-                positions,
-                groups,
-                random_offsets,
-                random_tokens,
-                info.vocab_size,
-                config.dup,
-            )
+        if split_record["rows"]:
             name = f"{split}/shard-{partition.id:05d}.arrow"
             compression = None if config.compression == "none" else config.compression
-            split_record["file"] = name
+            table = shard_table(*rows, info.vocab_size, config.dup)
             digest, size = write_shard(table, out_dir.child(name), compression)
-            split_record["sha256"], split_record["bytes"] = digest, size
+            split_record.update(file=name, sha256=digest, bytes=size)
+            clock.lap("write")
         record["splits"][split] = split_record
     write_json_atomically(record, out_dir.child(f"{_PARTS}/{partition.id:05d}.json"))
-    return record
+    clock.lap("write")  # the marker's time, after the last shard's
+    return {**record, "seconds": clock.seconds}
+
+
+class _StageClock:
+    """Seconds spent per stage of a partition (``shard --json``'s ``stage_seconds``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] += now - self._last
+        self._last = now
+
+
+def _read_stage(
+    corpus: Corpus, partition: Partition, config: ShardConfig, stats: ReadStats, checking: bool
+) -> dict[str, _SplitText]:
+    """The partition's documents as units, split into train and valid."""
+    texts = {split: _SplitText() for split in SPLITS}
+    train, valid = texts["train"], texts["valid"]
+    for index, document in enumerate(corpus.read_partition(partition, stats)):
+        chosen = (
+            valid
+            if config.valid_fraction
+            and document_coin(config.seed, "valid", partition.id, index, config.valid_fraction)
+            else train
+        )
+        chosen.units.extend(document_units(document.units))
+        chosen.starts.append(True)
+        chosen.starts.extend(itertools.repeat(False, len(document.units) - 1))
+        # Every partition's first document of each split, and a few % of the others.
+        chosen.checked.append(
+            checking
+            and (
+                not chosen.checked
+                or document_coin(0, "encoder-check", partition.id, index, CHECK_FRACTION)
+            )
+        )
+    return texts
+
+
+def _encode_stage(
+    work: _TokenizerWork,
+    text: _SplitText,
+    corpus: Corpus,
+    partition: Partition,
+    info: TokenizerInfo,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The split's ids and unit lengths, checked against the reference on its sample and
+    for specials spelled by text."""
+    token_ids, unit_lengths = work.encoder.encode_units(text.units, text.starts)
+    if work.checker is not None:
+        check_sample(
+            work.encoder,
+            work.checker,
+            text.units,
+            text.starts,
+            token_ids,
+            unit_lengths,
+            np.array(text.checked, dtype=np.bool_),
+            where=f"{', '.join(_partition_files(corpus, partition))} (partition {partition.id})",
+        )
+    injected = work.injectable[token_ids]
+    if injected.any():
+        _refuse_injected(corpus, partition, work.reference, info, token_ids[injected])
+    return token_ids, unit_lengths
+
+
+def _pack_and_mask_stage(
+    work: _TokenizerWork,
+    config: ShardConfig,
+    split: str,
+    partition_id: int,
+    token_ids: np.ndarray,
+    unit_lengths: np.ndarray,
+    starts: list[bool],
+) -> tuple[np.ndarray, ...]:
+    """Rows of the split and their masks, as ``shard_table`` takes them: row offsets and
+    tokens, mask position offsets, positions, groups, random offsets, random tokens."""
+    from rbprep import kernels
+
+    row_offsets, row_tokens = kernels.pack_rows(
+        token_ids,
+        unit_lengths,
+        np.array(starts, dtype=np.bool_),
+        config.seq_len,
+        config.mode == "full-sentences",
+        work.info.cls_id,
+        work.info.sep_id,
+    )
+    positions, groups, random_tokens, position_offsets, random_offsets = kernels.mask_rows(
+        row_offsets,
+        row_tokens,
+        work.special,
+        work.replacements,
+        work.word_starts if config.whole_word else np.ones(1, np.bool_),
+        config.seed,
+        _STREAMS[split],
+        partition_id,
+        0,
+        config.dup,
+        config.mask_prob,
+        config.random_prob,
+        config.keep_prob,
+        config.max_predictions,
+        config.whole_word,
+    )
+    return (
+        row_offsets,
+        row_tokens,
+        position_offsets,
+        positions,
+        groups,
+        random_offsets,
+        random_tokens,
+    )
 
 
 _warming_lock = threading.Lock()
@@ -336,59 +493,16 @@ def _refuse_injected(
     as text: a piece of its model's own vocabulary (SentencePiece-style), or an added
     token not marked special. Masking and packing would take it for the real thing."""
     token = tokenizer.id_to_token(int(injected[0]))
-    files = sorted({corpus.files[piece.file].path for piece in partition.pieces})
+    files = ", ".join(_partition_files(corpus, partition))
     raise RbprepError(
-        f"{', '.join(files)}: text encodes as the special token {token!r} (id "
+        f"{files}: text encodes as the special token {token!r} (id "
         f"{int(injected[0])}) with {info.path}, {injected.size} time(s) in partition "
         f"{partition.id}; remove that text, or use a tokenizer whose specials text cannot spell"
     )
 
 
-def _encode(
-    tokenizer: Any, units: list[str], starts: list[bool], line_break_id: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of all units concatenated (uint32) and each unit's length (int64).
-
-    ``starts`` marks the units that start a document. With a ``line_break_id`` (see
-    ``tokenizer_info.line_break_id``) a document's units are encoded a few KB at a time,
-    joined by newlines, and cut apart at the breaks: the same ids, fewer inputs.
-    """
-    joined = None
-    if line_break_id is not None:
-        joined = _encode_joined(tokenizer, units, starts, line_break_id)
-    return joined or _encode_texts(tokenizer, units, _ENCODE_BATCH)
-
-
-def _encode_joined(
-    tokenizer: Any, units: list[str], starts: list[bool], line_break_id: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """``_encode`` by joined lines; None where ``cut_at_breaks`` finds the texts not as
-    joined."""
-    texts, group_sizes = join_lines(units, starts)
-    ids, text_lengths = _encode_texts(tokenizer, texts, _JOINED_BATCH)
-    cut = cut_at_breaks(text_lengths, ids, group_sizes, line_break_id)
-    return None if cut is None else (cut[1], cut[0])
-
-
-def _encode_texts(tokenizer: Any, texts: list[str], batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of all texts concatenated (uint32) and each text's length (int64)."""
-    lengths: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
-    token_ids: list[np.ndarray] = [np.zeros(0, dtype=np.uint32)]
-    for start in range(0, len(texts), batch):
-        encodings = tokenizer.encode_batch_fast(
-            texts[start : start + batch], add_special_tokens=False
-        )
-        id_lists = [encoding.ids for encoding in encodings]
-        batch_lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
-        lengths.append(batch_lengths)
-        token_ids.append(
-            np.fromiter(
-                itertools.chain.from_iterable(id_lists),
-                dtype=np.uint32,
-                count=int(batch_lengths.sum()),
-            )
-        )
-    return np.concatenate(token_ids), np.concatenate(lengths)
+def _partition_files(corpus: Corpus, partition: Partition) -> list[str]:
+    return sorted({corpus.files[piece.file].path for piece in partition.pieces})
 
 
 def _length_histogram(lengths: np.ndarray, seq_len: int) -> dict[str, int]:
@@ -412,6 +526,7 @@ def shard(
     resume: bool = False,
     force: bool = False,
     progress: bool = False,
+    encoder: str = "auto",
 ) -> ShardSummary:
     """Shard ``corpus`` with ``tokenizer`` into ``out`` (DESIGN §5-7).
 
@@ -420,7 +535,10 @@ def shard(
     writing to ``out`` (a path they all reach); the output is the same either way.
     ``resume`` finishes an interrupted run, byte-identical to an uninterrupted one;
     ``force`` replaces an existing dataset. A second run on the same ``out`` while one
-    is live is refused.
+    is live is refused. ``encoder`` (``auto``, ``fast``, ``reference``) chooses who
+    encodes, never what the ids are (``rbprep.encoding``): where a partition's sample
+    shows the fast encoder disagreeing, the run warns, goes on with the reference, and
+    redoes the partitions the fast one wrote.
     """
     config.check()
     workers = workers or os.cpu_count() or 1
@@ -443,20 +561,48 @@ def shard(
         run_state = _run_state(corpus, info, config)
         done = _prepare(out_dir, run_state, resume=resume, force=force)
         out_dir.child("tokenizer.json").write_atomically(Location(info.path).read_bytes())
-        todo = [p for p in corpus.partitions if p.id not in done]
         records = {p: read_json(out_dir.child(f"{_PARTS}/{p:05d}.json")) for p in done}
         # Tasks read the dataset's own copy of the tokenizer: on a cluster it is in the
         # shared output location, where every worker can reach it.
         tokenizer_copy = str(out_dir.child("tokenizer.json"))
-        _worker_tokenizers[tokenizer_copy] = loaded[0]
-        task = functools.partial(
-            _shard_partition_task, corpus, tokenizer_copy, info, config, str(out_dir)
-        )
-        with ByteProgress("shard", sum(p.size for p in todo), enabled=progress) as bar:
-            for partition, record in run_tasks(task, todo, workers=workers, scheduler=scheduler):
-                records[partition.id] = record
-                bar.update(partition.size)
-        manifest = _manifest(corpus, info, config, [records[p.id] for p in corpus.partitions])
+        work = _make_work(tokenizer_copy, info, encoder, reference=loaded[0])
+        chosen = "reference" if work.checker is None else "fast"
+        _tokenizer_work[(info.sha256, chosen)] = work
+        encoder_id, fallback = work.encoder.id, work.not_fast
+        while True:
+            # Partitions a resumed run's other encoder wrote are redone by this one, so
+            # the manifest names the encoder of every shard.
+            todo = [
+                p
+                for p in corpus.partitions
+                if records.get(p.id, {}).get("encoder", REFERENCE_NAME) != encoder_id.name
+                or p.id not in records
+            ]
+            task = functools.partial(
+                _shard_partition_task, corpus, tokenizer_copy, info, config, str(out_dir), chosen
+            )
+            try:
+                with ByteProgress("shard", sum(p.size for p in todo), enabled=progress) as bar:
+                    for partition, record in run_tasks(
+                        task, todo, workers=workers, scheduler=scheduler
+                    ):
+                        records[partition.id] = record
+                        bar.update(partition.size)
+                break
+            except EncoderMismatch as mismatch:
+                if chosen == "reference":
+                    raise
+                written = sum(r.get("encoder") == encoder_id.name for r in records.values())
+                logger.warning(
+                    "%s; encoding with %s from now on, and redoing the %d partitions it wrote",
+                    mismatch,
+                    REFERENCE_NAME,
+                    written,
+                )
+                chosen, fallback = "reference", str(mismatch)
+                encoder_id = _work_for(tokenizer_copy, info, chosen).encoder.id
+        ordered = [records[p.id] for p in corpus.partitions]
+        manifest = _manifest(corpus, info, config, ordered, encoder_id)
         if manifest["totals"]["documents"] == 0:
             raise RbprepError(
                 f"the corpus holds no text: {len(corpus.files)} readable files, no document; "
@@ -468,9 +614,17 @@ def shard(
         out=str(out_dir),
         manifest=manifest,
         partitions=len(corpus.partitions),
-        partitions_resumed=len(done),
+        partitions_resumed=sum("seconds" not in records[p] for p in done),
         seconds=round(seconds, 3),
         text_bytes=manifest["totals"]["read"]["text_bytes"],
+        extra={
+            "encoder": encoder_id.as_dict(),
+            "encoder_note": fallback,
+            "stage_seconds": {
+                stage: round(sum(r.get("seconds", {}).get(stage, 0.0) for r in ordered), 3)
+                for stage in STAGES
+            },
+        },
     )
 
 
@@ -540,7 +694,11 @@ def _prepare(
 
 
 def _manifest(
-    corpus: Corpus, info: TokenizerInfo, config: ShardConfig, records: list[dict[str, Any]]
+    corpus: Corpus,
+    info: TokenizerInfo,
+    config: ShardConfig,
+    records: list[dict[str, Any]],
+    encoder: EncoderId,
 ) -> dict[str, Any]:
     """The dataset's description: parameters, tokenizer, shards and totals (no timings,
     so the same corpus and parameters always give the same manifest)."""
@@ -596,6 +754,7 @@ def _manifest(
             "word_prefix": info.word_prefix,
             "continuation_prefix": info.continuation_prefix,
         },
+        "encoder": encoder.as_dict(),
         "corpus": {
             "files": [file.path for file in corpus.files],
             "partition_size": corpus.partition_size,

@@ -19,12 +19,10 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from rbprep.encoding import line_break_id
 from rbprep.errors import RbprepError
 from rbprep.storage import Location
 
-# Characters per text when a document's lines are encoded joined (see line_break_id):
-# long enough to spare the tokenizer's cost per input, short enough to spread over threads.
-JOIN_CHARS = 4_096
 # role -> spellings tried in order when no config names the role
 _ROLE_SPELLINGS = {
     "cls": ("<s>", "[CLS]", "<cls>"),
@@ -207,77 +205,6 @@ def load_tokenizer(path: str | os.PathLike) -> tuple[Tokenizer, TokenizerInfo]:
         line_break_id=line_break_id(tokenizer, config),
     )
     return tokenizer, info
-
-
-def line_break_id(tokenizer: Tokenizer, config: dict[str, Any]) -> int | None:
-    r"""The id of a lone ``"\n"`` if lines joined by ``"\n"`` encode to each line's own
-    tokens with that id between them, else None.
-
-    Lines here are stripped (no whitespace at either end, no line break inside) and each
-    after the first starts with one space, as ``shard`` feeds a document's later lines.
-    Then it holds for a byte-level BPE with no normaliser and no ordinary added tokens:
-    each alternative of its pre-tokenizer's regex matches letters, digits, other
-    non-space characters or whitespace, so no piece spans a line's last character and
-    the break; at the break, ``\s+(?!\S)`` takes the ``"\n"`` alone (one byte, one
-    token) and leaves the space to the next line, as if it started the text. Encoding
-    whole documents this way saves the tokenizer's cost per input, a quarter of its time
-    on short lines. Callers still check the count of breaks per text.
-    """
-    pre_tokenizer = config.get("pre_tokenizer") or {}
-    if (
-        config.get("normalizer") is not None
-        or config["model"]["type"] != "BPE"
-        or pre_tokenizer.get("type") != "ByteLevel"
-        or not pre_tokenizer.get("use_regex", True)
-        or not all(token.special for token in tokenizer.get_added_tokens_decoder().values())
-    ):
-        return None
-    ids = tokenizer.encode("\n", add_special_tokens=False).ids
-    return ids[0] if len(ids) == 1 else None
-
-
-def join_lines(units: Sequence[str], starts: Sequence[bool]) -> tuple[list[str], np.ndarray]:
-    """Runs of one document's units joined by ``"\n"``, about ``JOIN_CHARS`` each, and
-    the number of units in each (``starts`` marks each document's first unit)."""
-    texts: list[str] = []
-    sizes: list[int] = []
-    group: list[str] = []
-    chars = 0
-    for unit, start in zip(units, starts, strict=True):
-        if group and (start or chars >= JOIN_CHARS):
-            texts.append("\n".join(group))
-            sizes.append(len(group))
-            group, chars = [], 0
-        group.append(unit)
-        chars += len(unit) + 1
-    if group:
-        texts.append("\n".join(group))
-        sizes.append(len(group))
-    return texts, np.array(sizes, dtype=np.int64)
-
-
-def cut_at_breaks(
-    text_lengths: np.ndarray, ids: np.ndarray, group_sizes: np.ndarray, line_break_id: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """The ids of ``join_lines``' texts cut back into their units.
-
-    ``text_lengths`` (texts,) tokens per joined text, ``ids`` (tokens,) all of them in
-    order, ``group_sizes`` (texts,) units per text. Returns (units,) tokens per unit and
-    the ids less the breaks; None where a text holds other than one break per join (a
-    unit holding a line break: the reader never makes one), or is empty.
-    """
-    if np.any(text_lengths == 0):
-        return None
-    breaks = ids == line_break_id  # (tokens,) bool
-    text_ends = np.cumsum(text_lengths)  # (texts,) flat position after each text
-    if len(ids):
-        per_text = np.add.reduceat(breaks, text_ends - text_lengths, dtype=np.int64)
-        if not np.array_equal(per_text, group_sizes - 1):
-            return None
-    # Each unit ends at a break or at its text's end (positions in the flat array).
-    unit_ends = np.sort(np.concatenate([np.flatnonzero(breaks), text_ends]))  # (units,)
-    kept_before = np.concatenate([[0], np.cumsum(~breaks, dtype=np.int64)])  # (tokens + 1,)
-    return np.diff(kept_before[unit_ends], prepend=0), ids[~breaks]
 
 
 def _check_nothing_vanishes(file: Location, model: dict[str, Any], pre_tokenizer: str) -> None:

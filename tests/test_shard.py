@@ -16,8 +16,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from rbprep.cli import main
@@ -26,7 +24,7 @@ from rbprep.dataset import open_dataset
 from rbprep.dataset.inspection import inspect
 from rbprep.dataset.verification import verify
 from rbprep.errors import RbprepError
-from rbprep.sharding import ShardConfig, _encode, _encode_joined, shard
+from rbprep.sharding import ShardConfig, shard
 from rbprep.tokenizer_info import load_tokenizer
 
 
@@ -362,51 +360,6 @@ def test_a_tokenizer_whose_ids_skip(tmp_path, small_corpus, small_vocab):
     assert verify(out).rows == len(dataset)
 
 
-# Lines as the reader makes them (stripped, non-empty) from text that stresses the
-# byte-level pre-tokenizer: odd whitespace, contractions, digits, marks, emoji, CJK.
-LINE_TEXT = st.text(
-    st.sampled_from(list("ab Zé9'.-_\t\x0b\x0c\x85\u2028\u3000\u0301🙂中 <s>#"))
-    | st.characters(exclude_categories=("Cs",)),
-    min_size=1,
-    max_size=40,
-).map(str.strip)
-DOCUMENTS = st.lists(st.lists(LINE_TEXT.filter(bool), min_size=1, max_size=8), max_size=12)
-
-
-@settings(max_examples=300, deadline=None)
-@given(documents=DOCUMENTS)
-def test_lines_joined_by_newlines_encode_as_one_by_one(small_vocab, documents):
-    """The byte-level BPE's fast path (a document's lines encoded joined by newlines)
-    gives exactly the ids and unit lengths of encoding every line alone."""
-    tokenizer, info = load_tokenizer(small_vocab / "bpe")
-    assert info.line_break_id is not None
-    units = [line if i == 0 else " " + line for doc in documents for i, line in enumerate(doc)]
-    starts = [i == 0 for doc in documents for i in range(len(doc))]
-    ids, lengths = _encode(tokenizer, units, starts, None)
-    joined = _encode_joined(tokenizer, units, starts, info.line_break_id)
-    if any("\n" in unit or "\r" in unit for unit in units):  # the reader's lines never
-        joined = joined or _encode(tokenizer, units, starts, info.line_break_id)
-    joined_ids, joined_lengths = joined
-    assert joined_ids.tolist() == ids.tolist()
-    assert joined_lengths.tolist() == lengths.tolist()
-    expected = [tokenizer.encode(unit, add_special_tokens=False).ids for unit in units]
-    assert lengths.tolist() == [len(unit_ids) for unit_ids in expected]
-
-
-def test_a_line_break_inside_a_unit_falls_back_to_one_by_one(small_vocab):
-    tokenizer, info = load_tokenizer(small_vocab / "bpe")
-    units = ["first line", " with\na break", " last"]
-    assert _encode_joined(tokenizer, units, [True, False, False], info.line_break_id) is None
-    ids, lengths = _encode(tokenizer, units, [True, False, False], info.line_break_id)
-    expected = [tokenizer.encode(unit, add_special_tokens=False).ids for unit in units]
-    assert ids.tolist() == [i for unit_ids in expected for i in unit_ids]
-    assert lengths.tolist() == [len(unit_ids) for unit_ids in expected]
-
-
-def test_only_byte_level_bpe_joins_lines(small_vocab):
-    assert load_tokenizer(small_vocab / "wordpiece")[1].line_break_id is None
-
-
 def test_wordpiece_whole_word_doc_sentences(tmp_path, builtin_corpus, small_vocab):
     config = ShardConfig(seq_len=128, dup=3, mode="doc-sentences", whole_word=True)
     summary = shard([builtin_corpus], small_vocab / "wordpiece", tmp_path / "wp", config)
@@ -623,3 +576,78 @@ def test_bad_options(tmp_path, small_corpus, small_vocab, option, message):
         "shard", small_corpus, "--tokenizer", small_vocab / "bpe", "--out", tmp_path / "d", *option
     )
     assert result.exit_code == 1 and message in result.stderr
+
+
+HARD_LINES = (
+    """Größe und Übermaß, naïve café; İstanbul'da çay. Привет, мир!
+日本語のテキスト。中文文本没有空格。한국어 문장입니다. ภาษาไทยไม่มีช่องว่าง
+Controls \x01\x02\x1b[0m and \x7f\x85\x9f inside a line, a zero\u200bwidth space.
+Emoji 🙂👍🏽👨\u200d👩\u200d👧 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, en\u2003space, ideographic\u3000space.
+Text that spells <s> and </s> and <mask> and [CLS] stays text.
+e\u0301 combining marks a\u030a\u0308, and a long run: """
+    + "x" * 3000
+    + "\n"
+)
+
+
+def _hard_corpus(tmp_path: Path, builtin_corpus: Path) -> list[Path]:
+    hard = tmp_path / "hard.txt"
+    hard.write_text((HARD_LINES + "\n") * 40, encoding="utf-8")
+    return [builtin_corpus, hard]
+
+
+def test_fast_and_reference_encoders_write_identical_shards(tmp_path, builtin_corpus, small_vocab):
+    """The byte-level BPE: auto takes tokie; every shard equals the tokenizers run's,
+    byte for byte, and the manifests differ in the encoder they name only."""
+    corpus = _hard_corpus(tmp_path, builtin_corpus)
+    config = ShardConfig(dup=2)
+    manifests, files = {}, {}
+    for encoder in ("auto", "reference"):
+        out = tmp_path / encoder
+        summary = shard(corpus, small_vocab / "bpe", out, config, encoder=encoder, workers=2)
+        manifests[encoder] = json.loads((out / "manifest.json").read_text())
+        files[encoder] = {k: v for k, v in dataset_files(out).items() if k != "manifest.json"}
+        assert summary.extra["stage_seconds"]["encode"] > 0
+    assert manifests["auto"].pop("encoder")["name"] == "tokie"
+    assert manifests["reference"].pop("encoder")["name"] == "tokenizers"
+    assert manifests["auto"] == manifests["reference"]
+    assert len([name for name in files["auto"] if name.endswith(".arrow")]) > 2
+    assert files["auto"] == files["reference"]
+
+
+def test_wordpiece_encodes_with_the_reference(tmp_path, builtin_corpus, small_vocab):
+    summary = shard(
+        _hard_corpus(tmp_path, builtin_corpus), small_vocab / "wordpiece", tmp_path / "wp"
+    )
+    assert summary.manifest["encoder"]["name"] == "tokenizers"
+    assert "not tested to match on a WordPiece model" in summary.report()
+
+
+def test_a_fast_encoder_that_disagrees_falls_back_and_redoes_its_partitions(
+    tmp_path, builtin_corpus, small_vocab, caplog
+):
+    """A real disagreement: tokie ignores a Replace normaliser ("zq" -> "Z"). The probe
+    set never spells "zq", so --encoder fast takes tokie; the built-in corpus's
+    partitions are written, then the last file's first document is caught. The run
+    warns naming the text, redoes everything with tokenizers, and its shards equal a
+    reference run's."""
+    tokenizer = tmp_path / "replace"
+    shutil.copytree(small_vocab / "bpe", tokenizer)
+    config = json.loads((tokenizer / "tokenizer.json").read_text())
+    config["normalizer"] = {"type": "Replace", "pattern": {"String": "zq"}, "content": "Z"}
+    (tokenizer / "tokenizer.json").write_text(json.dumps(config))
+    odd = tmp_path / "zz-odd.txt"
+    odd.write_text("Every line here spells zq once.\n" * 50)
+    corpus = open_corpus([str(builtin_corpus), str(odd)], partition_size=1_000_000)
+    outputs = {}
+    for encoder in ("fast", "reference"):
+        summary = shard(
+            corpus, tokenizer, tmp_path / encoder, ShardConfig(dup=1), encoder=encoder, workers=1
+        )
+        outputs[encoder] = dataset_files(tmp_path / encoder)
+        assert summary.manifest["encoder"]["name"] == "tokenizers"
+    assert len(corpus.partitions) > 2
+    [warning] = [r.getMessage() for r in caplog.records if "otherwise than" in r.getMessage()]
+    assert "zz-odd.txt" in warning and "'Every line here spells zq once.'" in warning
+    assert f"redoing the {len(corpus.partitions) - 1} partitions it wrote" in warning
+    assert outputs["fast"] == outputs["reference"]

@@ -36,14 +36,12 @@ from rbprep.compare.pieces import Piece, Style, byte_length, display, piece, wor
 from rbprep.compare.pretokens import PreTokens
 from rbprep.compare.roundtrip import Spellings
 from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
+from rbprep.encoding import cut_at_breaks, join_lines, line_break_id
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
 from rbprep.tokenizer_info import (
-    cut_at_breaks,
     encoding_tokenizer,
     id_space,
-    join_lines,
-    line_break_id,
     load_tokenizer,
     tokenizer_file,
 )

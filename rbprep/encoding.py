@@ -1,0 +1,426 @@
+"""Encode a corpus's units to token ids, as every command does: one rule, two encoders.
+
+A document is read as sentence units (lines). ``document_units`` gives the texts that are
+encoded: a document's later units carry a leading space, so they read as they would in
+running text ("Ġword"), at no token's cost. ``Encoder.encode_units`` turns units into
+their ids, concatenated (uint32), and each unit's length (int64).
+
+Two encoders sit behind that interface:
+
+- the reference, Hugging Face ``tokenizers`` (``ReferenceEncoder``): the library the
+  tokenizer.json belongs to, and the arbiter of what its ids are;
+- a fast encoder, ``tokie`` (``FastEncoder``): it loads the same tokenizer.json and
+  returns the same ids several times faster (README, "Encoders").
+
+Identity is checked, never assumed: ``open_encoder`` encodes a probe set of hard text
+with both when a tokenizer is loaded, and ``check_sample`` compares a deterministic
+sample of every partition's documents with the reference during a run. The fast encoder
+is used only while they agree; see ``EncoderMismatch``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from rbprep.errors import RbprepError
+
+ENCODER_CHOICES = ("auto", "fast", "reference")
+REFERENCE_NAME = "tokenizers"
+FAST_NAME = "tokie"
+# Characters per text when a document's lines are encoded joined (see line_break_id):
+# long enough to spare the tokenizer's cost per input, short enough to spread over threads.
+JOIN_CHARS = 4_096
+# Units per encode call: bounds the memory alive at once; measured a little faster than
+# larger batches for both encoders (tokie is 3x slower on one call of 100K lines).
+UNIT_BATCH = 2_000
+JOINED_BATCH = 256  # joined texts per encode call, about 1 MB
+# The share of each partition's documents that the reference re-encodes during a run.
+CHECK_FRACTION = 0.02
+
+# Text that encoders get wrong first: control characters, invisible and combining
+# characters, every Unicode space, astral characters, scripts without spaces, long runs.
+_PROBE_TEXTS = (
+    "",
+    " ",
+    "plain English, with punctuation: (it's 3.14!) -- and 'quotes'.",
+    "".join(chr(c) for c in range(0x20)) + "x",
+    "".join(chr(c) for c in range(0x7F, 0xA0)) + "y",
+    "a\x00b\x7fc\x85d\x9fe\ufffdf\ufeffg\u200bh\u200di\u2060j",
+    "e\u0301 n\u0303 a\u030a\u0308 \u0915\u094d\u0937 \u05e9\u05c1\u05b8",
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000 x  y   z",
+    "😀👍🏽👨\u200d👩\u200d👧 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𐍈 \U0001f9ea\U000e0041 \U0010fffd",
+    "日本語のテキストと中文文本，以及한국어 텍스트。ภาษาไทยไม่มีช่องว่าง",
+    "Größe, naïve café, İstanbul, ǅ, ﬁ ligature, Ⅻ, ①, ＦＵＬＬＷＩＤＴＨ，",
+    "Привет, мир! Γειά σου κόσμε. مرحبا بالعالم. שלום עולם. नमस्ते दुनिया",
+    "x" * 3_000,
+    "supercalifragilisticexpialidocious" * 40,
+    "https://example.com/path?query=1&b=%20#frag user@example.com 0x7fffffff 1e-9",
+    "def f(x):\n    return {'a': [1, 2, 3]}  # code\n\n\n",
+    "   leading and trailing spaces   ",
+    "\u0301\u0301\u0301",
+    "\x00\x01\x02",
+    # Found by the differential tests: tokie 0.1.4's WordPiece differs on these.
+    "0\U0001e944 \ufada \U0001da8c",
+)
+
+
+@dataclass(frozen=True)
+class EncoderId:
+    """Which encoder wrote a dataset (``manifest.json``'s ``encoder``)."""
+
+    name: str
+    version: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+
+class EncoderMismatch(RbprepError):
+    """The fast encoder's ids differ from the reference's for ``text``."""
+
+    def __init__(self, message: str, text: str) -> None:
+        super().__init__(message)
+        self.text = text
+
+    @classmethod
+    def on(cls, encoder: EncoderId, text: str, where: str) -> EncoderMismatch:
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        return cls(
+            f"{where}: {encoder.name} {encoder.version} encodes {shown!r} otherwise than "
+            f"{REFERENCE_NAME}",
+            text,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process and Dask boundaries
+        return (type(self), (str(self), self.text))
+
+
+def document_units(lines: Sequence[str]) -> list[str]:
+    """The texts encoded for a document of these lines: the first as it is, each later
+    one with a leading space (it continues the running text)."""
+    if not lines:
+        return []
+    return [lines[0], *(" " + line for line in lines[1:])]
+
+
+class Encoder:
+    """Encodes texts with one tokenizer; ``encode_units`` is what commands call."""
+
+    id: EncoderId
+
+    def __init__(self, line_break_id: int | None) -> None:
+        # The id of a lone "\n" where a document's units may be encoded joined by "\n"
+        # (see ``line_break_id``), else None.
+        self.line_break_id = line_break_id
+
+    def encode_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of ``texts`` concatenated (uint32) and each text's length (int64): one
+        call, no special tokens added, text that spells a special token stays text."""
+        raise NotImplementedError
+
+    def encode_units(
+        self, units: Sequence[str], starts: Sequence[bool]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of all units concatenated (uint32) and each unit's length (int64).
+
+        ``starts`` marks the units that start a document. With a line break id, a
+        document's units are encoded a few KB at a time, joined by newlines, and cut
+        apart at the breaks: the same ids, fewer inputs.
+        """
+        if self.line_break_id is not None:
+            texts, group_sizes = join_lines(units, starts)
+            ids, text_lengths = self._batched(texts, JOINED_BATCH)
+            cut = cut_at_breaks(text_lengths, ids, group_sizes, self.line_break_id)
+            if cut is not None:
+                return cut[1], cut[0]
+        return self._batched(units, UNIT_BATCH)
+
+    def _batched(self, texts: Sequence[str], batch: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(texts) <= batch:
+            return self.encode_texts(texts)
+        parts = [self.encode_texts(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+class ReferenceEncoder(Encoder):
+    """Hugging Face ``tokenizers`` with ``encode_batch_fast`` (no offsets)."""
+
+    def __init__(self, tokenizer: Tokenizer, line_break_id: int | None) -> None:
+        super().__init__(line_break_id)
+        self.tokenizer = tokenizer
+        self.id = EncoderId(REFERENCE_NAME, metadata.version("tokenizers"))
+
+    def encode_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        id_lists = [encoding.ids for encoding in encodings]
+        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+        ids = np.fromiter(
+            itertools.chain.from_iterable(id_lists), dtype=np.uint32, count=int(lengths.sum())
+        )
+        return ids, lengths
+
+
+class FastEncoder(Encoder):
+    """tokie's flat batch call, on the tokenizer less its added tokens and post-processor.
+
+    tokie matches added tokens in text whatever it is told, so it gets none: a special
+    token's spelling in text is then encoded by the model, as the reference encodes it
+    with ``encode_special_tokens``. The probe set checks that this holds."""
+
+    def __init__(self, config: dict[str, Any], line_break_id: int | None) -> None:
+        super().__init__(line_break_id)
+        import tokie
+
+        plain = {**config, "added_tokens": [], "post_processor": None, "truncation": None}
+        plain["padding"] = None
+        # tokie reads a tokenizer from a file only.
+        handle, path = tempfile.mkstemp(suffix=".json", prefix="rbprep-tokenizer-")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                json.dump(plain, file)
+            self.tokenizer = tokie.Tokenizer.from_json(path)
+        finally:
+            os.unlink(path)
+        self.id = EncoderId(FAST_NAME, metadata.version("tokie"))
+
+    def encode_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        ids, lengths = self.tokenizer.encode_batch_flat(list(texts), add_special_tokens=False)
+        return (
+            np.asarray(ids, dtype=np.uint32),
+            np.asarray(lengths, dtype=np.int64),
+        )
+
+
+def open_encoder(
+    reference: Tokenizer,
+    config: dict[str, Any],
+    line_break_id: int | None,
+    choice: str = "auto",
+    where: str = "tokenizer",
+) -> tuple[Encoder, str | None]:
+    """The encoder ``choice`` names for this tokenizer, and why it is not the fast one
+    (None when it is, or when the reference was asked for).
+
+    ``reference`` is ``tokenizer_info.encoding_tokenizer``'s tokenizer, ``config`` the
+    parsed tokenizer.json. ``auto`` takes the fast encoder where it loads the tokenizer,
+    agrees with the reference on the probe set, and the tokenizer is of a kind the
+    differential tests cover (``unverified_kind``), else the reference; ``fast`` takes
+    it on any kind it loads and agrees on (an ``RbprepError`` where it does not);
+    ``reference`` is tokenizers.
+    """
+    if choice not in ENCODER_CHOICES:
+        raise RbprepError(f"--encoder must be one of {', '.join(ENCODER_CHOICES)}, got {choice!r}")
+    slow = ReferenceEncoder(reference, line_break_id)
+    if choice == "reference":
+        return slow, None
+    unverified = _ids_skip(config) or (None if choice == "fast" else unverified_kind(config))
+    if unverified and choice == "fast":
+        raise RbprepError(f"{where}: {unverified}; use --encoder auto or reference")
+    if unverified:
+        return slow, f"{where}: {unverified}"
+    try:
+        fast: Encoder = FastEncoder(config, line_break_id)
+        probe_texts = [*_PROBE_TEXTS, *_special_spellings(reference)]
+        check_texts(fast, slow, probe_texts, where)
+        check_sample(fast, slow, *_probe_document(), where=where)
+    except EncoderMismatch as mismatch:
+        reason = str(mismatch)
+    except Exception as exc:  # tokie raises plain exceptions for what it cannot load
+        reason = f"{where}: {FAST_NAME} cannot load it ({str(exc)[:200]})"
+    else:
+        return fast, None
+    if choice == "fast":
+        raise RbprepError(f"{reason}; use --encoder auto or reference")
+    return slow, reason
+
+
+def unverified_kind(config: dict[str, Any]) -> str | None:
+    """Why the tokenizer ``config`` describes is not of a kind the fast encoder is
+    tested to match on, or None where it is: a byte-level BPE with no normaliser
+    (GPT-2's, RoBERTa's, ``train-vocab``'s). Elsewhere tokie 0.1.4 was seen to differ:
+    WordPiece on rare code points, and the NFKC, NFD, Lowercase, Strip, Replace and
+    Prepend normalisers (README, "Encoders")."""
+    model = (config.get("model") or {}).get("type")
+    normalizer = (config.get("normalizer") or {}).get("type")
+    pre_tokenizer = (config.get("pre_tokenizer") or {}).get("type")
+    if model == "BPE" and normalizer is None and pre_tokenizer == "ByteLevel":
+        return None
+    return (
+        f"{FAST_NAME} is not tested to match on a {model} model with normaliser "
+        f"{normalizer} and pre-tokenizer {pre_tokenizer}"
+    )
+
+
+def _ids_skip(config: dict[str, Any]) -> str | None:
+    """Why tokie must not load this tokenizer: its ids skip some (tokie 0.1.4 spins on
+    loading one with an added token far above the vocabulary)."""
+    vocab = (config.get("model") or {}).get("vocab")
+    if not isinstance(vocab, dict):  # Unigram's is a list: dense by construction
+        return None
+    ids = set(vocab.values()) | {token["id"] for token in config.get("added_tokens") or []}
+    if ids and max(ids) + 1 != len(ids):
+        return f"its ids skip some ({len(ids)} ids up to {max(ids)}), which {FAST_NAME} cannot load"
+    return None
+
+
+def check_texts(fast: Encoder, reference: Encoder, texts: Sequence[str], where: str) -> None:
+    """Raise ``EncoderMismatch`` naming the first text the two encode differently."""
+    fast_ids, fast_lengths = fast.encode_texts(texts)
+    ids, lengths = reference.encode_texts(texts)
+    _compare(fast.id, texts, fast_ids, fast_lengths, ids, lengths, where)
+
+
+def check_sample(
+    fast: Encoder,
+    reference: Encoder,
+    units: Sequence[str],
+    starts: Sequence[bool],
+    ids: np.ndarray | None = None,
+    lengths: np.ndarray | None = None,
+    chosen: Sequence[bool] | np.ndarray | None = None,
+    where: str = "",
+) -> None:
+    """Check that ``ids``/``lengths`` (``fast.encode_units(units, starts)``, computed
+    here when None) hold the reference's ids for the documents ``chosen`` marks (bool
+    per document; all when None); raise ``EncoderMismatch`` naming a unit that differs.
+    """
+    if ids is None or lengths is None:
+        ids, lengths = fast.encode_units(units, starts)
+    starts_array = np.asarray(starts, dtype=np.bool_)  # (units,)
+    chosen = (
+        np.ones(int(starts_array.sum()), dtype=np.bool_)
+        if chosen is None
+        else np.asarray(chosen, dtype=np.bool_)
+    )
+    in_sample = chosen[np.cumsum(starts_array) - 1] if len(units) else starts_array
+    picked = np.flatnonzero(in_sample)
+    if not picked.size:
+        return
+    sample_units = [units[i] for i in picked]
+    reference_ids, reference_lengths = reference.encode_units(sample_units, starts_array[picked])
+    sample_ids = ids[np.repeat(in_sample, lengths)]
+    _compare(
+        fast.id,
+        sample_units,
+        sample_ids,
+        lengths[picked],
+        reference_ids,
+        reference_lengths,
+        where,
+    )
+
+
+def _compare(
+    encoder: EncoderId,
+    texts: Sequence[str],
+    fast_ids: np.ndarray,
+    fast_lengths: np.ndarray,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    where: str,
+) -> None:
+    if np.array_equal(fast_lengths, lengths) and np.array_equal(fast_ids, ids):
+        return
+    fast_ends, ends = np.cumsum(fast_lengths), np.cumsum(lengths)
+    for index, text in enumerate(texts):
+        a = fast_ids[fast_ends[index] - fast_lengths[index] : fast_ends[index]]
+        b = ids[ends[index] - lengths[index] : ends[index]]
+        if not np.array_equal(a, b):
+            raise EncoderMismatch.on(encoder, text, where)
+    raise EncoderMismatch.on(encoder, "".join(texts), where)  # lengths differ, ids agree
+
+
+def _special_spellings(tokenizer: Tokenizer) -> list[str]:
+    """Text that spells each added token, alone and inside words."""
+    contents = [token.content for token in tokenizer.get_added_tokens_decoder().values()]
+    return [*contents, " ".join(contents), "x".join(contents) + "x", "".join(contents)]
+
+
+def _probe_document() -> tuple[list[str], list[bool]]:
+    """The probe texts as documents of lines, as a partition's units are encoded."""
+    lines = [text.strip() for text in _PROBE_TEXTS if text.strip() and "\n" not in text]
+    units = document_units(lines[:7]) + document_units(lines[7:])
+    starts = [index in (0, 7) for index in range(len(units))]
+    return units, starts
+
+
+def line_break_id(tokenizer: Tokenizer, config: dict[str, Any]) -> int | None:
+    r"""The id of a lone ``"\n"`` if lines joined by ``"\n"`` encode to each line's own
+    tokens with that id between them, else None.
+
+    Lines here are stripped (no whitespace at either end, no line break inside) and each
+    after the first starts with one space, as ``document_units`` gives them. Then it
+    holds for a byte-level BPE with no normaliser and no ordinary added tokens: each
+    alternative of its pre-tokenizer's regex matches letters, digits, other non-space
+    characters or whitespace, so no piece spans a line's last character and the break;
+    at the break, ``\s+(?!\S)`` takes the ``"\n"`` alone (one byte, one token) and
+    leaves the space to the next line, as if it started the text. Encoding whole
+    documents this way saves the tokenizer's cost per input, a quarter of its time on
+    short lines. ``cut_at_breaks`` still checks the count of breaks per text.
+    """
+    pre_tokenizer = config.get("pre_tokenizer") or {}
+    if (
+        config.get("normalizer") is not None
+        or config["model"]["type"] != "BPE"
+        or pre_tokenizer.get("type") != "ByteLevel"
+        or not pre_tokenizer.get("use_regex", True)
+        or not all(token.special for token in tokenizer.get_added_tokens_decoder().values())
+    ):
+        return None
+    ids = tokenizer.encode("\n", add_special_tokens=False).ids
+    return ids[0] if len(ids) == 1 else None
+
+
+def join_lines(units: Sequence[str], starts: Sequence[bool]) -> tuple[list[str], np.ndarray]:
+    """Runs of one document's units joined by ``"\n"``, about ``JOIN_CHARS`` each, and
+    the number of units in each (``starts`` marks each document's first unit)."""
+    texts: list[str] = []
+    sizes: list[int] = []
+    group: list[str] = []
+    chars = 0
+    for unit, start in zip(units, starts, strict=True):
+        if group and (start or chars >= JOIN_CHARS):
+            texts.append("\n".join(group))
+            sizes.append(len(group))
+            group, chars = [], 0
+        group.append(unit)
+        chars += len(unit) + 1
+    if group:
+        texts.append("\n".join(group))
+        sizes.append(len(group))
+    return texts, np.array(sizes, dtype=np.int64)
+
+
+def cut_at_breaks(
+    text_lengths: np.ndarray, ids: np.ndarray, group_sizes: np.ndarray, line_break_id: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ids of ``join_lines``' texts cut back into their units.
+
+    ``text_lengths`` (texts,) tokens per joined text, ``ids`` (tokens,) all of them in
+    order, ``group_sizes`` (texts,) units per text. Returns (units,) tokens per unit and
+    the ids less the breaks; None where a text holds other than one break per join (a
+    unit holding a line break: the reader never makes one), or is empty.
+    """
+    if np.any(text_lengths == 0):
+        return None
+    breaks = ids == line_break_id  # (tokens,) bool
+    text_ends = np.cumsum(text_lengths)  # (texts,) flat position after each text
+    if len(ids):
+        per_text = np.add.reduceat(breaks, text_ends - text_lengths, dtype=np.int64)
+        if not np.array_equal(per_text, group_sizes - 1):
+            return None
+    # Each unit ends at a break or at its text's end (positions in the flat array).
+    unit_ends = np.sort(np.concatenate([np.flatnonzero(breaks), text_ends]))  # (units,)
+    kept_before = np.concatenate([[0], np.cumsum(~breaks, dtype=np.int64)])  # (tokens + 1,)
+    return np.diff(kept_before[unit_ends], prepend=0), ids[~breaks]
