@@ -61,25 +61,10 @@ class TokenizerInfo:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def word_starts(self, tokenizer: Tokenizer) -> np.ndarray:
-        """A bool per id: does this piece start a word (for whole-word masking)?"""
-        return word_start_table(
-            tokenizer.get_vocab(with_added_tokens=True),
-            self.vocab_size,
-            self.word_prefix,
-            self.continuation_prefix,
-        )
-
     def special_mask(self) -> np.ndarray:
         special = np.zeros(self.vocab_size, dtype=np.bool_)  # (vocab,) bool
         special[list(self.special_ids)] = True
         return special
-
-    def replacement_ids(self, tokenizer: Tokenizer) -> np.ndarray:
-        """The ids a masked position may be replaced by at random (uint32)."""
-        return replacement_ids(
-            tokenizer.get_vocab(with_added_tokens=True), self.vocab_size, self.special_ids
-        )
 
 
 def id_space(tokenizer: Tokenizer) -> int:
