@@ -553,6 +553,14 @@ def pretrain_command(
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the sample.")
 @click.option(
+    "--encoder",
+    type=click.Choice(["auto", "fast", "reference"]),
+    default="auto",
+    show_default=True,
+    help="Who encodes, as in shard: auto takes tokie where it is tested and agrees with "
+    "tokenizers, fast on any tokenizer it agrees on, reference is tokenizers.",
+)
+@click.option(
     "--json",
     "json_path",
     metavar="FILE",
@@ -586,6 +594,7 @@ def compare_tokenizers_command(
     seq_len: int,
     sample_bytes: int | None,
     seed: int,
+    encoder: str,
     json_path: str | None,
     markdown_path: Path | None,
     plots_dir: Path | None,
@@ -616,7 +625,7 @@ def compare_tokenizers_command(
         named.append((name, path) if sep and name and not Path(item).exists() else item)
     if not named:
         raise click.UsageError("give --tokenizers DIR (from train-vocab) or --tokenizer PATH")
-    config = CompareConfig(seq_len=seq_len, sample_bytes=sample_bytes, seed=seed)
+    config = CompareConfig(seq_len=seq_len, sample_bytes=sample_bytes, seed=seed, encoder=encoder)
     opened = _open_corpus(corpus, builtin_corpus, text_field, strict, partition_size)
     comparison = compare_tokenizers(opened, named, config, progress=not quiet)
     plots = comparison.write_plots(plots_dir) if plots_dir is not None else []

@@ -276,9 +276,21 @@ def _ids_skip(config: dict[str, Any]) -> str | None:
 
 def check_texts(fast: Encoder, reference: Encoder, texts: Sequence[str], where: str) -> None:
     """Raise ``EncoderMismatch`` naming the first text the two encode differently."""
-    fast_ids, fast_lengths = fast.encode_texts(texts)
-    ids, lengths = reference.encode_texts(texts)
-    _compare(fast.id, texts, fast_ids, fast_lengths, ids, lengths, where)
+    check_encoded(fast.id, reference, texts, *fast.encode_texts(texts), where)
+
+
+def check_encoded(
+    encoder: EncoderId,
+    reference: Encoder,
+    texts: Sequence[str],
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    where: str,
+) -> None:
+    """Check ``ids``/``lengths``, what ``encoder`` gave for ``texts`` (``encode_texts``),
+    against the reference's; raise ``EncoderMismatch`` naming the first text that differs."""
+    reference_ids, reference_lengths = reference.encode_texts(texts)
+    check_equal(encoder, texts, ids, lengths, reference_ids, reference_lengths, where)
 
 
 def check_sample(
@@ -310,7 +322,7 @@ def check_sample(
     sample_units = [units[i] for i in picked]
     reference_ids, reference_lengths = reference.encode_units(sample_units, starts_array[picked])
     sample_ids = ids[np.repeat(in_sample, lengths)]
-    _compare(
+    check_equal(
         fast.id,
         sample_units,
         sample_ids,
@@ -321,7 +333,7 @@ def check_sample(
     )
 
 
-def _compare(
+def check_equal(
     encoder: EncoderId,
     texts: Sequence[str],
     fast_ids: np.ndarray,
@@ -330,6 +342,8 @@ def _compare(
     lengths: np.ndarray,
     where: str,
 ) -> None:
+    """Raise ``EncoderMismatch`` naming the first of ``texts`` whose ids by ``encoder``
+    (``fast_ids``, ``fast_lengths``) differ from the reference's (``ids``, ``lengths``)."""
     if np.array_equal(fast_lengths, lengths) and np.array_equal(fast_ids, ids):
         return
     fast_ends, ends = np.cumsum(fast_lengths), np.cumsum(lengths)

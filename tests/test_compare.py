@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -19,11 +20,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
+from rbprep import encoding
 from rbprep.cli import main
 from rbprep.compare import CompareConfig, compare_tokenizers
 from rbprep.compare import metrics as m
+from rbprep.compare.comparison import Comparison
 from rbprep.compare.pieces import Style, display, piece, word_pieces
 from rbprep.corpus import ReadStats, open_corpus
+from rbprep.encoding import ReferenceEncoder, document_units
 from rbprep.errors import RbprepError
 from rbprep.sharding import ShardConfig, shard
 from rbprep.tokenizer_info import load_tokenizer
@@ -141,7 +145,7 @@ def test_byte_level_words_without_offsets_equal_words_by_offsets(small_vocab):
     with the offsets tokenizers report, on text with every kind of awkward character."""
     from rbprep.compare.comparison import _contestant
 
-    bpe = _contestant("bpe", str(small_vocab / "bpe"))
+    bpe = _contestant("bpe", str(small_vocab / "bpe"), "reference")
     texts = [
         "Naïve café  in\tZürich 🙂🙂 中文字符",
         " second   line,with punctuation… and\u00a0nbsp",
@@ -369,6 +373,113 @@ def test_json_schema_and_a_third_tokenizer(mixed_corpus, small_vocab, unigram_js
     json.dumps(data)  # plain JSON types throughout
 
 
+# --- the encoders -------------------------------------------------------------------------
+
+
+def without_encoders(data: dict) -> dict:
+    """The comparison less what depends on who encoded: speed, time, encoder names."""
+    data = json.loads(json.dumps(data))
+    data.pop("seconds")
+    data["parameters"].pop("encoder")
+    for tokenizer in data["tokenizers"]:
+        del tokenizer["encoder"], tokenizer["encoder_note"]
+        for metrics in [tokenizer["overall"], *tokenizer["per_file"].values()]:
+            del metrics["encode_mb_s"]
+    for pair in data["pairs"]:
+        del pair["ratios"]["encode_mb_s"]
+    return data
+
+
+def test_fast_and_reference_encoders_give_identical_metrics(
+    tmp_path, mixed_corpus, builtin_corpus, small_vocab, unigram_json
+):
+    """auto takes tokie for the byte-level BPE and tokenizers for the others (saying
+    why); every count is the same as with tokenizers throughout."""
+    hard = tmp_path / "hard.txt"
+    hard.write_text(
+        "\x00\x1f\x7f\x85 control\n<mask> <s> spelled\n\u3000 日本語 😀 e\u0301\n",
+        encoding="utf-8",
+    )
+    corpus = open_corpus([mixed_corpus, builtin_corpus, hard], partition_size=1_000_000)
+    tokenizers = [small_vocab, ("uni", unigram_json)]
+    runs = {
+        encoder: compare_tokenizers(corpus, tokenizers, CompareConfig(encoder=encoder)).as_dict()
+        for encoder in ("auto", "reference")
+    }
+    assert len(corpus.partitions) > 1
+    encoders = [(t["encoder"]["name"], t["encoder_note"]) for t in runs["auto"]["tokenizers"]]
+    assert encoders[0] == ("tokie", None)
+    assert [name for name, _ in encoders[1:]] == ["tokenizers", "tokenizers"]
+    assert "not tested to match on a WordPiece model" in encoders[1][1]
+    assert all(t["encoder"]["name"] == "tokenizers" for t in runs["reference"]["tokenizers"])
+    assert without_encoders(runs["auto"]) == without_encoders(runs["reference"])
+    assert "Encoded by tokie" in Comparison(runs["auto"]).report()
+
+
+def test_a_fast_encoder_that_disagrees_is_caught_and_the_comparison_redone(
+    tmp_path, builtin_corpus, small_vocab, caplog
+):
+    """tokie ignores a Replace normaliser ("zq" -> "Z"), which the probe set never
+    spells: --encoder fast takes it. The tokenizer is placed by offsets, which only
+    tokenizers gives, so tokie encodes the timed share alone; its ids there are checked
+    against the reference's, the first "zq" is caught, and the comparison runs again on
+    tokenizers, as a reference run."""
+    tokenizer = tmp_path / "replace"
+    shutil.copytree(small_vocab / "bpe", tokenizer)
+    config = json.loads((tokenizer / "tokenizer.json").read_text())
+    config["normalizer"] = {"type": "Replace", "pattern": {"String": "zq"}, "content": "Z"}
+    (tokenizer / "tokenizer.json").write_text(json.dumps(config))
+    odd = tmp_path / "zz-odd.txt"
+    odd.write_text("Every line here spells zq once.\n" * 50)
+    corpus = open_corpus([builtin_corpus, odd])
+    runs = {
+        encoder: compare_tokenizers(corpus, [tokenizer], CompareConfig(encoder=encoder)).as_dict()
+        for encoder in ("fast", "reference")
+    }
+    [warning] = [r.getMessage() for r in caplog.records if "otherwise than" in r.getMessage()]
+    assert "'Every line here spells zq once.'" in warning and "again with tokenizers" in warning
+    [fallen_back] = runs["fast"]["tokenizers"]
+    assert fallen_back["encoder"]["name"] == "tokenizers"
+    assert "otherwise than tokenizers" in fallen_back["encoder_note"]
+    assert without_encoders(runs["fast"]) == without_encoders(runs["reference"])
+
+
+def test_the_sample_check_catches_what_the_probe_set_missed(
+    tmp_path, small_corpus, small_vocab, caplog, monkeypatch
+):
+    """A WordPiece is placed by the fast encoder's own ids. With a probe set that
+    misses tokie's WordPiece divergence (U+FADA: no id where tokenizers gives [UNK]),
+    the run's sample check meets it in the first text of a batch and the comparison is
+    redone on tokenizers."""
+    monkeypatch.setattr(encoding, "_PROBE_TEXTS", ("plain text",))
+    odd = tmp_path / "zz-odd.txt"
+    odd.write_text("A rare code point \ufada here.\n", encoding="utf-8")
+    corpus = open_corpus([small_corpus, odd])
+    tokenizers = [small_vocab / "wordpiece"]
+    runs = {
+        encoder: compare_tokenizers(corpus, tokenizers, CompareConfig(encoder=encoder)).as_dict()
+        for encoder in ("fast", "reference")
+    }
+    [warning] = [r.getMessage() for r in caplog.records if "otherwise than" in r.getMessage()]
+    assert repr("A rare code point \ufada here.") in warning
+    assert runs["fast"]["tokenizers"][0]["encoder"]["name"] == "tokenizers"
+    assert without_encoders(runs["fast"]) == without_encoders(runs["reference"])
+
+
+def test_encoder_fast_refuses_a_tokenizer_tokie_gets_wrong(small_corpus, small_vocab):
+    result = run(
+        "compare-tokenizers",
+        small_corpus,
+        "--tokenizer",
+        small_vocab / "wordpiece",
+        "--encoder",
+        "fast",
+        "-q",
+    )
+    assert result.exit_code == 1 and "use --encoder auto or reference" in result.stderr
+    assert "Traceback" not in result.output
+
+
 # --- the command line ---------------------------------------------------------------------
 
 
@@ -535,7 +646,7 @@ DOCUMENTS = st.lists(st.lists(LINE_TEXT.filter(bool), min_size=1, max_size=8), m
 
 
 def as_units(documents: list[list[str]]) -> list[list[str]]:
-    return [[line if i == 0 else " " + line for i, line in enumerate(doc)] for doc in documents]
+    return [document_units(document) for document in documents]
 
 
 def encoded_by_ids(contestant, documents: list[list[str]]):
@@ -543,23 +654,25 @@ def encoded_by_ids(contestant, documents: list[list[str]]):
     ids, units per text), its untimed share on a thread as in a run."""
     from rbprep.compare.comparison import _EncodeIds, _Texts
 
-    encode = _EncodeIds(contestant, _Texts.of(documents))
+    encode = _EncodeIds(contestant, _Texts.of(documents), batch_number=1)
     encode.timed(m.Tally())
     with ThreadPoolExecutor(max_workers=1) as encoder:
         encode.start(encoder.submit)
         return encode.result()
 
 
+@pytest.mark.parametrize("encoder", ["auto", "reference"])
 @settings(max_examples=150, deadline=None)
 @given(documents=DOCUMENTS)
-def test_joined_encoding_gives_the_ids_of_units_one_by_one(small_vocab, documents):
-    """The byte-level BPE's encode (a document's lines joined by newlines, as shard) gives
-    exactly the ids and unit lengths of encoding every unit alone; a unit holding a line
-    break falls back to that."""
+def test_joined_encoding_gives_the_ids_of_units_one_by_one(small_vocab, documents, encoder):
+    """The byte-level BPE's encode (a document's lines joined by newlines, as shard), by
+    tokie (auto) and by tokenizers, gives exactly the ids and unit lengths of encoding
+    every unit alone by tokenizers; a unit holding a line break falls back to that."""
     from rbprep.compare.comparison import _contestant
 
-    bpe = _contestant("bpe", str(small_vocab / "bpe"))
+    bpe = _contestant("bpe", str(small_vocab / "bpe"), encoder)
     assert bpe.line_break_id is not None
+    assert bpe.encoder.id.name == ("tokie" if encoder == "auto" else "tokenizers")
     for documents_ in (as_units(documents), [["first line", " with\na break", " last"]]):
         units = [unit for doc in documents_ for unit in doc]
         lengths, ids, text_units = encoded_by_ids(bpe, documents_)
@@ -598,6 +711,9 @@ def placed_both_ways(tokenizer: Tokenizer, documents: list[list[str]]):
         name="wp",
         path="",
         tokenizer=tokenizer,
+        encoder=ReferenceEncoder(tokenizer, None),
+        reference=ReferenceEncoder(tokenizer, None),
+        encoder_note=None,
         style=Style.of(tokenizer),
         vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
         id_limit=tokenizer.get_vocab_size(with_added_tokens=True),
@@ -768,7 +884,7 @@ def test_round_trip_counts_equal_decoding_every_document(small_vocab, documents)
 
     documents = as_units(documents)
     for kind in ("bpe", "wordpiece"):
-        contestant = _contestant(kind, str(small_vocab / kind))
+        contestant = _contestant(kind, str(small_vocab / kind), "reference")
         assert contestant.spellings is not None
         ids_of = [
             [e.ids for e in contestant.tokenizer.encode_batch(doc, add_special_tokens=False)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import math
 import os
 import time
@@ -35,8 +36,22 @@ from rbprep.compare import metrics as m
 from rbprep.compare.pieces import Piece, Style, byte_length, display, piece, word_pieces
 from rbprep.compare.pretokens import PreTokens
 from rbprep.compare.roundtrip import Spellings
-from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
-from rbprep.encoding import cut_at_breaks, join_lines, line_break_id
+from rbprep.corpus import Corpus, Document, ReadStats, document_coin, open_corpus
+from rbprep.encoding import (
+    CHECK_FRACTION,
+    ENCODER_CHOICES,
+    REFERENCE_NAME,
+    Encoder,
+    EncoderMismatch,
+    ReferenceEncoder,
+    check_encoded,
+    check_equal,
+    cut_at_breaks,
+    document_units,
+    join_lines,
+    line_break_id,
+    open_encoder,
+)
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
 from rbprep.tokenizer_info import (
@@ -47,11 +62,13 @@ from rbprep.tokenizer_info import (
 )
 from rbprep.vocab import Usage, sample_documents
 
-_BATCH_UNITS = 10_000  # units per encode call, as shard
+_BATCH_UNITS = 10_000  # units counted together (the encoders batch their own calls)
 _BATCH_CHARS = 1_000_000  # bounds the per-character arrays of a batch (~50 MB)
 _SAMPLE_CHARS = (30, 140)  # a sample sentence is a unit of this many characters
 _TOP = 25  # most frequent / longest tokens kept in the report
 _SPEED_SHARE = 10  # every 10th text of a batch is encoded alone and timed (encode_mb_s)
+
+logger = logging.getLogger("rbprep")
 
 
 @dataclass(frozen=True)
@@ -63,8 +80,13 @@ class CompareConfig:
     seed: int = 0  # seed of the sample
     samples: int = 6  # sample sentences shown tokenised by each tokenizer
     renyi_alpha: float = m.RENYI_ALPHA
+    encoder: str = "auto"  # auto | fast | reference, as shard's --encoder
 
     def check(self) -> None:
+        if self.encoder not in ENCODER_CHOICES:
+            raise RbprepError(
+                f"--encoder must be one of {', '.join(ENCODER_CHOICES)}, got {self.encoder!r}"
+            )
         if not 8 <= self.seq_len <= 65535:
             raise RbprepError(f"--seq-len must be in 8..65535, got {self.seq_len}")
         if self.sample_bytes is not None and self.sample_bytes <= 0:
@@ -85,6 +107,9 @@ class _Contestant:
     name: str
     path: str  # the tokenizer.json read
     tokenizer: Tokenizer
+    encoder: Encoder  # what encodes the ids counted (encoding.open_encoder)
+    reference: ReferenceEncoder  # checks a sample of what a fast encoder gives
+    encoder_note: str | None  # why the encoder is not the fast one, where auto chose
     style: Style
     vocab_size: int  # entries, added tokens included: |V| of the metrics
     id_limit: int  # ids are below this (id_space: more than vocab_size where ids skip)
@@ -147,7 +172,7 @@ def _named(tokenizers: Sequence[Any]) -> list[tuple[str, str]]:
     return unique
 
 
-def _contestant(name: str, path: str) -> _Contestant:
+def _contestant(name: str, path: str, encoder_choice: str) -> _Contestant:
     try:
         tokenizer, info = load_tokenizer(path)
         unk_id, special_ids, shardable, file = (
@@ -173,10 +198,15 @@ def _contestant(name: str, path: str) -> _Contestant:
     limit = id_space(tokenizer)
     style = Style.of(tokenizer)
     config = json.loads(tokenizer.to_str())
+    line_break = line_break_id(tokenizer, config)
+    encoder, note = open_encoder(tokenizer, config, line_break, encoder_choice, where=name)
     return _Contestant(
         name=name,
         path=file,
         tokenizer=tokenizer,
+        encoder=encoder,
+        reference=ReferenceEncoder(tokenizer, line_break),
+        encoder_note=note,
         style=style,
         vocab_size=vocab_size,
         id_limit=limit,
@@ -184,7 +214,7 @@ def _contestant(name: str, path: str) -> _Contestant:
         special_ids=tuple(special_ids),
         shardable=shardable,
         byte_lengths=_byte_lengths(tokenizer, style, limit),
-        line_break_id=line_break_id(tokenizer, config),
+        line_break_id=line_break,
         pre_tokens=PreTokens.of(tokenizer, config),
         spellings=Spellings.of(tokenizer, config),
         counts=np.zeros(limit, dtype=np.int64),  # (ids,) int64
@@ -207,11 +237,6 @@ def _byte_lengths(tokenizer: Tokenizer, style: Style, id_limit: int) -> np.ndarr
 
 
 # --- the stream of text -------------------------------------------------------------------
-
-
-def _units(document: Document) -> list[str]:
-    """A document's units as ``shard`` tokenises them: later lines with a leading space."""
-    return [document.units[0], *(" " + unit for unit in document.units[1:])]
 
 
 @dataclass
@@ -276,6 +301,7 @@ class _Run:
         self.partition_files: list[np.ndarray] = []  # (units,) int64: file index
         self.files_done: list[int] = []
         self.current_file = -1
+        self.batches = 0  # batches given: names each for the encoder check's sample
         per_file = max(1, math.ceil(config.samples / max(n_files, 1))) if config.samples else 0
         self.samples_per_file = per_file
         self.sample_candidates: dict[int, list[str]] = {}
@@ -300,12 +326,14 @@ class _Run:
         if not batch.units:
             return
         texts = _Texts.of(batch.documents)
+        self.batches += 1
         wait(self.in_flight)  # the timed calls run alone
         self.in_flight.clear()
         encodes: list[_EncodeIds | _EncodeWithOffsets] = []
         for contestant in self.contestants:
             placed_by_ids = contestant.byte_lengths is not None or contestant.pre_tokens is not None
-            encode = (_EncodeIds if placed_by_ids else _EncodeWithOffsets)(contestant, texts)
+            kind = _EncodeIds if placed_by_ids else _EncodeWithOffsets
+            encode = kind(contestant, texts, self.batches)
             encode.timed(contestant.tallies.setdefault(batch.file, m.Tally()))
             encodes.append(encode)
         for encode in encodes:
@@ -431,42 +459,42 @@ def _flat(id_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _EncodeIds:
-    """One tokenizer's encode of one batch by ``encode_batch_fast``: a document's units
-    joined where the tokenizer allows (``line_break_id``, ``pre_tokens``), else unit by
-    unit. ``timed`` encodes every ``_SPEED_SHARE``-th text, ``start`` the others through
-    the encoder thread, ``result`` waits for them and gives the tokens of each text
-    encoded (texts,), all ids (tokens,) and the units in each text (texts,): one unit
-    each where the line breaks' tokens cut the texts back into units."""
+    """One tokenizer's encode of one batch by its encoder: a document's units joined where
+    the tokenizer allows (``line_break_id``, ``pre_tokens``), else unit by unit.
+    ``timed`` encodes every ``_SPEED_SHARE``-th text, ``start`` the others through the
+    encoder thread, ``result`` waits for them, checks a sample against the reference
+    where the encoder is the fast one, and gives the tokens of each text encoded
+    (texts,), all ids (tokens,) and the units in each text (texts,): one unit each where
+    the line breaks' tokens cut the texts back into units."""
 
-    def __init__(self, contestant: _Contestant, texts: _Texts):
+    def __init__(self, contestant: _Contestant, texts: _Texts, batch_number: int):
         self.contestant = contestant
         self.texts = texts
+        self.batch_number = batch_number
         self.one_each = np.ones(len(texts.units), dtype=np.int64)
         if contestant.line_break_id is not None or contestant.pre_tokens is not None:
             self.inputs, self.text_units = texts.joined, texts.joined_units
         else:
             self.inputs, self.text_units = texts.units, self.one_each
-        self.timed_ids: list[list[int]] = []
-        self.rest: Future[list[list[int]]] | None = None
+        self.timed_encoded: tuple[np.ndarray, np.ndarray] | None = None
+        self.rest: Future[tuple[np.ndarray, np.ndarray]] | None = None
 
     def timed(self, tally: m.Tally) -> None:
         # (less the "\n"s that join units: the speed is over the units' bytes)
         joins = int(self.text_units[::_SPEED_SHARE].sum()) - len(self.text_units[::_SPEED_SHARE])
-        encodings = _timed_encode(self.contestant, tally, self.inputs[::_SPEED_SHARE], joins)
-        self.timed_ids = [e.ids for e in encodings]
+        self.timed_encoded = _timed_encode(
+            self.contestant, tally, self.inputs[::_SPEED_SHARE], joins
+        )
 
     def start(self, submit: _Submit) -> None:
         rest = [text for i, text in enumerate(self.inputs) if i % _SPEED_SHARE]
-        self.rest = submit(_ids, self.contestant.tokenizer, rest)
+        self.rest = submit(self.contestant.encoder.encode_texts, rest)
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        assert self.rest is not None
-        later = iter(self.rest.result())
-        id_lists = [
-            self.timed_ids[i // _SPEED_SHARE] if i % _SPEED_SHARE == 0 else next(later)
-            for i in range(len(self.inputs))
-        ]
-        lengths, ids = _flat(id_lists)
+        assert self.rest is not None and self.timed_encoded is not None
+        timed = np.arange(len(self.inputs)) % _SPEED_SHARE == 0  # (texts,) bool
+        lengths, ids = _interleave(timed, self.timed_encoded, self.rest.result())
+        self._check(lengths, ids)
         line_break = self.contestant.line_break_id
         if line_break is None:
             return lengths, ids, self.text_units
@@ -474,42 +502,108 @@ class _EncodeIds:
         if cut is not None:
             return *cut, self.one_each
         # A unit holding a line break: unit by unit after all.
-        return *_flat(_ids(self.contestant.tokenizer, self.texts.units)), self.one_each
+        ids, lengths = self.contestant.encoder.encode_texts(self.texts.units)
+        return lengths, ids.astype(np.int64), self.one_each
+
+    def _check(self, lengths: np.ndarray, ids: np.ndarray) -> None:
+        """The first text and a deterministic ``CHECK_FRACTION`` of the others, encoded
+        again by the reference: ``EncoderMismatch`` where a fast encoder's ids differ."""
+        contestant = self.contestant
+        if contestant.encoder.id == contestant.reference.id:
+            return
+        chosen = np.fromiter(
+            (
+                i == 0 or document_coin(0, "encoder-check", self.batch_number, i, CHECK_FRACTION)
+                for i in range(len(self.inputs))
+            ),
+            np.bool_,
+            len(self.inputs),
+        )
+        try:
+            check_encoded(
+                contestant.encoder.id,
+                contestant.reference,
+                [self.inputs[i] for i in np.flatnonzero(chosen)],
+                ids[np.repeat(chosen, lengths)],
+                lengths[chosen],
+                contestant.name,
+            )
+        except EncoderMismatch as mismatch:
+            raise _ContestantMismatch(contestant.name, mismatch) from None
+
+
+class _ContestantMismatch(Exception):
+    """A fast encoder's ids differ from the reference's for tokenizer ``name``."""
+
+    def __init__(self, name: str, mismatch: EncoderMismatch) -> None:
+        super().__init__(str(mismatch))
+        self.name = name
+        self.mismatch = mismatch
+
+
+def _interleave(
+    first: np.ndarray, firsts: tuple[np.ndarray, np.ndarray], rest: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens per text (texts,) int64 and all ids (tokens,) int64, in text order, from the
+    (ids, lengths) of the texts ``first`` (texts,) marks and of the others, each in order."""
+    lengths = np.empty(len(first), dtype=np.int64)
+    lengths[first], lengths[~first] = firsts[1], rest[1]
+    from_first = np.repeat(first, lengths)  # (tokens,) bool
+    ids = np.empty(len(from_first), dtype=np.int64)
+    ids[from_first], ids[~from_first] = firsts[0], rest[0]
+    return lengths, ids
 
 
 class _EncodeWithOffsets:
-    """One tokenizer's encode of one batch with offsets (``_encode_offsets``), through the
-    encoder thread (``start``); ``timed`` times ``encode_batch_fast``, as ``shard`` calls
-    it, on every ``_SPEED_SHARE``-th unit."""
+    """One tokenizer's encode of one batch with offsets (``_encode_offsets``, by the
+    reference: the fast encoder has no batch call with offsets), through the encoder
+    thread (``start``); ``timed`` times the contestant's encoder, as ``shard`` calls it,
+    on every ``_SPEED_SHARE``-th unit, and ``result`` checks those ids where it is the
+    fast one."""
 
-    def __init__(self, contestant: _Contestant, texts: _Texts):
+    def __init__(self, contestant: _Contestant, texts: _Texts, batch_number: int):
         self.contestant = contestant
         self.texts = texts
+        self.timed_encoded: tuple[np.ndarray, np.ndarray] | None = None
         self.future: Future[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     def timed(self, tally: m.Tally) -> None:
-        _timed_encode(self.contestant, tally, self.texts.units[::_SPEED_SHARE], 0)
+        units = self.texts.units[::_SPEED_SHARE]
+        self.timed_encoded = _timed_encode(self.contestant, tally, units, 0)
 
     def start(self, submit: _Submit) -> None:
         self.future = submit(_encode_offsets, self.contestant.tokenizer, self.texts.units)
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        assert self.future is not None
-        return self.future.result()
+        assert self.future is not None and self.timed_encoded is not None
+        lengths, ids, offsets = self.future.result()
+        contestant = self.contestant
+        if contestant.encoder.id != contestant.reference.id:
+            timed = np.arange(len(lengths)) % _SPEED_SHARE == 0  # (units,) bool
+            try:
+                check_equal(
+                    contestant.encoder.id,
+                    self.texts.units[::_SPEED_SHARE],
+                    *self.timed_encoded,
+                    ids[np.repeat(timed, lengths)],
+                    lengths[timed],
+                    contestant.name,
+                )
+            except EncoderMismatch as mismatch:
+                raise _ContestantMismatch(contestant.name, mismatch) from None
+        return lengths, ids, offsets
 
 
-def _timed_encode(contestant: _Contestant, tally: m.Tally, texts: list[str], joins: int) -> Any:
-    """``encode_batch_fast`` on ``texts``, the call alone timed into ``tally`` over their
-    bytes less ``joins`` (the "\n"s joining units); returns the encodings."""
+def _timed_encode(
+    contestant: _Contestant, tally: m.Tally, texts: list[str], joins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The contestant's encoder on ``texts``, the call alone timed into ``tally`` over
+    their bytes less ``joins`` (the "\n"s joining units); returns (ids, lengths)."""
     started = time.perf_counter()
-    encodings = contestant.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+    encoded = contestant.encoder.encode_texts(texts)
     tally.encode_seconds += time.perf_counter() - started
     tally.encode_bytes += sum(len(text.encode()) for text in texts) - joins
-    return encodings
-
-
-def _ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
-    return [e.ids for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+    return encoded
 
 
 def _encode_offsets(
@@ -705,7 +799,27 @@ def compare_tokenizers(
     named = _named(tokenizers)
     if not named:
         raise RbprepError("no tokenizer to compare; give --tokenizers DIR or --tokenizer PATH")
-    contestants = [_contestant(name, path) for name, path in named]
+    choices = {name: config.encoder for name, _ in named}
+    notes: dict[str, str] = {}  # why a tokenizer is on the reference after a mismatch
+    while True:
+        contestants = [_contestant(name, path, choices[name]) for name, path in named]
+        for contestant in contestants:
+            contestant.encoder_note = notes.get(contestant.name, contestant.encoder_note)
+        try:
+            return _compare(corpus, contestants, config, progress)
+        except _ContestantMismatch as found:
+            # What was counted from the fast encoder's ids is dropped: the comparison
+            # runs again, that tokenizer on the reference.
+            logger.warning(
+                "%s; comparing again with %s for %s", found.mismatch, REFERENCE_NAME, found.name
+            )
+            choices[found.name] = "reference"
+            notes[found.name] = str(found.mismatch)
+
+
+def _compare(
+    corpus: Corpus, contestants: list[_Contestant], config: CompareConfig, progress: bool
+) -> Comparison:
     started = time.perf_counter()
     stats = ReadStats()
     usage = Usage()
@@ -727,7 +841,7 @@ def compare_tokenizers(
                     run.end_file()
                     run.current_file = document.source
                 batch = _Batch(file=document.source)
-            batch.add(_units(document))
+            batch.add(document_units(document.units))
             run.consider_sample(document.source, document)
             if batch.units >= _BATCH_UNITS or batch.chars >= _BATCH_CHARS:
                 run.batch(batch)
@@ -778,6 +892,8 @@ def _result(
                 "path": contestant.path,
                 "model": contestant.style.label,
                 "normalizer": contestant.tokenizer.normalizer is not None,
+                "encoder": contestant.encoder.id.as_dict(),
+                "encoder_note": contestant.encoder_note,
                 "shardable": contestant.shardable,
                 "overall": m.metrics(
                     overall,

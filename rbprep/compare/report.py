@@ -234,6 +234,7 @@ def text_report(data: dict[str, Any], width: int = 100) -> str:
     """The terminal report: overall table, per-file table, pairs, samples, top tokens."""
     lines = [_summary_line(data), ""]
     lines.extend(_table(*_overall_rows(data)))
+    lines.append(_encoders_line(data))
     groups: list[tuple[str, str, Callable[[Any], str]]] = []
     for group in FILE_GROUPS:
         header, rows = _file_rows(data, [*groups, group])
@@ -270,6 +271,24 @@ def text_report(data: dict[str, Any], width: int = 100) -> str:
     return "\n".join(lines)
 
 
+def _encoder_label(tokenizer: dict[str, Any]) -> str:
+    encoder = tokenizer.get("encoder")  # absent from reports written before --encoder
+    return f"{encoder['name']} {encoder['version']}" if encoder else "tokenizers"
+
+
+def _encoders_line(data: dict[str, Any]) -> str:
+    """Which library encoded each tokenizer's ids (the ids are the same either way)."""
+    by_encoder: dict[str, list[str]] = {}
+    for t in data["tokenizers"]:
+        by_encoder.setdefault(_encoder_label(t), []).append(t["name"])
+    line = "Encoded by " + "; ".join(
+        f"{label}: {', '.join(names)}" for label, names in by_encoder.items()
+    )
+    if any(t.get("encoder_note") for t in data["tokenizers"]):
+        line += " (--json: encoder_note says why a tokenizer is not on the fast encoder)"
+    return line + "."
+
+
 # --- Markdown ------------------------------------------------------------------------------
 
 
@@ -297,11 +316,11 @@ def markdown_report(data: dict[str, Any], plots: Sequence[str] = ()) -> str:
     tokenizers = data["tokenizers"]
     names = [t["name"] for t in tokenizers]
     lines = ["# Tokenizer comparison", "", _summary_line(data), ""]
-    lines += ["| tokenizer | model | path | shardable |", "|---|---|---|---|"]
+    lines += ["| tokenizer | model | path | shardable | encoded by |", "|---|---|---|---|---|"]
     for t in tokenizers:
         lines.append(
             f"| {_md_escape(t['name'])} | {t['model']} | {_md_code(t['path'])} | "
-            f"{'yes' if t['shardable'] else 'no'} |"
+            f"{'yes' if t['shardable'] else 'no'} | {_md_escape(_encoder_label(t))} |"
         )
     lines += ["", "## Overall", ""]
     header, rows = _overall_rows(data)
