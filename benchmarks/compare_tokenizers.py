@@ -7,7 +7,12 @@ the sample. What is measured, on one corpus and set of tokenizers:
   rbprep's reader (``rbprep.vocab.sample_documents``: the same documents), builds the
   units as ``shard`` tokenises them (later lines with a leading space), and encodes them
   once with each tokenizer by ``Tokenizer.encode_batch_fast`` (no offsets), in batches
-  of 10,000 units, as ``shard`` does. Nothing is counted: it is the cost of tokenising.
+  of 10,000 units. Nothing is counted: it is the cost of tokenising with ``tokenizers``.
+- fast floor: the same, each tokenizer encoded by the encoder ``--encoder auto`` takes
+  for it (``rbprep.encoding.open_encoder``: tokie's ``encode_batch_flat`` for a
+  byte-level BPE, ``tokenizers`` for the others), ``encode_texts`` on the units in
+  batches of ``UNIT_BATCH``: one bare fast encode pass per tokenizer. The issue's
+  budget is rbprep <= 1.3x this.
 - rbprep: ``rbprep compare-tokenizers CORPUS --tokenizer ... --sample-bytes S --json
   OUT -q`` (the table goes to a log file): one encode per tokenizer (``encode_batch_fast``
   for a byte-level BPE or a BERT WordPiece, whose ids alone place their tokens in words,
@@ -21,9 +26,10 @@ the sample. What is measured, on one corpus and set of tokenizers:
 Every contestant is a separate process, timed whole (imports and start-up included),
 importing rbprep from this checkout (``PYTHONPATH`` is set to its root):
 wall time around the child and its peak RSS (``os.wait4``). Runs are interleaved
-(floor, rbprep, floor, rbprep, ...) and the result is the median of ``--repeats``
-runs, reported as the ratio rbprep / floor. rbprep's own JSON says how its time splits
-(encode_batch_fast seconds per tokenizer, from ``encode_mb_s``); that is printed too.
+(floor, fast floor, rbprep, floor, ...) and the result is the median of ``--repeats``
+runs, reported as the ratios rbprep / floor and rbprep / fast floor. rbprep's own JSON
+says how its time splits (encoder seconds per tokenizer, from ``encode_mb_s``); that is
+printed too.
 
 Without ``--tokenizers``/``--tokenizer``, both tokenizers are first trained on a 10 MB
 sample of the corpus (untimed). Run it from the repository root::
@@ -85,6 +91,31 @@ for path in tokenizers:
     print(path, tokens)
 """
 
+# The fast floor: the same units through the encoder auto takes. Arguments as FLOOR_SCRIPT's.
+FAST_FLOOR_SCRIPT = """\
+import json, sys
+from rbprep.corpus import ReadStats, open_corpus
+from rbprep.encoding import UNIT_BATCH, document_units, open_encoder
+from rbprep.tokenizer_info import load_tokenizer
+from rbprep.vocab import Usage, sample_documents
+
+size = None if sys.argv[1] == "none" else int(sys.argv[1])
+n = int(sys.argv[2])
+paths, tokenizers = sys.argv[3 : 3 + n], sys.argv[3 + n :]
+corpus = open_corpus(paths)
+units = []
+for _, document in sample_documents(corpus, ReadStats(), size, 0, Usage()):
+    units.extend(document_units(document.units))
+for path in tokenizers:
+    tokenizer, _ = load_tokenizer(path)
+    encoder, _ = open_encoder(tokenizer, json.loads(tokenizer.to_str()), None, "auto")
+    tokens = 0
+    for start in range(0, len(units), UNIT_BATCH):
+        ids, _ = encoder.encode_texts(units[start : start + UNIT_BATCH])
+        tokens += len(ids)
+    print(path, encoder.id.name, tokens)
+"""
+
 
 @dataclass
 class Run:
@@ -129,7 +160,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sample-bytes", type=parse_size, default=parse_size("20MB"), help="(20MB)"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="runs per contestant (3)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per contestant (5)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSON lines file")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -177,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
             *corpus_args,
             *paths,
         ]
+        fast_floor_command = [sys.executable, "-c", FAST_FLOOR_SCRIPT, *floor_command[3:]]
         ours_command = [
             *rbprep_command(),
             "compare-tokenizers",
@@ -191,19 +223,26 @@ def main(argv: list[str] | None = None) -> None:
             ours_command += ["--tokenizer", f"{name}={path}"]
         timed(floor_command, work / "warm.log")  # warm the page cache, untimed
         floor: list[Run] = []
+        fast_floor: list[Run] = []
         ours: list[Run] = []
         for repeat in range(args.repeats):
             floor.append(timed(floor_command, work / "floor.log"))
+            fast_floor.append(timed(fast_floor_command, work / "fast-floor.log"))
             ours.append(timed(ours_command, work / "ours.log"))
             print(
                 f"  run {repeat + 1}/{args.repeats}: floor {floor[-1].seconds:.1f} s, "
-                f"rbprep {ours[-1].seconds:.1f} s",
+                f"fast floor {fast_floor[-1].seconds:.1f} s, rbprep {ours[-1].seconds:.1f} s",
                 flush=True,
             )
         data = json.loads((work / "c.json").read_text())
+        fast_encoders = [
+            line.split()[-2] for line in (work / "fast-floor.log").read_text().splitlines()
+        ]
     floor_median = statistics.median(r.seconds for r in floor)
     ours_median = statistics.median(r.seconds for r in ours)
     ratio = ours_median / floor_median
+    fast_floor_median = statistics.median(r.seconds for r in fast_floor)
+    fast_ratio = ours_median / fast_floor_median
     text_bytes = data["corpus"]["text_bytes"]
     encode_s = {
         t["name"]: round(t["overall"]["bytes"] / 1e6 / t["overall"]["encode_mb_s"], 2)
@@ -219,12 +258,20 @@ def main(argv: list[str] | None = None) -> None:
         f"peak {max(r.peak_rss_mb for r in floor):.0f} MB"
     )
     print(
+        f"  fast floor (read + auto's encoder: {', '.join(fast_encoders)}): median "
+        f"{fast_floor_median:.2f} s, peak {max(r.peak_rss_mb for r in fast_floor):.0f} MB"
+    )
+    print(
         f"  rbprep compare-tokenizers:                     median {ours_median:.2f} s, "
         f"peak {max(r.peak_rss_mb for r in ours):.0f} MB"
     )
     print(f"  ratio rbprep / floor: {ratio:.2f}")
     print(
-        f"  inside rbprep: {data['seconds']:.1f} s in all, of which encode_batch_fast "
+        f"  ratio rbprep / fast floor: {fast_ratio:.2f} (target <= 1.3: "
+        f"{'ok' if fast_ratio <= 1.3 else 'OVER'})"
+    )
+    print(
+        f"  inside rbprep: {data['seconds']:.1f} s in all, of which encoding "
         f"{sum(encode_s.values()):.1f} s {encode_s} (all text at encode_mb_s, which is "
         "timed on every 10th text of each batch, encoded alone)"
     )
@@ -239,6 +286,12 @@ def main(argv: list[str] | None = None) -> None:
         "floor_median_s": floor_median,
         "rbprep_median_s": ours_median,
         "ratio": round(ratio, 4),
+        "fast_floor_seconds": [r.seconds for r in fast_floor],
+        "fast_floor_median_s": fast_floor_median,
+        "fast_floor_encoders": fast_encoders,
+        "fast_ratio": round(fast_ratio, 4),
+        "fast_floor_peak_rss_mb": max(r.peak_rss_mb for r in fast_floor),
+        "encoders": {t["name"]: t["encoder"] for t in data["tokenizers"]},
         "floor_peak_rss_mb": max(r.peak_rss_mb for r in floor),
         "rbprep_peak_rss_mb": max(r.peak_rss_mb for r in ours),
         "rbprep_encode_seconds": encode_s,

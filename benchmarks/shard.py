@@ -1,14 +1,21 @@
 """Benchmark ``rbprep shard`` against the tokenizer alone and the Hugging Face pipeline.
 
-Three contestants, on the same text files and the same cores, in one run:
+The contestants, on the same text files and the same cores, in one run:
 
 - ceiling: a small Python script (``python -c``) that reads the files the plain way (open,
   iterate lines, strip, skip blank ones) and runs ``tokenizers.Tokenizer.from_file(
   TOK/tokenizer.json).encode_batch_fast(lines[i:i + 2000], add_special_tokens=False)``
-  over all of it, writing nothing. Nothing that tokenises this text can be faster.
+  over all of it, writing nothing: the ``tokenizers`` ceiling.
+- tokie ceiling: the same script with tokie 's ``encode_batch_flat`` on the same lines
+  and batches, given the tokenizer.json as rbprep gives it (no added tokens, no
+  post-processor; ``rbprep.encoding.FastEncoder``): the fast encoder's own ceiling.
+  Nothing that tokenises this text with it can be faster.
 - rbprep: ``rbprep shard FILES --tokenizer TOK --out TMP --dup 10 --valid-fraction 0
-  -q --force`` (seq 512): tokenise, pack, mask 10 copies, write Arrow shards. Its totals
-  come from ``TMP/manifest.json``.
+  -q --force --json`` (seq 512): tokenise, pack, mask 10 copies, write Arrow shards. Its
+  totals come from ``TMP/manifest.json``, the seconds of each stage (summed over the
+  partitions' threads) from ``--json``'s ``stage_seconds``.
+- rbprep reference: the same with ``--encoder reference`` (what ``shard`` was before the
+  fast encoder), for its memory and for what tokie gains inside rbprep.
 - Hugging Face: what a user writes with ``datasets`` + ``transformers`` (``HF_SCRIPT``):
   ``load_dataset("text", data_files=FILES)`` (its cache in a fresh temporary directory),
   a batched ``map`` that tokenises with ``AutoTokenizer.from_pretrained(TOK)`` and
@@ -50,8 +57,10 @@ blank. Bytes on disk are apparent file sizes: rbprep's shards (from the manifest
 its whole output directory (which adds a copy of ``tokenizer.json``); HF's saved
 dataset, and separately the ``datasets`` cache directory it filled on the way.
 
-Targets: rbprep at least 0.9x the ceiling's throughput; rbprep well ahead of HF; at
-most 8 bytes on disk per content token for rbprep.
+Targets (issue 12, on 2 cores with a 50K BPE): rbprep at least 3x the ``tokenizers``
+ceiling's throughput (goal 5x) and at least 0.7x the tokie ceiling's; peak memory no
+higher than rbprep reference's; rbprep well ahead of HF; at most 8 bytes on disk per
+content token.
 
 Each run appends one JSON line to ``--results``. Run it from the repository root::
 
@@ -93,7 +102,8 @@ DEV_CORPUS = Path.home() / ".cache" / "rbprep-dev-corpus" / "en"
 DEV_SUBSET = ("sqlite-doc.txt", "git-doc.txt", "debian-docs.txt", "apache-httpd-doc.txt")
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "shard.jsonl"
 SEQ_LEN, DUP, MASK_PROB = 512, 10, 0.15
-TARGET_CEILING_SHARE = 0.9  # rbprep's throughput / the ceiling's
+TARGET_CEILING_SHARE = 3.0  # rbprep's throughput / the tokenizers ceiling's (goal 5)
+TARGET_FAST_CEILING_SHARE = 0.7  # rbprep's throughput / the tokie ceiling's
 TARGET_BYTES_PER_TOKEN = 8.0
 CHILD_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "true"}
 
@@ -117,6 +127,36 @@ for i in range(0, len(lines), 2000):
     encodings = tokenizer.encode_batch_fast(lines[i : i + 2000], add_special_tokens=False)
     if count == "1":
         tokens += sum(len(encoding.ids) for encoding in encodings)
+if count == "1":
+    print(tokens, len(lines))
+"""
+
+# The fast encoder's ceiling: the same lines and batches through tokie, on the
+# tokenizer.json as rbprep.encoding.FastEncoder gives it. Arguments as CEILING_SCRIPT's.
+FAST_CEILING_SCRIPT = """\
+import json, os, sys, tempfile
+import tokie
+
+tokenizer_json, count, *paths = sys.argv[1:]
+with open(tokenizer_json, encoding="utf-8") as file:
+    config = json.load(file)
+config.update(added_tokens=[], post_processor=None, truncation=None, padding=None)
+handle, plain = tempfile.mkstemp(suffix=".json")
+with os.fdopen(handle, "w", encoding="utf-8") as file:
+    json.dump(config, file)
+tokenizer = tokie.Tokenizer.from_json(plain)
+os.unlink(plain)
+lines = []
+for path in paths:
+    with open(path, encoding="utf-8", errors="replace") as file:
+        for line in file:
+            line = line.strip()
+            if line:
+                lines.append(line)
+tokens = 0
+for i in range(0, len(lines), 2000):
+    ids, lengths = tokenizer.encode_batch_flat(lines[i : i + 2000], add_special_tokens=False)
+    tokens += len(ids)
 if count == "1":
     print(tokens, len(lines))
 """
@@ -408,12 +448,12 @@ def dir_bytes(path: Path) -> int:
 # --- the contestants -------------------------------------------------------------------
 
 
-def run_ceiling(tokenizer_json: Path, paths: list[str], log: Path) -> Run:
-    return timed([sys.executable, "-c", CEILING_SCRIPT, str(tokenizer_json), "0", *paths], log)
+def run_ceiling(tokenizer_json: Path, paths: list[str], log: Path, script: str) -> Run:
+    return timed([sys.executable, "-c", script, str(tokenizer_json), "0", *paths], log)
 
 
-def count_ceiling_tokens(tokenizer_json: Path, paths: list[str]) -> tuple[int, int]:
-    command = [sys.executable, "-c", CEILING_SCRIPT, str(tokenizer_json), "1", *paths]
+def count_ceiling_tokens(tokenizer_json: Path, paths: list[str], script: str) -> tuple[int, int]:
+    command = [sys.executable, "-c", script, str(tokenizer_json), "1", *paths]
     done = subprocess.run(
         command, capture_output=True, text=True, check=True, env={**os.environ, **CHILD_ENV}
     )
@@ -421,14 +461,20 @@ def count_ceiling_tokens(tokenizer_json: Path, paths: list[str]) -> tuple[int, i
     return int(tokens), int(lines)
 
 
-def run_rbprep(corpus_args: list[str], tokenizer: Path, out: Path) -> tuple[Run, dict]:
+def run_rbprep(
+    corpus_args: list[str], tokenizer: Path, out: Path, encoder: str
+) -> tuple[Run, dict]:
     command = [*rbprep_command(), "shard", *corpus_args, "--tokenizer", str(tokenizer)]
     command += ["--out", str(out), "--seq-len", str(SEQ_LEN), "--dup", str(DUP)]
-    command += ["--valid-fraction", "0", "-q", "--force"]
-    run = timed(command, out.with_suffix(".log"))
+    command += ["--valid-fraction", "0", "-q", "--force", "--json", "--encoder", encoder]
+    log = out.with_suffix(".log")
+    run = timed(command, log)
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    summary = json.loads(log.read_text(encoding="utf-8"))
     totals = manifest["totals"]
     return run, {
+        "encoder": manifest["encoder"],
+        "stage_seconds": summary["extra"]["stage_seconds"],
         "content_tokens": totals["content_tokens"],
         "tokens": totals["tokens"],
         "rows": totals["rows"],
@@ -517,7 +563,7 @@ def train_tokenizer(corpus_args: list[str], work: Path) -> tuple[Path, float]:
 def table(contestants: list[Contestant], text_bytes: int) -> str:
     ceiling = contestants[0]
     header = (
-        f"  {'contestant':<14}{'median s':>9}  {'runs s':<20}{'MB/s':>7}{'x ceiling':>10}"
+        f"  {'contestant':<18}{'median s':>9}  {'runs s':<20}{'MB/s':>7}{'x ceiling':>10}"
         f"{'peak RSS MB':>12}{'tree MB':>9}{'content tokens':>16}{'B/token':>9}"
     )
     lines = [header]
@@ -526,7 +572,7 @@ def table(contestants: list[Contestant], text_bytes: int) -> str:
         per_token = f"{c.data_bytes / c.tokens:.2f}" if c.data_bytes and c.tokens else "-"
         tokens = f"{c.tokens:,}" if c.tokens else "-"
         lines.append(
-            f"  {c.name:<14}{c.median:>9.2f}  {runs:<20}{text_bytes / 1e6 / c.median:>7.3f}"
+            f"  {c.name:<18}{c.median:>9.2f}  {runs:<20}{text_bytes / 1e6 / c.median:>7.3f}"
             f"{ceiling.median / c.median:>10.3f}{max(r.peak_rss_mb for r in c.runs):>12.0f}"
             f"{max(r.tree_rss_mb for r in c.runs):>9.0f}{tokens:>16}{per_token:>9}"
         )
@@ -592,12 +638,27 @@ def details(contestants: dict[str, Contestant], ceiling_lines: int) -> list[str]
 
 def verdicts(contestants: dict[str, Contestant]) -> list[str]:
     ceiling, rb, hf = contestants["ceiling"], contestants["rbprep"], contestants.get("hf")
+    fast, reference = contestants["fast_ceiling"], contestants.get("reference")
     share = ceiling.median / rb.median
+    fast_share = fast.median / rb.median
     per_token = rb.data_bytes / rb.tokens
     lines = [
-        f"  rbprep throughput / ceiling: {share:.3f} (target >= {TARGET_CEILING_SHARE}: "
-        f"{'ok' if share >= TARGET_CEILING_SHARE else 'UNDER TARGET'})",
+        f"  rbprep throughput / tokenizers ceiling: {share:.3f} (target >= "
+        f"{TARGET_CEILING_SHARE:g}, goal 5: {'ok' if share >= TARGET_CEILING_SHARE else 'UNDER'})",
+        f"  rbprep throughput / tokie ceiling: {fast_share:.3f} (target >= "
+        f"{TARGET_FAST_CEILING_SHARE:g}: "
+        f"{'ok' if fast_share >= TARGET_FAST_CEILING_SHARE else 'UNDER TARGET'})",
+        "  rbprep stage seconds (median run, summed over threads): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in median_stages(rb).items()),
     ]
+    if reference:
+        peak = max(r.peak_rss_mb for r in rb.runs)
+        before = max(r.peak_rss_mb for r in reference.runs)
+        lines.append(
+            f"  rbprep vs rbprep --encoder reference: {reference.median / rb.median:.2f}x "
+            f"faster; peak RSS {peak:.0f} vs {before:.0f} MB "
+            f"({'ok' if peak <= before * 1.05 else 'HIGHER'})"
+        )
     if hf:
         lines.append(
             f"  rbprep vs HF: {hf.median / rb.median:.1f}x faster, "
@@ -610,6 +671,12 @@ def verdicts(contestants: dict[str, Contestant]) -> list[str]:
         f"{TARGET_BYTES_PER_TOKEN:g}: {'ok' if per_token <= TARGET_BYTES_PER_TOKEN else 'OVER'})"
     )
     return lines
+
+
+def median_stages(contestant: Contestant) -> dict[str, float]:
+    """Each stage's seconds over the runs, the median per stage."""
+    runs = contestant.extra.get("stage_runs") or []
+    return {k: statistics.median(run[k] for run in runs) for k in (runs[0] if runs else {})}
 
 
 def uncommitted(path: str) -> list[str] | None:
@@ -646,9 +713,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="plain .txt CORPUS paths (default: 4 files of the dev corpus, else the built-in one)",
     )
     parser.add_argument("--tokenizer", type=Path, help="tokenizer directory (default: train one)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per contestant (3)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per contestant (5)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSON lines file")
     parser.add_argument("--skip-hf", action="store_true", help="leave out the HF pipeline")
+    parser.add_argument(
+        "--skip-reference",
+        action="store_true",
+        help="leave out rbprep --encoder reference",
+    )
     parser.add_argument(
         "--hf-with-torch",
         action="store_true",
@@ -726,9 +798,19 @@ def main(argv: list[str] | None = None) -> None:
             record["tokenizer"] = {"trained": False, "path": str(tokenizer)}
             print(f"  tokenizer: {tokenizer}")
         tokenizer_json = tokenizer / "tokenizer.json"
-        ceiling_tokens, ceiling_lines = count_ceiling_tokens(tokenizer_json, paths)
-        contestants = {"ceiling": Contestant("ceiling"), "rbprep": Contestant("rbprep")}
-        contestants["ceiling"].tokens = ceiling_tokens
+        ceiling_tokens, ceiling_lines = count_ceiling_tokens(tokenizer_json, paths, CEILING_SCRIPT)
+        fast_tokens, _ = count_ceiling_tokens(tokenizer_json, paths, FAST_CEILING_SCRIPT)
+        if fast_tokens != ceiling_tokens:
+            sys.exit(f"tokie gives {fast_tokens:,} tokens, tokenizers {ceiling_tokens:,}")
+        contestants = {
+            "ceiling": Contestant("ceiling"),
+            "fast_ceiling": Contestant("tokie ceiling"),
+            "rbprep": Contestant("rbprep"),
+            "reference": Contestant("rbprep reference"),
+        }
+        contestants["ceiling"].tokens = contestants["fast_ceiling"].tokens = ceiling_tokens
+        if args.skip_reference:
+            del contestants["reference"]
         if not args.skip_hf:
             contestants["hf"] = Contestant("Hugging Face")
             contestants["hf"].extra["num_proc"] = args.hf_num_proc
@@ -748,16 +830,18 @@ def main(argv: list[str] | None = None) -> None:
                 notes.append(f"{run.seconds:.1f} s discarded, others {run.others:.0%}")
             contestant.runs.append(run)
             contestant.extra.update(info)
+            if "stage_seconds" in info:
+                contestant.extra.setdefault("stage_runs", []).append(info["stage_seconds"])
             if idle.startswith("still"):
                 notes.append(f"machine {idle}")
             return brief(contestant.name, run) + (f" [{'; '.join(notes)}]" if notes else "")
 
-        def ceiling_run(repeat: int) -> tuple[Run, dict]:
-            return run_ceiling(tokenizer_json, paths, work / f"ceiling-{repeat}"), {}
+        def ceiling_run(script: str, name: str, repeat: int) -> tuple[Run, dict]:
+            return run_ceiling(tokenizer_json, paths, work / f"{name}-{repeat}", script), {}
 
-        def rbprep_run(repeat: int) -> tuple[Run, dict]:
-            out = work / f"rbprep-{repeat}"
-            run, info = run_rbprep(corpus_args, tokenizer, out)
+        def rbprep_run(encoder: str, repeat: int) -> tuple[Run, dict]:
+            out = work / f"rbprep-{encoder}-{repeat}"
+            run, info = run_rbprep(corpus_args, tokenizer, out, encoder)
             shutil.rmtree(out)
             return run, info
 
@@ -770,15 +854,24 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(out)
             return run, info
 
-        runners = {"ceiling": ceiling_run, "rbprep": rbprep_run, "hf": hf_run}
+        runners = {
+            "ceiling": functools.partial(ceiling_run, CEILING_SCRIPT, "ceiling"),
+            "fast_ceiling": functools.partial(ceiling_run, FAST_CEILING_SCRIPT, "fast-ceiling"),
+            "rbprep": functools.partial(rbprep_run, "auto"),
+            "reference": functools.partial(rbprep_run, "reference"),
+            "hf": hf_run,
+        }
         for repeat in range(args.repeats):
             said = [
                 attempt(contestant, functools.partial(runners[key], repeat))
                 for key, contestant in contestants.items()
             ]
             print(f"  run {repeat + 1}/{args.repeats}: {', '.join(said)}", flush=True)
-        rb, hf = contestants["rbprep"], contestants.get("hf")
-        rb.tokens, rb.data_bytes = rb.extra["content_tokens"], rb.extra["shard_bytes"]
+        hf = contestants.get("hf")
+        for key in ("rbprep", "reference"):
+            if key in contestants:
+                c = contestants[key]
+                c.tokens, c.data_bytes = c.extra["content_tokens"], c.extra["shard_bytes"]
         if hf:
             hf.tokens, hf.data_bytes = hf.extra["check"]["content_tokens"], hf.extra["saved_bytes"]
 

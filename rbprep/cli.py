@@ -379,21 +379,31 @@ def inspect_command(data: str, split: str, rows: int, copy: int, as_json: bool) 
 
 @main.command("verify")
 @click.argument("data", type=click.Path(path_type=str))
+@click.option(
+    "--retokenize",
+    type=float,
+    default=0.0,
+    metavar="FRACTION",
+    help="Also read this share of the corpus partitions (at least one) again from the "
+    "corpus, encode them with tokenizers and check the stored ids row by row.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_user_errors
-def verify_command(data: str, quiet: bool) -> None:
+def verify_command(data: str, retokenize: float, quiet: bool) -> None:
     """Check a dataset: shard checksums and every invariant of every row.
 
     Recomputes every mask from the seed. Exits 1 naming the first damaged shard and row.
-    DATA is a path, or a URI (s3://...).
+    DATA is a path, or a URI (s3://...). --retokenize needs the corpus the dataset was
+    made from, at the paths its manifest names.
 
     \b
     Example:
       rbprep verify data
+      rbprep verify data --retokenize 0.05
     """
     from rbprep.dataset.verification import verify
 
-    click.echo(verify(data, progress=not quiet).report())
+    click.echo(verify(data, retokenize=retokenize, progress=not quiet).report())
 
 
 @main.command("pretrain")

@@ -400,14 +400,8 @@ def _pack_and_mask_stage(
     tokens, mask position offsets, positions, groups, random offsets, random tokens."""
     from rbprep import kernels
 
-    row_offsets, row_tokens = kernels.pack_rows(
-        token_ids,
-        unit_lengths,
-        np.array(starts, dtype=np.bool_),
-        config.seq_len,
-        config.mode == "full-sentences",
-        work.info.cls_id,
-        work.info.sep_id,
+    row_offsets, row_tokens = _pack(
+        config, token_ids, unit_lengths, starts, work.info.cls_id, work.info.sep_id
     )
     positions, groups, random_tokens, position_offsets, random_offsets = kernels.mask_rows(
         row_offsets,
@@ -435,6 +429,47 @@ def _pack_and_mask_stage(
         random_offsets,
         random_tokens,
     )
+
+
+def _pack(
+    config: ShardConfig,
+    token_ids: np.ndarray,
+    unit_lengths: np.ndarray,
+    starts: list[bool],
+    cls_id: int,
+    sep_id: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row offsets (rows + 1,) int64 and row tokens (tokens,) uint32 of the units."""
+    from rbprep import kernels
+
+    return kernels.pack_rows(
+        token_ids,
+        unit_lengths,
+        np.array(starts, dtype=np.bool_),
+        config.seq_len,
+        config.mode == "full-sentences",
+        cls_id,
+        sep_id,
+    )
+
+
+def partition_rows(
+    corpus: Corpus,
+    partition: Partition,
+    config: ShardConfig,
+    encoder: Encoder,
+    cls_id: int,
+    sep_id: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The rows ``shard`` packs of one partition, split by split, with ``encoder`` and
+    no masks: {split: (row offsets (rows + 1,) int64, row tokens (tokens,) uint32)}.
+    ``verify --retokenize`` compares them with the stored rows."""
+    texts = _read_stage(corpus, partition, config, ReadStats(), checking=False)
+    rows = {}
+    for split in SPLITS:
+        token_ids, unit_lengths = encoder.encode_units(texts[split].units, texts[split].starts)
+        rows[split] = _pack(config, token_ids, unit_lengths, texts[split].starts, cls_id, sep_id)
+    return rows
 
 
 _warming_lock = threading.Lock()
@@ -757,6 +792,8 @@ def _manifest(
         "encoder": encoder.as_dict(),
         "corpus": {
             "files": [file.path for file in corpus.files],
+            "text_field": corpus.options.text_field,
+            "bytes": corpus.size,
             "partition_size": corpus.partition_size,
             "partitions": len(corpus.partitions),
         },

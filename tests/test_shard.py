@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -651,3 +652,67 @@ def test_a_fast_encoder_that_disagrees_falls_back_and_redoes_its_partitions(
     assert "zz-odd.txt" in warning and "'Every line here spells zq once.'" in warning
     assert f"redoing the {len(corpus.partitions) - 1} partitions it wrote" in warning
     assert outputs["fast"] == outputs["reference"]
+
+
+def _retokenizable(tmp_path: Path, builtin_corpus: Path) -> list[Path]:
+    """The built-in corpus, multilingual lines, and JSONL whose text is in "body"."""
+    records = tmp_path / "records.jsonl"
+    lines = HARD_LINES.splitlines()
+    records.write_text(
+        "".join(
+            json.dumps({"body": f"{a}\n{b}", "text": "not this"}) + "\n"
+            for a, b in itertools.pairwise(lines)
+        )
+        * 30,
+        encoding="utf-8",
+    )
+    return [*_hard_corpus(tmp_path, builtin_corpus), records]
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece"])
+def test_verify_retokenize_reencodes_partitions_with_the_reference(
+    tmp_path, builtin_corpus, small_vocab, kind
+):
+    """Every partition read again from the corpus, encoded by tokenizers and packed,
+    equals the stored rows: for a dataset tokie wrote (BPE) and one tokenizers wrote."""
+    corpus = open_corpus(
+        _retokenizable(tmp_path, builtin_corpus), text_field="body", partition_size=1_000_000
+    )
+    out = tmp_path / "data"
+    shard(corpus, small_vocab / kind, out, ShardConfig(dup=1, valid_fraction=0.05), workers=2)
+    report = verify(out, retokenize=1.0)
+    assert report.retokenized_partitions == report.partitions == len(corpus.partitions) > 2
+    assert report.retokenized_rows == report.rows
+    n = report.partitions
+    assert f"Re-encoded {n} of {n} partitions from the corpus with tokenizers" in report.report()
+    some = verify(out, retokenize=0.1)
+    assert some.retokenized_partitions == 1 and 0 < some.retokenized_rows < report.rows
+
+
+def test_verify_retokenize_catches_ids_the_checksums_vouch_for(
+    tmp_path, builtin_corpus, small_vocab
+):
+    """Stored ids that are not the corpus's own pass every other check (the checksums
+    are of what was written); re-encoding finds them. Here the corpus is changed under
+    the dataset, keeping its size, as a wrong encoder would have written it."""
+    text = tmp_path / "one.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog.\n" * 200)
+    out = tmp_path / "data"
+    shard([text], small_vocab / "bpe", out, ShardConfig(dup=1, valid_fraction=0))
+    text.write_text("The quick brown cat jumps over the lazy dog.\n" * 200)
+    assert verify(out).rows > 0
+    with pytest.raises(
+        RbprepError,
+        match=r"train/shard-00000.arrow: row 0: the stored ids "
+        r"differ from .*one.txt \(partition 0\) encoded again by tokenizers",
+    ):
+        verify(out, retokenize=1.0)
+    text.write_text("The quick brown fox.\n")
+    with pytest.raises(RbprepError, match="the corpus changed since it was sharded"):
+        verify(out, retokenize=1.0)
+    text.unlink()
+    result = CliRunner().invoke(main, ["verify", str(out), "--retokenize", "0.5", "-q"])
+    assert result.exit_code == 1 and "--retokenize reads the corpus" in result.stderr
+    assert "Traceback" not in result.output
+    bad = CliRunner().invoke(main, ["verify", str(out), "--retokenize", "2"])
+    assert bad.exit_code == 1 and "--retokenize must be in 0..1" in bad.stderr

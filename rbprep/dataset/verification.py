@@ -6,23 +6,32 @@ where the mode allows them; and that the stored masks equal what the seed recomp
 (which also proves positions distinct, in range and never special, and replacements
 never special, as the kernel makes them so). The first problem raises ``RbprepError``
 naming the shard and row.
+
+With ``retokenize``, a share of the corpus partitions is also read again from the corpus
+the manifest names, encoded by the reference encoder (``tokenizers``, whoever encoded
+the dataset) and packed by ``shard``'s kernel, and every row must equal the stored ids.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
 
 from rbprep import kernels
+from rbprep.corpus import Corpus, Partition, open_corpus
 from rbprep.dataset.format import MANIFEST, SPLITS, as_location, file_sha256, shard_schema
 from rbprep.dataset.reader import read_manifest
+from rbprep.encoding import ReferenceEncoder, line_break_id
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
 from rbprep.storage import Location
-from rbprep.tokenizer_info import replacement_ids, word_start_table
+from rbprep.tokenizer_info import encoding_tokenizer, replacement_ids, word_start_table
 
 _STREAMS = {"train": 0, "valid": 1}
 
@@ -33,20 +42,42 @@ class VerifyReport:
     rows: int
     tokens: int
     masked_positions: int
+    retokenized_partitions: int = 0  # of ``partitions``, read and encoded again
+    partitions: int = 0
+    retokenized_rows: int = 0
+    encoder: str = ""  # the reference encoder and its version, where it re-encoded
 
     def report(self) -> str:
-        return (
+        line = (
             f"OK: {self.shards} shards, {self.rows:,} rows, {self.tokens:,} tokens and "
             f"{self.masked_positions:,} masked positions verified."
         )
+        if self.retokenized_partitions:
+            line += (
+                f"\nRe-encoded {self.retokenized_partitions} of {self.partitions} partitions "
+                f"from the corpus with {self.encoder}: their {self.retokenized_rows:,} rows "
+                "equal the stored ids."
+            )
+        return line
 
 
-def verify(root: str | os.PathLike, *, progress: bool = False) -> VerifyReport:
-    """Check the dataset at ``root``; raise ``RbprepError`` at the first damage."""
+def verify(
+    root: str | os.PathLike, *, retokenize: float = 0.0, progress: bool = False
+) -> VerifyReport:
+    """Check the dataset at ``root``; raise ``RbprepError`` at the first damage.
+
+    ``retokenize`` (0 to 1) is the share of corpus partitions, at least one, that are
+    read again from the corpus and re-encoded by ``tokenizers`` to check the stored ids.
+    """
+    if not 0 <= retokenize <= 1:
+        raise RbprepError(f"--retokenize must be in 0..1, got {retokenize}")
     root = as_location(root)
     manifest = read_manifest(root)
     try:
-        return _verify(root, manifest, progress)
+        report = _verify(root, manifest, progress)
+        if retokenize:
+            _retokenize(root, manifest, retokenize, report, progress)
+        return report
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         # The shards were checked against their checksums first, so what does not fit
         # together here is the manifest.
@@ -107,6 +138,120 @@ def _verify(root: Location, manifest: dict, progress: bool) -> VerifyReport:
             f"{manifest['totals']['rows']:,}"
         )
     return report
+
+
+def _retokenize(
+    root: Location, manifest: dict, fraction: float, report: VerifyReport, progress: bool
+) -> None:
+    """Read a deterministic ``fraction`` of the partitions again, encode them with the
+    reference and pack them as ``shard`` does; every row must equal the stored one."""
+    from rbprep.sharding import ShardConfig, partition_rows
+
+    corpus = _original_corpus(root, manifest)
+    data = root.child(manifest["tokenizer"]["file"]).read_bytes()  # checked by _verify
+    tokenizer = encoding_tokenizer(root.child(manifest["tokenizer"]["file"]), data)
+    encoder = ReferenceEncoder(tokenizer, line_break_id(tokenizer, json.loads(data)))
+    names = {f.name for f in fields(ShardConfig)}
+    config = ShardConfig(**{k: v for k, v in manifest["parameters"].items() if k in names})
+    shards = {
+        (split, shard["partition"]): shard
+        for split in SPLITS
+        for shard in manifest["splits"][split]["shards"]
+    }
+    chosen = _chosen_partitions(len(corpus.partitions), fraction)
+    info = manifest["tokenizer"]
+    with ByteProgress(
+        "retokenize", sum(corpus.partitions[p].size for p in chosen), enabled=progress
+    ) as bar:
+        for partition in (corpus.partitions[p] for p in chosen):
+            rows = partition_rows(
+                corpus, partition, config, encoder, info["cls_id"], info["sep_id"]
+            )
+            for split in SPLITS:
+                row_offsets = rows[split][0]
+                shard = shards.get((split, partition.id))
+                if shard is None:
+                    if len(row_offsets) > 1:
+                        raise RbprepError(
+                            f"{root.child(MANIFEST)}: partition {partition.id} encodes to "
+                            f"{len(row_offsets) - 1:,} {split} rows, but the dataset has no "
+                            f"{split} shard for it"
+                        )
+                    continue
+                path = root.child(shard["file"])
+                table = pa.ipc.open_file(path.arrow_file()).read_all()
+                stored_offsets, stored_ids = _flat(table.column("input_ids"))
+                _compare_rows(path, corpus, partition, stored_offsets, stored_ids, rows[split])
+                report.retokenized_rows += len(row_offsets) - 1
+            bar.update(partition.size)
+    report.retokenized_partitions = len(chosen)
+    report.partitions = len(corpus.partitions)
+    report.encoder = f"{encoder.id.name} {encoder.id.version}"
+
+
+def _original_corpus(root: Location, manifest: dict) -> Corpus:
+    """The corpus as ``shard`` planned it: its files, text field and partitions."""
+    recorded = manifest["corpus"]
+    try:
+        corpus = open_corpus(
+            recorded["files"],
+            text_field=recorded.get("text_field", "text"),
+            partition_size=recorded["partition_size"],
+        )
+    except RbprepError as exc:
+        raise RbprepError(
+            f"--retokenize reads the corpus the dataset was made from, and cannot: {exc}"
+        ) from exc
+    planned = (len(corpus.partitions), corpus.size)
+    expected = (recorded["partitions"], recorded.get("bytes", corpus.size))
+    if planned != expected:
+        raise RbprepError(
+            f"{root.child(MANIFEST)}: the corpus changed since it was sharded "
+            f"({planned[1]:,} bytes in {planned[0]} partitions now, {expected[1]:,} in "
+            f"{expected[0]} then); --retokenize needs the text the dataset was made from"
+        )
+    return corpus
+
+
+def _chosen_partitions(count: int, fraction: float) -> list[int]:
+    """``ceil(fraction * count)`` partitions (at least one), the same on every run:
+    those whose hash is smallest, in corpus order."""
+    wanted = max(1, math.ceil(fraction * count - 1e-9))
+    digest = [
+        hashlib.blake2b(f"retokenize:{p}".encode(), digest_size=8).digest() for p in range(count)
+    ]
+    return sorted(sorted(range(count), key=digest.__getitem__)[:wanted])
+
+
+def _compare_rows(
+    path: Location,
+    corpus: Corpus,
+    partition: Partition,
+    stored_offsets: np.ndarray,
+    stored_ids: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray],
+) -> None:
+    row_offsets, row_tokens = rows
+    if np.array_equal(stored_offsets, row_offsets) and np.array_equal(stored_ids, row_tokens):
+        return
+    count = min(len(stored_offsets), len(row_offsets)) - 1
+    row = next(
+        (
+            r
+            for r in range(count)
+            if not np.array_equal(
+                stored_ids[stored_offsets[r] : stored_offsets[r + 1]],
+                row_tokens[row_offsets[r] : row_offsets[r + 1]],
+            )
+        ),
+        count,
+    )
+    files = sorted({corpus.files[piece.file].path for piece in partition.pieces})
+    raise RbprepError(
+        f"{path}: row {row}: the stored ids differ from {', '.join(files)} (partition "
+        f"{partition.id}) encoded again by tokenizers; the dataset was written wrong or the "
+        "corpus changed since"
+    )
 
 
 def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
