@@ -37,7 +37,6 @@ from rbprep.dataset.format import (
     write_shard,
 )
 from rbprep.encoding import (
-    CHECK_FRACTION,
     REFERENCE_NAME,
     Encoder,
     EncoderId,
@@ -46,6 +45,7 @@ from rbprep.encoding import (
     check_sample,
     document_units,
     open_encoder,
+    sample_units,
 )
 from rbprep.errors import RbprepError
 from rbprep.executors import THREADS_PER_PROCESS, run_tasks
@@ -62,8 +62,9 @@ from rbprep.tokenizer_info import (
 
 MODES = ("full-sentences", "doc-sentences")
 COMPRESSIONS = ("none", "zstd", "lz4")
-# A partition's stages, in order (``shard --json``'s ``stage_seconds``)
-STAGES = ("read", "encode", "pack_mask", "write")
+# A partition's stages, in order (``shard --json``'s ``stage_seconds``); "kernels" is the
+# wait for numba to load the kernels, on a process's first partitions only.
+STAGES = ("read", "encode", "kernels", "pack_mask", "write")
 _STREAMS = {"train": 0, "valid": 1}  # separates the splits' mask streams
 _PARTS = ".parts"
 _RUN = ".run.json"
@@ -231,12 +232,11 @@ def _make_work(
 
 @dataclass
 class _SplitText:
-    """One split of a partition as read: its units, where documents start, and which
-    documents the reference re-encodes to check the fast encoder."""
+    """One split of a partition as read: its units and where documents start."""
 
     units: list[str] = field(default_factory=list)
     starts: list[bool] = field(default_factory=list)  # (units,) a document starts here
-    checked: list[bool] = field(default_factory=list)  # (documents,)
+    documents: int = 0
 
 
 def _shard_partition_task(
@@ -277,13 +277,14 @@ def shard_partition(
     work = _work_for(tokenizer_path, info, encoder)
     clock = _StageClock()
     stats = ReadStats()
-    texts = _read_stage(corpus, partition, config, stats, checking=work.checker is not None)
+    texts = _read_stage(corpus, partition, config, stats)
     clock.lap("read")
     encoded = {
-        split: _encode_stage(work, texts[split], corpus, partition, info) for split in SPLITS
+        split: _encode_stage(work, split, texts[split], corpus, partition, info) for split in SPLITS
     }
     clock.lap("encode")
     warm.join()
+    clock.lap("kernels")
     record: dict[str, Any] = {
         "partition": partition.id,
         "read": stats.as_dict(),
@@ -299,7 +300,7 @@ def shard_partition(
         clock.lap("pack_mask")
         row_offsets = rows[0]
         split_record: dict[str, Any] = {
-            "documents": len(texts[split].checked),
+            "documents": texts[split].documents,
             "units": len(texts[split].units),
             "content_tokens": int(unit_lengths.sum()),
             "rows": len(row_offsets) - 1,
@@ -334,7 +335,7 @@ class _StageClock:
 
 
 def _read_stage(
-    corpus: Corpus, partition: Partition, config: ShardConfig, stats: ReadStats, checking: bool
+    corpus: Corpus, partition: Partition, config: ShardConfig, stats: ReadStats
 ) -> dict[str, _SplitText]:
     """The partition's documents as units, split into train and valid."""
     texts = {split: _SplitText() for split in SPLITS}
@@ -349,19 +350,13 @@ def _read_stage(
         chosen.units.extend(document_units(document.units))
         chosen.starts.append(True)
         chosen.starts.extend(itertools.repeat(False, len(document.units) - 1))
-        # Every partition's first document of each split, and a few % of the others.
-        chosen.checked.append(
-            checking
-            and (
-                not chosen.checked
-                or document_coin(0, "encoder-check", partition.id, index, CHECK_FRACTION)
-            )
-        )
+        chosen.documents += 1
     return texts
 
 
 def _encode_stage(
     work: _TokenizerWork,
+    split: str,
     text: _SplitText,
     corpus: Corpus,
     partition: Partition,
@@ -378,7 +373,7 @@ def _encode_stage(
             text.starts,
             token_ids,
             unit_lengths,
-            np.array(text.checked, dtype=np.bool_),
+            sample_units(2 * partition.id + _STREAMS[split], len(text.units)),
             where=f"{', '.join(_partition_files(corpus, partition))} (partition {partition.id})",
         )
     injected = work.injectable[token_ids]
@@ -464,7 +459,7 @@ def partition_rows(
     """The rows ``shard`` packs of one partition, split by split, with ``encoder`` and
     no masks: {split: (row offsets (rows + 1,) int64, row tokens (tokens,) uint32)}.
     ``verify --retokenize`` compares them with the stored rows."""
-    texts = _read_stage(corpus, partition, config, ReadStats(), checking=False)
+    texts = _read_stage(corpus, partition, config, ReadStats())
     rows = {}
     for split in SPLITS:
         token_ids, unit_lengths = encoder.encode_units(texts[split].units, texts[split].starts)

@@ -121,10 +121,12 @@ def encoding_tokenizer(file: Location, data: bytes | None = None) -> Tokenizer:
     encoded whole, nothing added, the same way every time."""
     data = file.read_bytes() if data is None else data
     try:
-        config = json.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        config = json.loads(text)
         if isinstance(config.get("model"), dict) and config["model"].get("dropout"):
             config["model"]["dropout"] = None
-        tokenizer = Tokenizer.from_str(json.dumps(config))
+            text = json.dumps(config)
+        tokenizer = Tokenizer.from_str(text)
     except Exception as exc:  # tokenizers raises plain Exception for bad files
         raise RbprepError(f"{file}: not a tokenizers tokenizer.json ({exc})") from exc
     tokenizer.encode_special_tokens = True

@@ -36,9 +36,8 @@ from rbprep.compare import metrics as m
 from rbprep.compare.pieces import Piece, Style, byte_length, display, piece, word_pieces
 from rbprep.compare.pretokens import PreTokens
 from rbprep.compare.roundtrip import Spellings
-from rbprep.corpus import Corpus, Document, ReadStats, document_coin, open_corpus
+from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
 from rbprep.encoding import (
-    CHECK_FRACTION,
     ENCODER_CHOICES,
     REFERENCE_NAME,
     Encoder,
@@ -51,6 +50,7 @@ from rbprep.encoding import (
     join_lines,
     line_break_id,
     open_encoder,
+    sample_units,
 )
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
@@ -511,14 +511,7 @@ class _EncodeIds:
         contestant = self.contestant
         if contestant.encoder.id == contestant.reference.id:
             return
-        chosen = np.fromiter(
-            (
-                i == 0 or document_coin(0, "encoder-check", self.batch_number, i, CHECK_FRACTION)
-                for i in range(len(self.inputs))
-            ),
-            np.bool_,
-            len(self.inputs),
-        )
+        chosen = sample_units(self.batch_number, len(self.inputs))
         try:
             check_encoded(
                 contestant.encoder.id,
