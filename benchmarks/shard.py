@@ -5,7 +5,8 @@ The contestants, on the same text files and the same cores, in one run:
 - ceiling: a small Python script (``python -c``) that reads the files the plain way (open,
   iterate lines, strip, skip blank ones) and runs ``tokenizers.Tokenizer.from_file(
   TOK/tokenizer.json).encode_batch_fast(lines[i:i + 2000], add_special_tokens=False)``
-  over all of it, writing nothing: the ``tokenizers`` ceiling.
+  over all of it, writing nothing: the ``tokenizers`` ceiling (``encode_special_tokens``
+  on, so that text spelling ``<s>`` is text, as in rbprep and tokie).
 - tokie ceiling: the same script with tokie 's ``encode_batch_flat`` on the same lines
   and batches, given the tokenizer.json as rbprep gives it (no added tokens, no
   post-processor; ``rbprep.encoding.FastEncoder``): the fast encoder's own ceiling.
@@ -115,6 +116,7 @@ from tokenizers import Tokenizer
 
 tokenizer_json, count, *paths = sys.argv[1:]
 tokenizer = Tokenizer.from_file(tokenizer_json)
+tokenizer.encode_special_tokens = True  # text that spells <s> stays text, as in rbprep
 lines = []
 for path in paths:
     with open(path, encoding="utf-8", errors="replace") as file:
@@ -801,7 +803,9 @@ def main(argv: list[str] | None = None) -> None:
         ceiling_tokens, ceiling_lines = count_ceiling_tokens(tokenizer_json, paths, CEILING_SCRIPT)
         fast_tokens, _ = count_ceiling_tokens(tokenizer_json, paths, FAST_CEILING_SCRIPT)
         if fast_tokens != ceiling_tokens:
-            sys.exit(f"tokie gives {fast_tokens:,} tokens, tokenizers {ceiling_tokens:,}")
+            sys.exit(
+                f"tokie gives {fast_tokens:,} tokens, tokenizers {ceiling_tokens:,}: they differ"
+            )
         contestants = {
             "ceiling": Contestant("ceiling"),
             "fast_ceiling": Contestant("tokie ceiling"),
