@@ -224,7 +224,11 @@ def open_encoder(
     slow = ReferenceEncoder(reference, line_break_id)
     if choice == "reference":
         return slow, None
-    unverified = _ids_skip(config) or (None if choice == "fast" else unverified_kind(config))
+    unverified = (
+        _ids_skip(config)
+        or _long_tokens(config)
+        or (None if choice == "fast" else unverified_kind(config))
+    )
     if unverified and choice == "fast":
         raise RbprepError(f"{where}: {unverified}; use --encoder auto or reference")
     if unverified:
@@ -250,7 +254,8 @@ def unverified_kind(config: dict[str, Any]) -> str | None:
     tested to match on, or None where it is: a byte-level BPE with no normaliser
     (GPT-2's, RoBERTa's, ``train-vocab``'s). Elsewhere tokie 0.1.4 was seen to differ:
     WordPiece on rare code points, and the NFKC, NFD, Lowercase, Strip, Replace and
-    Prepend normalisers (README, "Encoders")."""
+    Prepend normalisers (README, "Encoders"). Vocabularies tokie cannot load right on
+    any kind are refused before this (``_ids_skip``, ``_long_tokens``)."""
     model = (config.get("model") or {}).get("type")
     normalizer = (config.get("normalizer") or {}).get("type")
     pre_tokenizer = (config.get("pre_tokenizer") or {}).get("type")
@@ -271,6 +276,29 @@ def _ids_skip(config: dict[str, Any]) -> str | None:
     ids = set(vocab.values()) | {token["id"] for token in config.get("added_tokens") or []}
     if ids and max(ids) + 1 != len(ids):
         return f"its ids skip some ({len(ids)} ids up to {max(ids)}), which {FAST_NAME} cannot load"
+    return None
+
+
+# tokie 0.1.4 cannot make a token of this many bytes or more: it splits one, and drops
+# a long run of such text altogether (found by the shard tests on a BPE with runs of "x").
+_TOKIE_TOKEN_BYTES = 256
+
+
+def _long_tokens(config: dict[str, Any]) -> str | None:
+    """Why tokie must not encode with this tokenizer: a vocabulary entry of
+    ``_TOKIE_TOKEN_BYTES`` bytes or more (a byte-level entry's characters are its bytes;
+    others are counted in UTF-8, which can only overstate them)."""
+    vocab = (config.get("model") or {}).get("vocab")
+    entries = vocab if isinstance(vocab, dict) else [entry[0] for entry in vocab or ()]
+    byte_level = (config.get("pre_tokenizer") or {}).get("type") == "ByteLevel"
+    longest = max(
+        map(len, entries) if byte_level else (len(t.encode()) for t in entries), default=0
+    )
+    if longest >= _TOKIE_TOKEN_BYTES:
+        return (
+            f"its vocabulary has a token of {longest} bytes, and {FAST_NAME} splits tokens of "
+            f"{_TOKIE_TOKEN_BYTES} bytes or more"
+        )
     return None
 
 

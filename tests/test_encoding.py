@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import unicodedata
 from pathlib import Path
 
@@ -193,6 +194,40 @@ def test_auto_keeps_the_reference_where_tokie_is_untested_or_wrong(kinds):
         open_encoder(tokenizer, config, None, "fast", str(path))
     encoder, reason = open_encoder(tokenizer, config, None, "reference")
     assert (encoder.id.name, reason) == ("tokenizers", None)
+
+
+def test_tokens_of_256_bytes_keep_tokie_away(tmp_path, training_text):
+    """tokie 0.1.4 splits a token of 256 bytes or more and drops longer runs of such
+    text: a byte-level BPE trained on text with long runs of "x" learns tokens of
+    256-1024 bytes. auto keeps the reference and says why; fast refuses. The
+    divergence itself is asserted too: this test fails once a tokie release fixes it,
+    which is the time to let such vocabularies through."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    texts = [*training_text[:20_000], *["x" * 3000] * 50]
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    _train(tokenizer, trainer, texts)
+    path = tmp_path / "long.json"
+    tokenizer.save(str(path))
+    config = json.loads(path.read_text())
+    assert max(map(len, config["model"]["vocab"])) >= 256
+    fast, reference = FastEncoder(config, None), ReferenceEncoder(tokenizer, None)
+    assert fast.encode_texts(["x" * 256])[1].tolist() == [2]  # the reference: one token
+    assert reference.encode_texts(["x" * 256])[1].tolist() == [1]
+    assert fast.encode_texts(["x" * 3000])[1].tolist() == [0]  # the text vanishes
+    loaded = encoding_tokenizer(Location(path))
+    encoder, reason = open_encoder(loaded, config, None, "auto", str(path))
+    assert encoder.id.name == "tokenizers"
+    assert re.search(
+        r"a token of \d{4} bytes, and tokie splits tokens of 256 bytes or more", reason
+    )
+    with pytest.raises(RbprepError, match="tokens of 256 bytes or more; use --encoder auto"):
+        open_encoder(loaded, config, None, "fast", str(path))
 
 
 @pytest.mark.parametrize("kind", ["rbprep-wordpiece", "bert-cased"])

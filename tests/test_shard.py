@@ -597,19 +597,70 @@ def _hard_corpus(tmp_path: Path, builtin_corpus: Path) -> list[Path]:
     return [builtin_corpus, hard]
 
 
-def test_fast_and_reference_encoders_write_identical_shards(tmp_path, builtin_corpus, small_vocab):
-    """The byte-level BPE: auto takes tokie; every shard equals the tokenizers run's,
-    byte for byte, and the manifests differ in the encoder they name only."""
+@pytest.fixture(scope="module")
+def published_styles(tmp_path_factory, builtin_corpus) -> dict[str, Path]:
+    """Tokenizers built as the published ones are: RoBERTa's (GPT-2's byte-level BPE
+    with <s> <pad> </s> <unk> <mask> and its post-processor) and BERT's cased
+    WordPiece, each trained here on the built-in corpus and the hard lines."""
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    with open(builtin_corpus, encoding="utf-8") as file:
+        # Less the long run: tokens of 256 bytes or more keep tokie away (test_encoding).
+        texts = [*file.read(1_000_000).splitlines(), *HARD_LINES.splitlines()[:-1] * 20]
+    roberta = Tokenizer(models.BPE())
+    roberta.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    roberta.decoder = decoders.ByteLevel()
+    roberta.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=3000,
+            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    roberta.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    bert = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    bert.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    bert.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    bert.decoder = decoders.WordPiece()
+    bert.train_from_iterator(
+        texts,
+        trainers.WordPieceTrainer(
+            vocab_size=3000,
+            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+            show_progress=False,
+        ),
+    )
+    out = tmp_path_factory.mktemp("styles")
+    for name, tokenizer in (("roberta-style", roberta), ("bert-cased", bert)):
+        (out / name).mkdir()
+        tokenizer.save(str(out / name / "tokenizer.json"))
+    return {"roberta-style": out / "roberta-style", "bert-cased": out / "bert-cased"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "fast"),
+    [("bpe", True), ("wordpiece", False), ("roberta-style", True), ("bert-cased", False)],
+)
+def test_fast_and_reference_encoders_write_identical_shards(
+    tmp_path, builtin_corpus, small_vocab, published_styles, kind, fast
+):
+    """On the built-in corpus and multilingual lines with control characters: auto
+    takes tokie for the byte-level BPEs (train-vocab's, RoBERTa's style) and tokenizers
+    for the WordPieces (train-vocab's, BERT's cased style). Every shard equals the
+    --encoder reference run's byte for byte; the manifests differ in the encoder only."""
+    tokenizer = published_styles.get(kind) or small_vocab / kind
     corpus = _hard_corpus(tmp_path, builtin_corpus)
     config = ShardConfig(dup=2)
     manifests, files = {}, {}
     for encoder in ("auto", "reference"):
         out = tmp_path / encoder
-        summary = shard(corpus, small_vocab / "bpe", out, config, encoder=encoder, workers=2)
+        summary = shard(corpus, tokenizer, out, config, encoder=encoder, workers=2)
         manifests[encoder] = json.loads((out / "manifest.json").read_text())
         files[encoder] = {k: v for k, v in dataset_files(out).items() if k != "manifest.json"}
         assert summary.extra["stage_seconds"]["encode"] > 0
-    assert manifests["auto"].pop("encoder")["name"] == "tokie"
+    assert manifests["auto"].pop("encoder")["name"] == ("tokie" if fast else "tokenizers")
     assert manifests["reference"].pop("encoder")["name"] == "tokenizers"
     assert manifests["auto"] == manifests["reference"]
     assert len([name for name in files["auto"] if name.endswith(".arrow")]) > 2
