@@ -94,13 +94,18 @@ class EncoderMismatch(RbprepError):
         self.text = text
 
     @classmethod
-    def on(cls, encoder: EncoderId, text: str, where: str) -> EncoderMismatch:
+    def on(cls, encoder: EncoderId, text: str, where: str, spelled: int = -1) -> EncoderMismatch:
+        """The mismatch on ``text``; ``spelled``: the bytes its ids spell, where those
+        are what is wrong."""
         shown = text if len(text) <= 80 else text[:77] + "..."
-        return cls(
-            f"{where}: {encoder.name} {encoder.version} encodes {shown!r} otherwise than "
-            f"{REFERENCE_NAME}",
-            text,
-        )
+        what = f"encodes {shown!r} otherwise than {REFERENCE_NAME}"
+        if spelled >= 0:
+            what = f"gives ids for {shown!r} that spell {spelled} of its {len(text.encode())} bytes"
+        return cls(f"{where + ': ' if where else ''}{encoder.name} {encoder.version} {what}", text)
+
+    def at(self, where: str) -> EncoderMismatch:
+        """The same mismatch, said to be at ``where`` (a file and partition)."""
+        return EncoderMismatch(f"{where}: {self}", self.text)
 
     def __reduce__(self) -> tuple[Any, ...]:  # crosses process and Dask boundaries
         return (type(self), (str(self), self.text))
@@ -176,7 +181,12 @@ class FastEncoder(Encoder):
 
     tokie matches added tokens in text whatever it is told, so it gets none: a special
     token's spelling in text is then encoded by the model, as the reference encodes it
-    with ``encode_special_tokens``. The probe set checks that this holds."""
+    with ``encode_special_tokens``. The probe set checks that this holds.
+
+    For a byte-level BPE without a normaliser every call is also checked whole: its
+    tokens spell the text byte for byte, so the bytes of each text's ids must add up to
+    the text's UTF-8 bytes. No text is lost or doubled unseen, even outside the sample
+    that ``check_sample`` compares with the reference."""
 
     def __init__(self, config: dict[str, Any], line_break_id: int | None) -> None:
         super().__init__(line_break_id)
@@ -193,13 +203,44 @@ class FastEncoder(Encoder):
         finally:
             os.unlink(path)
         self.id = EncoderId(FAST_NAME, metadata.version("tokie"))
+        self.byte_lengths = _spelled_bytes(config)
 
     def encode_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        ids, lengths = self.tokenizer.encode_batch_flat(list(texts), add_special_tokens=False)
-        return (
-            np.asarray(ids, dtype=np.uint32),
-            np.asarray(lengths, dtype=np.int64),
-        )
+        flat, counts = self.tokenizer.encode_batch_flat(list(texts), add_special_tokens=False)
+        ids = np.asarray(flat, dtype=np.uint32)
+        lengths = np.asarray(counts, dtype=np.int64)
+        if self.byte_lengths is not None:
+            self._check_bytes(texts, ids, lengths)
+        return ids, lengths
+
+    def _check_bytes(self, texts: Sequence[str], ids: np.ndarray, lengths: np.ndarray) -> None:
+        assert self.byte_lengths is not None
+        spelled = np.concatenate(([0], np.cumsum(self.byte_lengths[ids])))  # (tokens + 1,)
+        ends = np.cumsum(lengths)
+        per_text = spelled[ends] - spelled[ends - lengths]
+        expected = np.fromiter((len(text.encode()) for text in texts), np.int64, len(texts))
+        wrong = np.flatnonzero(per_text != expected)
+        if wrong.size:
+            first = int(wrong[0])
+            raise EncoderMismatch.on(self.id, texts[first], "", int(per_text[first]))
+
+
+def _spelled_bytes(config: dict[str, Any]) -> np.ndarray | None:
+    """(ids,) int64: the bytes of text each id stands for, for a byte-level BPE with no
+    normaliser (each character of its vocabulary is one byte); None for other kinds.
+    Added tokens, which tokie is never given, count a huge negative: an id of one
+    makes its text's sum wrong."""
+    if unverified_kind(config) is not None:
+        return None
+    vocab = config["model"]["vocab"]
+    added = {token["id"] for token in config.get("added_tokens") or []}
+    size = max([*vocab.values(), *added]) + 1
+    lengths = np.full(size, -(2**40), dtype=np.int64)  # (ids,) int64
+    lengths[np.fromiter(vocab.values(), np.int64, len(vocab))] = np.fromiter(
+        map(len, vocab), np.int64, len(vocab)
+    )
+    lengths[list(added)] = -(2**40)
+    return lengths
 
 
 def open_encoder(
@@ -279,8 +320,9 @@ def _ids_skip(config: dict[str, Any]) -> str | None:
     return None
 
 
-# tokie 0.1.4 cannot make a token of this many bytes or more: it splits one, and drops
-# a long run of such text altogether (found by the shard tests on a BPE with runs of "x").
+# tokie 0.1.4 cannot make a token of this many bytes or more: it splits one into ids
+# that spell a byte too many, and drops a long run of such text altogether (found by the
+# shard tests on a BPE with runs of "x").
 _TOKIE_TOKEN_BYTES = 256
 
 

@@ -364,7 +364,11 @@ def _encode_stage(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The split's ids and unit lengths, checked against the reference on its sample and
     for specials spelled by text."""
-    token_ids, unit_lengths = work.encoder.encode_units(text.units, text.starts)
+    where = f"{', '.join(_partition_files(corpus, partition))} (partition {partition.id})"
+    try:
+        token_ids, unit_lengths = work.encoder.encode_units(text.units, text.starts)
+    except EncoderMismatch as mismatch:  # the fast encoder's own byte count check
+        raise mismatch.at(where) from None
     if work.checker is not None:
         check_sample(
             work.encoder,
@@ -374,7 +378,7 @@ def _encode_stage(
             token_ids,
             unit_lengths,
             sample_units(2 * partition.id + _STREAMS[split], len(text.units)),
-            where=f"{', '.join(_partition_files(corpus, partition))} (partition {partition.id})",
+            where=where,
         )
     injected = work.injectable[token_ids]
     if injected.any():

@@ -493,7 +493,11 @@ class _EncodeIds:
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         assert self.rest is not None and self.timed_encoded is not None
         timed = np.arange(len(self.inputs)) % _SPEED_SHARE == 0  # (texts,) bool
-        lengths, ids = _interleave(timed, self.timed_encoded, self.rest.result())
+        try:
+            rest = self.rest.result()
+        except EncoderMismatch as mismatch:  # the fast encoder's own byte count check
+            raise _ContestantMismatch(self.contestant.name, mismatch) from None
+        lengths, ids = _interleave(timed, self.timed_encoded, rest)
         self._check(lengths, ids)
         line_break = self.contestant.line_break_id
         if line_break is None:
@@ -593,7 +597,10 @@ def _timed_encode(
     """The contestant's encoder on ``texts``, the call alone timed into ``tally`` over
     their bytes less ``joins`` (the "\n"s joining units); returns (ids, lengths)."""
     started = time.perf_counter()
-    encoded = contestant.encoder.encode_texts(texts)
+    try:
+        encoded = contestant.encoder.encode_texts(texts)
+    except EncoderMismatch as mismatch:  # the fast encoder's own byte count check
+        raise _ContestantMismatch(contestant.name, mismatch) from None
     tally.encode_seconds += time.perf_counter() - started
     tally.encode_bytes += sum(len(text.encode()) for text in texts) - joins
     return encoded
