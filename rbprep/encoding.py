@@ -24,7 +24,9 @@ import itertools
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -243,12 +245,34 @@ def _spelled_bytes(config: dict[str, Any]) -> np.ndarray | None:
     return lengths
 
 
+def start_fast_encoder(config: dict[str, Any], choice: str) -> Future[FastEncoder] | None:
+    """tokie loading the tokenizer ``config`` describes on a thread of its own, where
+    ``open_encoder(..., choice, loading=...)`` would load it (else None): tokie lets go
+    of the GIL while it loads (a quarter of a second for a 50K BPE), so the caller loads
+    the reference meanwhile."""
+    if choice == "reference" or _ids_skip(config) or _long_tokens(config):
+        return None
+    if choice == "auto" and unverified_kind(config):
+        return None
+    loading: Future[FastEncoder] = Future()
+
+    def load() -> None:
+        try:
+            loading.set_result(FastEncoder(config, None))
+        except Exception as exc:  # open_encoder says why
+            loading.set_exception(exc)
+
+    threading.Thread(target=load, name="rbprep-fast-encoder", daemon=True).start()
+    return loading
+
+
 def open_encoder(
     reference: Tokenizer,
     config: dict[str, Any],
     line_break_id: int | None,
     choice: str = "auto",
     where: str = "tokenizer",
+    loading: Future[FastEncoder] | None = None,
 ) -> tuple[Encoder, str | None]:
     """The encoder ``choice`` names for this tokenizer, and why it is not the fast one
     (None when it is, or when the reference was asked for).
@@ -258,7 +282,7 @@ def open_encoder(
     agrees with the reference on the probe set, and the tokenizer is of a kind the
     differential tests cover (``unverified_kind``), else the reference; ``fast`` takes
     it on any kind it loads and agrees on (an ``RbprepError`` where it does not);
-    ``reference`` is tokenizers.
+    ``reference`` is tokenizers. ``loading``: ``start_fast_encoder``'s, for this config.
     """
     if choice not in ENCODER_CHOICES:
         raise RbprepError(f"--encoder must be one of {', '.join(ENCODER_CHOICES)}, got {choice!r}")
@@ -275,7 +299,8 @@ def open_encoder(
     if unverified:
         return slow, f"{where}: {unverified}"
     try:
-        fast: Encoder = FastEncoder(config, line_break_id)
+        fast = FastEncoder(config, line_break_id) if loading is None else loading.result()
+        fast.line_break_id = line_break_id
         probe_texts = [*_PROBE_TEXTS, *_special_spellings(reference)]
         check_texts(fast, slow, probe_texts, where)
         check_sample(fast, slow, *_probe_document(), where=where)

@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,11 +42,13 @@ from rbprep.encoding import (
     Encoder,
     EncoderId,
     EncoderMismatch,
+    FastEncoder,
     ReferenceEncoder,
     check_sample,
     document_units,
     open_encoder,
     sample_units,
+    start_fast_encoder,
 )
 from rbprep.errors import RbprepError
 from rbprep.executors import THREADS_PER_PROCESS, run_tasks
@@ -57,6 +60,7 @@ from rbprep.tokenizer_info import (
     encoding_tokenizer,
     load_tokenizer,
     replacement_ids,
+    tokenizer_file,
     word_start_table,
 )
 
@@ -194,8 +198,28 @@ def _work_for(tokenizer_path: str, info: TokenizerInfo, encoder: str) -> _Tokeni
         return _tokenizer_work[key]
 
 
+def _fast_encoder_loading(
+    tokenizer: str | os.PathLike, encoder: str
+) -> tuple[Future[FastEncoder] | None, str | None]:
+    """tokie loading ``tokenizer`` on a thread while the caller loads it with tokenizers
+    (both let go of the GIL), and the sha256 of the bytes it loads; (None, None) where
+    it will not be used or the file is not one (``load_tokenizer`` then says why)."""
+    try:
+        data = tokenizer_file(tokenizer).read_bytes()
+        config = json.loads(data)
+        if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+            return None, None
+        return start_fast_encoder(config, encoder), hashlib.sha256(data).hexdigest()
+    except (OSError, ValueError, TypeError, AttributeError, RbprepError):
+        return None, None
+
+
 def _make_work(
-    tokenizer_path: str, info: TokenizerInfo, encoder: str, reference: Any = None
+    tokenizer_path: str,
+    info: TokenizerInfo,
+    encoder: str,
+    reference: Any = None,
+    loading: Future[FastEncoder] | None = None,
 ) -> _TokenizerWork:
     data = Location(tokenizer_path).read_bytes()
     if hashlib.sha256(data).hexdigest() != info.sha256:
@@ -205,7 +229,9 @@ def _make_work(
     if reference is None:
         reference = encoding_tokenizer(Location(tokenizer_path), data)
     config = json.loads(data)
-    chosen, reason = open_encoder(reference, config, info.line_break_id, encoder, tokenizer_path)
+    chosen, reason = open_encoder(
+        reference, config, info.line_break_id, encoder, tokenizer_path, loading
+    )
     vocab = reference.get_vocab(with_added_tokens=True)
     special = info.special_mask()
     injectable = special.copy()
@@ -580,6 +606,7 @@ def shard(
         _kernels_warming()  # the tasks will run in this process
     if not isinstance(corpus, Corpus):
         corpus = open_corpus(corpus)
+    loading, loading_sha256 = _fast_encoder_loading(tokenizer, encoder)
     loaded = load_tokenizer(tokenizer)
     info = loaded[1]
     if info.vocab_size > 2**32:
@@ -599,7 +626,9 @@ def shard(
         # Tasks read the dataset's own copy of the tokenizer: on a cluster it is in the
         # shared output location, where every worker can reach it.
         tokenizer_copy = str(out_dir.child("tokenizer.json"))
-        work = _make_work(tokenizer_copy, info, encoder, reference=loaded[0])
+        if loading_sha256 != info.sha256:  # the file changed in between: load it again
+            loading = None
+        work = _make_work(tokenizer_copy, info, encoder, reference=loaded[0], loading=loading)
         chosen = "reference" if work.checker is None else "fast"
         _tokenizer_work[(info.sha256, chosen)] = work
         encoder_id, fallback = work.encoder.id, work.not_fast
