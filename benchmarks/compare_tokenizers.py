@@ -65,34 +65,10 @@ REPO = Path(__file__).resolve().parent.parent
 DEV_CORPUS = Path.home() / ".cache" / "rbprep-dev-corpus"
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "compare_tokenizers.jsonl"
 
-# The floor. Arguments: SAMPLE_BYTES (or "none"), the number of corpus paths, the paths,
-# then the tokenizer paths.
-FLOOR_SCRIPT = """\
-import itertools, sys
-from rbprep.corpus import ReadStats, open_corpus
-from rbprep.tokenizer_info import load_tokenizer
-from rbprep.vocab import Usage, sample_documents
-
-size = None if sys.argv[1] == "none" else int(sys.argv[1])
-n = int(sys.argv[2])
-paths, tokenizers = sys.argv[3 : 3 + n], sys.argv[3 + n :]
-corpus = open_corpus(paths)
-units = []
-for _, document in sample_documents(corpus, ReadStats(), size, 0, Usage()):
-    units.append(document.units[0])
-    units.extend(" " + unit for unit in document.units[1:])
-for path in tokenizers:
-    tokenizer, _ = load_tokenizer(path)
-    tokens = 0
-    for start in range(0, len(units), 10_000):
-        batch = units[start : start + 10_000]
-        encodings = tokenizer.encode_batch_fast(batch, add_special_tokens=False)
-        tokens += sum(len(e.ids) for e in encodings)
-    print(path, tokens)
-"""
-
-# The fast floor: the same units through the encoder auto takes. Arguments as FLOOR_SCRIPT's.
-FAST_FLOOR_SCRIPT = """\
+# Both floors read the sample with rbprep's reader into the units shard encodes.
+# Arguments: SAMPLE_BYTES (or "none"), the number of corpus paths, the paths, then the
+# tokenizer paths.
+READ_UNITS = """\
 import json, sys
 from rbprep.corpus import ReadStats, open_corpus
 from rbprep.encoding import UNIT_BATCH, document_units, open_encoder
@@ -106,6 +82,27 @@ corpus = open_corpus(paths)
 units = []
 for _, document in sample_documents(corpus, ReadStats(), size, 0, Usage()):
     units.extend(document_units(document.units))
+"""
+
+# The floor: each tokenizer's encode_batch_fast, 10,000 units a call.
+FLOOR_SCRIPT = (
+    READ_UNITS
+    + """\
+for path in tokenizers:
+    tokenizer, _ = load_tokenizer(path)
+    tokens = 0
+    for start in range(0, len(units), 10_000):
+        batch = units[start : start + 10_000]
+        encodings = tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+        tokens += sum(len(e.ids) for e in encodings)
+    print(path, tokens)
+"""
+)
+
+# The fast floor: the same units through the encoder auto takes.
+FAST_FLOOR_SCRIPT = (
+    READ_UNITS
+    + """\
 for path in tokenizers:
     tokenizer, _ = load_tokenizer(path)
     encoder, _ = open_encoder(tokenizer, json.loads(tokenizer.to_str()), None, "auto")
@@ -115,6 +112,7 @@ for path in tokenizers:
         tokens += len(ids)
     print(path, encoder.id.name, tokens)
 """
+)
 
 
 @dataclass

@@ -108,15 +108,8 @@ TARGET_FAST_CEILING_SHARE = 0.7  # rbprep's throughput / the tokie ceiling's
 TARGET_BYTES_PER_TOKEN = 8.0
 CHILD_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "true"}
 
-# The ceiling. Arguments: tokenizer.json, COUNT ("1": print the token count, untimed
-# runs only), then the files.
-CEILING_SCRIPT = """\
-import sys
-from tokenizers import Tokenizer
-
-tokenizer_json, count, *paths = sys.argv[1:]
-tokenizer = Tokenizer.from_file(tokenizer_json)
-tokenizer.encode_special_tokens = True  # text that spells <s> stays text, as in rbprep
+# Both ceilings read the files the plain way: open, iterate lines, strip, skip blank ones.
+READ_LINES = """\
 lines = []
 for path in paths:
     with open(path, encoding="utf-8", errors="replace") as file:
@@ -125,6 +118,21 @@ for path in paths:
             if line:
                 lines.append(line)
 tokens = 0
+"""
+
+# The ceiling. Arguments: tokenizer.json, COUNT ("1": print the token count, untimed
+# runs only), then the files.
+CEILING_SCRIPT = (
+    """\
+import sys
+from tokenizers import Tokenizer
+
+tokenizer_json, count, *paths = sys.argv[1:]
+tokenizer = Tokenizer.from_file(tokenizer_json)
+tokenizer.encode_special_tokens = True  # text that spells <s> stays text, as in rbprep
+"""
+    + READ_LINES
+    + """\
 for i in range(0, len(lines), 2000):
     encodings = tokenizer.encode_batch_fast(lines[i : i + 2000], add_special_tokens=False)
     if count == "1":
@@ -132,10 +140,12 @@ for i in range(0, len(lines), 2000):
 if count == "1":
     print(tokens, len(lines))
 """
+)
 
 # The fast encoder's ceiling: the same lines and batches through tokie, on the
 # tokenizer.json as rbprep.encoding.FastEncoder gives it. Arguments as CEILING_SCRIPT's.
-FAST_CEILING_SCRIPT = """\
+FAST_CEILING_SCRIPT = (
+    """\
 import json, os, sys, tempfile
 import tokie
 
@@ -145,23 +155,19 @@ with open(tokenizer_json, encoding="utf-8") as file:
 config.update(added_tokens=[], post_processor=None, truncation=None, padding=None)
 handle, plain = tempfile.mkstemp(suffix=".json")
 with os.fdopen(handle, "w", encoding="utf-8") as file:
-    json.dump(config, file)
+    file.write(json.dumps(config))
 tokenizer = tokie.Tokenizer.from_json(plain)
 os.unlink(plain)
-lines = []
-for path in paths:
-    with open(path, encoding="utf-8", errors="replace") as file:
-        for line in file:
-            line = line.strip()
-            if line:
-                lines.append(line)
-tokens = 0
+"""
+    + READ_LINES
+    + """\
 for i in range(0, len(lines), 2000):
     ids, lengths = tokenizer.encode_batch_flat(lines[i : i + 2000], add_special_tokens=False)
     tokens += len(ids)
 if count == "1":
     print(tokens, len(lines))
 """
+)
 
 # The Hugging Face pipeline. Arguments: TOK (directory), OUT, CACHE, STATS (json),
 # NUM_PROC (0: none), SEQ_LEN, DUP, MASK_PROB, then the files.

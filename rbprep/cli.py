@@ -111,6 +111,18 @@ def output_options(command: F) -> F:
     )
 
 
+# Who encodes (never what the ids are), on shard and compare-tokenizers alike.
+encoder_option = click.option(
+    "--encoder",
+    type=click.Choice(["auto", "fast", "reference"]),
+    default="auto",
+    show_default=True,
+    help="Who encodes (never what the ids are): auto takes tokie where it is tested and "
+    "agrees with tokenizers, fast takes it on any tokenizer it agrees on, reference is "
+    "tokenizers.",
+)
+
+
 def _open_corpus(
     corpus: tuple[str, ...],
     builtin_corpus: bool,
@@ -270,15 +282,7 @@ def train_vocab_command(
     show_default=True,
     help="Arrow buffer compression.",
 )
-@click.option(
-    "--encoder",
-    type=click.Choice(["auto", "fast", "reference"]),
-    default="auto",
-    show_default=True,
-    help="Who encodes (never what the ids are): auto takes tokie where it is tested and "
-    "agrees with tokenizers, fast takes it on any tokenizer it agrees on, reference is "
-    "tokenizers.",
-)
+@encoder_option
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 @output_options
 @_user_errors
@@ -562,14 +566,7 @@ def pretrain_command(
     help="Compare on a deterministic sample of about this much text, drawn from all files.",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the sample.")
-@click.option(
-    "--encoder",
-    type=click.Choice(["auto", "fast", "reference"]),
-    default="auto",
-    show_default=True,
-    help="Who encodes, as in shard: auto takes tokie where it is tested and agrees with "
-    "tokenizers, fast on any tokenizer it agrees on, reference is tokenizers.",
-)
+@encoder_option
 @click.option(
     "--json",
     "json_path",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,3 +134,15 @@ def object_store() -> Iterator[ObjectStore]:
     filesystem.create_dir("rbprep-test")
     yield ObjectStore(filesystem, "rbprep-test", f"?endpoint_override={host}:{port}&scheme=http")
     server.stop()
+
+
+@pytest.fixture
+def replacing_bpe(tmp_path: Path, small_vocab: Path) -> Path:
+    """train-vocab's BPE with a Replace normaliser ("zq" -> "Z"): a real disagreement,
+    as tokie 0.1.4 ignores it, on text the probe set never spells."""
+    tokenizer = tmp_path / "replace"
+    shutil.copytree(small_vocab / "bpe", tokenizer)
+    config = json.loads((tokenizer / "tokenizer.json").read_text())
+    config["normalizer"] = {"type": "Replace", "pattern": {"String": "zq"}, "content": "Z"}
+    (tokenizer / "tokenizer.json").write_text(json.dumps(config))
+    return tokenizer

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -417,18 +416,14 @@ def test_fast_and_reference_encoders_give_identical_metrics(
 
 
 def test_a_fast_encoder_that_disagrees_is_caught_and_the_comparison_redone(
-    tmp_path, builtin_corpus, small_vocab, caplog
+    tmp_path, builtin_corpus, replacing_bpe, caplog
 ):
     """tokie ignores a Replace normaliser ("zq" -> "Z"), which the probe set never
     spells: --encoder fast takes it. The tokenizer is placed by offsets, which only
     tokenizers gives, so tokie encodes the timed share alone; its ids there are checked
     against the reference's, the first "zq" is caught, and the comparison runs again on
     tokenizers, as a reference run."""
-    tokenizer = tmp_path / "replace"
-    shutil.copytree(small_vocab / "bpe", tokenizer)
-    config = json.loads((tokenizer / "tokenizer.json").read_text())
-    config["normalizer"] = {"type": "Replace", "pattern": {"String": "zq"}, "content": "Z"}
-    (tokenizer / "tokenizer.json").write_text(json.dumps(config))
+    tokenizer = replacing_bpe
     odd = tmp_path / "zz-odd.txt"
     odd.write_text("Every line here spells zq once.\n" * 50)
     corpus = open_corpus([builtin_corpus, odd])

@@ -676,18 +676,14 @@ def test_wordpiece_encodes_with_the_reference(tmp_path, builtin_corpus, small_vo
 
 
 def test_a_fast_encoder_that_disagrees_falls_back_and_redoes_its_partitions(
-    tmp_path, builtin_corpus, small_vocab, caplog
+    tmp_path, builtin_corpus, replacing_bpe, caplog
 ):
     """A real disagreement: tokie ignores a Replace normaliser ("zq" -> "Z"). The probe
     set never spells "zq", so --encoder fast takes tokie; the built-in corpus's
     partitions are written, then the last file's first document is caught. The run
     warns naming the text, redoes everything with tokenizers, and its shards equal a
     reference run's."""
-    tokenizer = tmp_path / "replace"
-    shutil.copytree(small_vocab / "bpe", tokenizer)
-    config = json.loads((tokenizer / "tokenizer.json").read_text())
-    config["normalizer"] = {"type": "Replace", "pattern": {"String": "zq"}, "content": "Z"}
-    (tokenizer / "tokenizer.json").write_text(json.dumps(config))
+    tokenizer = replacing_bpe
     odd = tmp_path / "zz-odd.txt"
     odd.write_text("Every line here spells zq once.\n" * 50)
     corpus = open_corpus([str(builtin_corpus), str(odd)], partition_size=1_000_000)
