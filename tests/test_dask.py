@@ -103,6 +103,28 @@ def test_cluster_output_is_byte_identical_to_local(
 
 
 @pytest.mark.slow
+def test_long_lived_workers_take_each_runs_own_tokenizer(
+    cluster, tmp_path, builtin_corpus, small_vocab
+):
+    """Two runs on the same workers into the same --out, the second with --force and
+    another tokenizer and the same encoder: the workers must not encode it with the
+    first run's (issue 13: they once cached tokenizers by the path OUT/tokenizer.json).
+    The second run's output equals a local run's with its tokenizer."""
+    address, _ = cluster
+    out, local = tmp_path / "cluster", tmp_path / "local-wordpiece"
+    for kind in ("bpe", "wordpiece"):
+        args = ["shard", builtin_corpus, "--tokenizer", small_vocab / kind, "--out", out, *ARGS]
+        args += ["--scheduler", address, "--force", "--encoder", "reference"]
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+    args = ["shard", builtin_corpus, "--tokenizer", small_vocab / "wordpiece", "--out", local]
+    assert CliRunner().invoke(main, [str(a) for a in [*args, *ARGS]]).exit_code == 0
+    files = dataset_files(out)
+    assert len([name for name in files if name.endswith(".arrow")]) > 5
+    assert files == dataset_files(local)
+
+
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_still_gives_identical_output(
     cluster, local_reference, tmp_path, builtin_corpus, small_vocab
 ):
