@@ -266,15 +266,15 @@ class _SplitText:
 
 
 def _shard_partition_task(
-    corpus: Corpus,
     tokenizer_path: str,
     info: TokenizerInfo,
     config: ShardConfig,
     out: str,
     encoder: str,
-    partition: Partition,
+    job: Corpus,
 ) -> dict[str, Any]:
-    return shard_partition(corpus, partition, tokenizer_path, info, config, out, encoder)
+    """Shard ``job``'s one partition (``Corpus.for_partition``)."""
+    return shard_partition(job, job.partitions[0], tokenizer_path, info, config, out, encoder)
 
 
 def shard_partition(
@@ -641,16 +641,17 @@ def shard(
                 if records.get(p.id, {}).get("encoder", REFERENCE_NAME) != encoder_id.name
                 or p.id not in records
             ]
+            # Each task gets its partition's files only (Corpus.for_partition): what is
+            # sent to a worker process or the cluster stays small for any corpus.
             task = functools.partial(
-                _shard_partition_task, corpus, tokenizer_copy, info, config, str(out_dir), chosen
+                _shard_partition_task, tokenizer_copy, info, config, str(out_dir), chosen
             )
+            jobs = [corpus.for_partition(partition) for partition in todo]
             try:
                 with ByteProgress("shard", sum(p.size for p in todo), enabled=progress) as bar:
-                    for partition, record in run_tasks(
-                        task, todo, workers=workers, scheduler=scheduler
-                    ):
-                        records[partition.id] = record
-                        bar.update(partition.size)
+                    for job, record in run_tasks(task, jobs, workers=workers, scheduler=scheduler):
+                        records[job.partitions[0].id] = record
+                        bar.update(job.partitions[0].size)
                 break
             except EncoderMismatch as mismatch:
                 if chosen == "reference":

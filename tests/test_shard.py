@@ -6,6 +6,7 @@ import fcntl
 import itertools
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -763,3 +764,26 @@ def test_verify_retokenize_catches_ids_the_checksums_vouch_for(
     assert "Traceback" not in result.output
     bad = CliRunner().invoke(main, ["verify", str(out), "--retokenize", "2"])
     assert bad.exit_code == 1 and "--retokenize must be in 0..1" in bad.stderr
+
+
+def test_a_task_is_sent_its_partitions_files_only(tmp_path):
+    """Each partition task once pickled the whole Corpus, every file and partition of
+    it: 16K partitions would have sent about 40 GB (issue 13). A task's job is now its
+    partition's files alone, the same size for a corpus of 4 files or of 400, and it
+    reads the same documents."""
+    sizes = {}
+    for count in (4, 400):
+        directory = tmp_path / f"corpus-{count:03d}"  # paths of one length
+        directory.mkdir()
+        for index in range(count):
+            (directory / f"file-{index:04d}.txt").write_text(f"Document {index}, a line.\n" * 80)
+        corpus = open_corpus([directory], partition_size=2_000)
+        assert len(corpus.partitions) == count
+        first = corpus.partitions[1]
+        job = corpus.for_partition(first)
+        assert [p.id for p in job.partitions] == [1] and len(job.files) == 1
+        read = [d.units for d in job.read_partition(job.partitions[0], ReadStats())]
+        assert read == [d.units for d in corpus.read_partition(first, ReadStats())]
+        sizes[count] = (len(pickle.dumps(job)), len(pickle.dumps(corpus)))
+    assert sizes[4][0] == sizes[400][0]
+    assert sizes[400][1] > 50 * sizes[400][0]  # what was sent before

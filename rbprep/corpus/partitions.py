@@ -88,6 +88,23 @@ class Corpus:
         """Bytes of input on disk (compressed files count their compressed size)."""
         return sum(p.size for p in self.partitions)
 
+    def for_partition(self, partition: Partition) -> Corpus:
+        """A corpus of only what ``partition`` reads: its files (their indices renumbered
+        in its pieces), the read options, and the partition, under its own id. What a
+        task is sent: its size does not grow with the corpus's files or partitions."""
+        used = sorted({piece.file for piece in partition.pieces})
+        renumbered = {old: new for new, old in enumerate(used)}
+        pieces = tuple(
+            Piece(renumbered[piece.file], piece.start, piece.end) for piece in partition.pieces
+        )
+        return Corpus(
+            files=tuple(self.files[index] for index in used),
+            skipped=(),
+            partitions=(Partition(partition.id, pieces, partition.size),),
+            options=self.options,
+            partition_size=self.partition_size,
+        )
+
     def read_partition(self, partition: Partition, stats: ReadStats) -> Iterator[Document]:
         """Yield the documents of ``partition`` in corpus order, counting into ``stats``."""
         for piece in partition.pieces:
