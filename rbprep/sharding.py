@@ -622,7 +622,7 @@ def shard(
         run_state = _run_state(corpus, info, config)
         done = _prepare(out_dir, run_state, resume=resume, force=force)
         out_dir.child("tokenizer.json").write_atomically(Location(info.path).read_bytes())
-        records = {p: read_json(out_dir.child(f"{_PARTS}/{p:05d}.json")) for p in done}
+        records = _intact_records(out_dir, done)
         # Tasks read the dataset's own copy of the tokenizer: on a cluster it is in the
         # shared output location, where every worker can reach it.
         tokenizer_copy = str(out_dir.child("tokenizer.json"))
@@ -755,6 +755,46 @@ def _prepare(
         for marker in markers
         if marker.name.endswith(".json")
     }
+
+
+def _intact_records(out_dir: Location, done: set[int]) -> dict[int, dict[str, Any]]:
+    """The records of the partitions a resumed run may keep: those whose every shard
+    is there with the size and sha256 its record names. Any other is redone, with a
+    warning: a finished partition is never taken on trust."""
+    records = {}
+    for partition in sorted(done):
+        marker = out_dir.child(f"{_PARTS}/{partition:05d}.json")
+        try:
+            record = read_json(marker)
+            problem = next(
+                (
+                    f"{part['file']} is missing or damaged"
+                    for part in record["splits"].values()
+                    if "file" in part and not _shard_matches(out_dir.child(part["file"]), part)
+                ),
+                None,
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            problem = f"its record {marker} is unreadable"
+        if problem is None:
+            records[partition] = record
+        else:
+            logger.warning(
+                "%s: partition %d was done, but %s (size or sha256 differs from its record); "
+                "redoing it",
+                out_dir,
+                partition,
+                problem,
+            )
+    return records
+
+
+def _shard_matches(shard: Location, part: dict[str, Any]) -> bool:
+    return (
+        shard.kind() == "file"
+        and shard.size() == part["bytes"]
+        and shard.sha256() == part["sha256"]
+    )
 
 
 def _manifest(

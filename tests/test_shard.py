@@ -787,3 +787,29 @@ def test_a_task_is_sent_its_partitions_files_only(tmp_path):
         sizes[count] = (len(pickle.dumps(job)), len(pickle.dumps(corpus)))
     assert sizes[4][0] == sizes[400][0]
     assert sizes[400][1] > 50 * sizes[400][0]  # what was sent before
+
+
+def test_resume_redoes_a_finished_partition_whose_shard_is_damaged(
+    tmp_path, builtin_corpus, small_vocab, caplog
+):
+    """A finished run with its manifest gone, one shard with a flipped byte and one
+    deleted: --resume once kept them and wrote a manifest over them (issue 13). It
+    redoes both partitions, saying why, and the dataset equals an untouched run's."""
+    corpus = open_corpus([builtin_corpus], partition_size=600_000)
+    out, config = tmp_path / "data", ShardConfig(dup=2)
+    shard(corpus, small_vocab / "bpe", out, config)
+    straight = dataset_files(out)
+    shards = sorted((out / "train").glob("*.arrow"))
+    assert len(shards) > 3
+    flipped = bytearray(shards[1].read_bytes())
+    flipped[len(flipped) // 2] ^= 0x40
+    shards[1].write_bytes(bytes(flipped))
+    shards[2].unlink()
+    (out / "manifest.json").unlink()
+    summary = shard(corpus, small_vocab / "bpe", out, config, resume=True)
+    warnings = [r.getMessage() for r in caplog.records if "redoing it" in r.getMessage()]
+    assert len(warnings) == 2
+    assert f"train/{shards[1].name} is missing or damaged" in warnings[0]
+    assert f"train/{shards[2].name} is missing or damaged" in warnings[1]
+    assert summary.partitions_resumed == len(corpus.partitions) - 2
+    assert dataset_files(out) == straight
