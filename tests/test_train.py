@@ -162,6 +162,13 @@ def test_resume_refuses_other_options_and_drops_the_log_past_the_checkpoint(tiny
         (["--config", '{"dropout": "x"}'], "dropout must be a number"),
         (["--config", '{"max_positions": 10}'], "max_positions must be at least"),
         (["--config", '{"vocab_size": 10}'], "vocab_size must be at least"),
+        (["--device", "tpu"], "--device must be cpu, cuda, cuda:N or auto, got 'tpu'"),
+        (["--device", "cuda:x"], "--device must be cpu, cuda, cuda:N or auto"),
+        pytest.param(
+            ["--device", "cuda"],
+            "--device cuda: this torch is built without CUDA",
+            marks=pytest.mark.skipif(torch.version.cuda is not None, reason="a CUDA torch"),
+        ),
     ],
 )
 def test_bad_pretrain_options_are_one_line_errors(tiny_data, tmp_path, args, message):
@@ -340,6 +347,28 @@ def test_cli_pretrain_and_its_errors(tiny_data, tmp_path):
     bad_args = ["pretrain", str(tiny_data), "--out", str(tmp_path / "other"), "--model", "tiny"]
     bad = runner.invoke(main, [*bad_args, "--micro-batch", "8", "--batch-size", "12"])
     assert bad.exit_code == 1 and "multiple of --micro-batch" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [("truncate", "missing or damaged (EOF while parsing"), ("change", "changed since shard")],
+)
+def test_a_damaged_dataset_tokenizer_is_a_one_line_error(tiny_data, tmp_path, damage, message):
+    """inspect and pretrain, before any step and before the run directory is made."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    tokenizer = data / "tokenizer.json"
+    text = tokenizer.read_text()
+    tokenizer.write_text(text[:1000] if damage == "truncate" else text.replace("<mask>", "<MASK>"))
+    for command in (
+        ["inspect", str(data)],
+        ["pretrain", str(data), "--out", str(tmp_path / "run"), "--model", "tiny", "--quiet"],
+    ):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, result.output
+        assert f"{tokenizer}: {message}" in result.stderr and "rbprep verify" in result.stderr
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
 
 
 # --- on a CUDA device (skipped without one: CI has none) ----------------------------------

@@ -8,6 +8,7 @@ one step per shard touched, no Python loop per row.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import cached_property
 from typing import Any
@@ -72,7 +73,18 @@ class Dataset:
         """The ``tokenizers.Tokenizer`` the dataset was made with (its own copy)."""
         from tokenizers import Tokenizer
 
-        return Tokenizer.from_str(self.root.child("tokenizer.json").read_bytes().decode())
+        location = self.root.child("tokenizer.json")
+        advice = f"run `rbprep verify {self.root}`, and shard again if it fails"
+        try:
+            data = location.read_bytes()
+            tokenizer = Tokenizer.from_str(data.decode())
+        except Exception as exc:  # OSError if gone; tokenizers raises plain Exception
+            raise RbprepError(
+                f"{location}: missing or damaged ({str(exc)[:120]}); {advice}"
+            ) from exc
+        if hashlib.sha256(data).hexdigest() != self.manifest["tokenizer"]["sha256"]:
+            raise RbprepError(f"{location}: changed since shard (sha256 differs); {advice}")
+        return tokenizer
 
     def batch(self, indices: Any, copy: int | None = 0) -> dict[str, np.ndarray]:
         """Rows ``indices`` as padded int64 arrays, masked as copy ``copy`` (or unmasked)."""

@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from rbprep.errors import RbprepError
+
 
 def setup(device: str) -> tuple[int, int, torch.device]:
     """Return (rank, world size, device); join the process group under torchrun."""
@@ -17,7 +19,7 @@ def setup(device: str) -> tuple[int, int, torch.device]:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    chosen = torch.device(device)
+    chosen = _device(device)
     if chosen.type == "cuda" and chosen.index is None:
         chosen = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
     if chosen.type == "cuda":
@@ -25,6 +27,32 @@ def setup(device: str) -> tuple[int, int, torch.device]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
     return rank, world, chosen
+
+
+def _device(name: str) -> torch.device:
+    """``name`` as a device this process can use, or a one-line ``RbprepError``."""
+    try:
+        chosen = torch.device(name)
+    except RuntimeError:
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda"):
+        raise RbprepError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this torch is built without CUDA"
+                if torch.version.cuda is None
+                else "no CUDA device is visible"
+            )
+            raise RbprepError(
+                f"--device {name}: {why} (torch {torch.__version__}); use --device cpu or auto"
+            )
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise RbprepError(
+                f"--device {name}: there are {torch.cuda.device_count()} CUDA devices "
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
+    return chosen
 
 
 def teardown() -> None:

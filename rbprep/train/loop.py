@@ -166,6 +166,7 @@ def _pretrain(
     started = time.perf_counter()
     config.check()
     train_set = open_dataset(data, "train")
+    train_set.tokenizer  # noqa: B018  (a damaged tokenizer.json stops the run before a step)
     valid_set = open_dataset(data, "valid") if _has_rows(data, "valid") else None
     model_config = _model_config(config, train_set)
     per_step = config.micro_batch * world
