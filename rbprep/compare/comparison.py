@@ -47,6 +47,7 @@ from rbprep.encoding import (
     check_equal,
     cut_at_breaks,
     document_units,
+    interleave,
     join_lines,
     line_break_id,
     open_encoder,
@@ -497,7 +498,7 @@ class _EncodeIds:
             rest = self.rest.result()
         except EncoderMismatch as mismatch:  # the fast encoder's own byte count check
             raise _ContestantMismatch(self.contestant.name, mismatch) from None
-        lengths, ids = _interleave(timed, self.timed_encoded, rest)
+        lengths, ids = interleave(timed, self.timed_encoded[::-1], rest[::-1])
         self._check(lengths, ids)
         line_break = self.contestant.line_break_id
         if line_break is None:
@@ -536,19 +537,6 @@ class _ContestantMismatch(Exception):
         super().__init__(str(mismatch))
         self.name = name
         self.mismatch = mismatch
-
-
-def _interleave(
-    first: np.ndarray, firsts: tuple[np.ndarray, np.ndarray], rest: tuple[np.ndarray, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Tokens per text (texts,) int64 and all ids (tokens,) int64, in text order, from the
-    (ids, lengths) of the texts ``first`` (texts,) marks and of the others, each in order."""
-    lengths = np.empty(len(first), dtype=np.int64)
-    lengths[first], lengths[~first] = firsts[1], rest[1]
-    from_first = np.repeat(first, lengths)  # (tokens,) bool
-    ids = np.empty(len(from_first), dtype=np.int64)
-    ids[from_first], ids[~from_first] = firsts[0], rest[0]
-    return lengths, ids
 
 
 class _EncodeWithOffsets:
