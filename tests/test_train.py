@@ -282,6 +282,32 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     assert straight["cursor"] == halves["cursor"]
 
 
+def test_resume_passes_over_a_truncated_checkpoint(tiny_data, tmp_path, caplog):
+    """A trainer.pt cut short (a full disk, a copy stopped) once failed --resume with
+    "PytorchStreamReader failed reading zip archive" (issue 13). The run resumes from
+    the newest checkpoint that loads, says so, and ends as a straight run does; with
+    none that loads it is a one-line error."""
+    config = TrainConfig(**{**TINY, "steps": 8, "save_every": 2})
+    pretrain(tiny_data, tmp_path / "straight", config, progress=False)
+    run = tmp_path / "cut"
+    pretrain(tiny_data, run, replace(config, stop_at=6), progress=False)
+    newest = run / "checkpoints" / "step-00000006" / "trainer.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    pretrain(tiny_data, run, config, resume=True, progress=False)
+    [warning] = [r.getMessage() for r in caplog.records if "passed over" in r.getMessage()]
+    assert str(newest) in warning and "resuming from step-00000004" in warning
+
+    def losses(name: str) -> list[float]:
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines]
+
+    assert losses("cut") == losses("straight")
+    for trainer in (run / "checkpoints").glob("step-*/trainer.pt"):
+        trainer.write_bytes(b"not a checkpoint")
+    with pytest.raises(RbprepError, match=r"checkpoints: no checkpoint loads \(.*trainer.pt"):
+        pretrain(tiny_data, run, replace(config, steps=10), resume=True, progress=False)
+
+
 def assert_export_gives_the_checkpoints_logits(data: Path, run: Path, step: int) -> None:
     """RUN/hf loaded by transformers on CPU computes what the checkpoint of ``step`` does."""
     transformers = pytest.importorskip("transformers")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import time
@@ -35,6 +36,8 @@ from rbprep.train.model import (
     flops_per_token,
     preset,
 )
+
+logger = logging.getLogger("rbprep")
 
 # Dense bf16 peak FLOP/s by device name (vendor data sheets); MFU is not reported for
 # a device not listed here rather than guessed.
@@ -550,9 +553,33 @@ def _save(
 
 
 def _load_latest(checkpoints: Path, device: torch.device) -> dict[str, Any] | None:
+    """The newest checkpoint that loads whole: the one ``latest`` names, else the step
+    directories newest first, each passed over with a warning saying why; None where
+    there is none at all, a one-line ``RbprepError`` where none loads."""
     latest = checkpoints / "latest"
-    if not latest.exists():
+    named = [latest.read_text().strip()] if latest.exists() else []
+    steps = sorted(
+        (p.name for p in checkpoints.glob("step-*") if p.is_dir() and "." not in p.name),
+        reverse=True,
+    )
+    candidates = list(dict.fromkeys([*named, *steps]))
+    if not candidates:
         return None
-    path = checkpoints / latest.read_text().strip() / "trainer.pt"
-    # weights_only: tensors, numbers, strings and containers only; never arbitrary objects.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    problems = []
+    for name in candidates:
+        path = checkpoints / name / "trainer.pt"
+        try:
+            # weights_only: tensors, numbers, strings and containers only, never objects.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not {"model", "optimizer", "step", "cursor", "rng_cpu"} <= set(state):
+                raise ValueError("keys are missing")
+        except Exception as exc:  # torch raises RuntimeError, EOFError, pickle errors ...
+            said = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            problems.append(f"{path}: {said}")
+            continue
+        for problem in problems:
+            logger.warning("%s: unreadable, passed over; resuming from %s", problem, name)
+        return state
+    raise RbprepError(
+        f"{checkpoints}: no checkpoint loads ({problems[0]}); start again with --force"
+    )
