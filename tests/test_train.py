@@ -308,6 +308,30 @@ def test_resume_passes_over_a_truncated_checkpoint(tiny_data, tmp_path, caplog):
         pretrain(tiny_data, run, replace(config, steps=10), resume=True, progress=False)
 
 
+def test_resume_refuses_another_dataset_naming_the_difference(
+    tiny_data, tmp_path, builtin_corpus, small_vocab
+):
+    """A dataset of the same shape (here: other masks) was once taken
+    silently, one of another seq-len refused as "the model" (issue 13). The run records
+    its dataset's manifest digest and names what differs."""
+    config = TrainConfig(**{**TINY, "steps": 4, "save_every": 2})
+    run = tmp_path / "run"
+    pretrain(tiny_data, run, replace(config, stop_at=2), progress=False)
+    assert len(json.loads((run / "config.json").read_text())["dataset"]["manifest_sha256"]) == 64
+    for seq_len, mask_prob, message in (
+        (64, 0.2, "its manifest differs"),
+        (128, 0.15, "seq_len 64 -> 128"),
+    ):
+        other = tmp_path / f"other-{seq_len}"
+        shard_config = ShardConfig(seq_len=seq_len, dup=2, valid_fraction=0.02, mask_prob=mask_prob)
+        shard([builtin_corpus], small_vocab / "bpe", other, shard_config)
+        with pytest.raises(
+            RbprepError, match=f"--resume on another dataset than the run's .*{message}"
+        ):
+            pretrain(other, run, config, resume=True, progress=False)
+    pretrain(tiny_data, run, config, resume=True, progress=False)  # its own still resumes
+
+
 def assert_export_gives_the_checkpoints_logits(data: Path, run: Path, step: int) -> None:
     """RUN/hf loaded by transformers on CPU computes what the checkpoint of ``step`` does."""
     transformers = pytest.importorskip("transformers")

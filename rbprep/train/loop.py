@@ -11,6 +11,7 @@ run continues exactly where the saved one was.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -204,7 +205,7 @@ def _pretrain(
         _prepare_run(run, resume=resume, force=force)
     distributed.barrier()
     if resume:
-        _check_resumable(run, config, model_config, world)
+        _check_resumable(run, config, model_config, world, _dataset_identity(train_set))
         state = _load_latest(checkpoints, device)
         if state is None:
             raise RbprepError(f"{run}: no checkpoint to resume from")
@@ -226,6 +227,7 @@ def _pretrain(
                     "model": model_config.as_dict(),
                     "data": str(data),
                     "world": world,
+                    "dataset": _dataset_identity(train_set),
                 },
                 indent=2,
             )
@@ -461,14 +463,45 @@ def _log_line(record: dict[str, Any], total: int) -> str:
 _RESUME_FIXED = ("seed", "micro_batch", "batch_size")
 
 
-def _check_resumable(run: Path, config: TrainConfig, model: ModelConfig, world: int) -> None:
-    """Refuse to resume with options that would change which rows come next (the cursor
-    counts micro-batches of this size, from this seed's order, over this many ranks)
-    or the model's shape."""
+def _dataset_identity(train_set: Any) -> dict[str, Any]:
+    """What a resumed run must train on again: the manifest's sha256 decides; the rest
+    says what differs when it does."""
+    manifest = train_set.manifest
+    return {
+        "path": str(train_set.root),
+        "manifest_sha256": hashlib.sha256(
+            train_set.root.child("manifest.json").read_bytes()
+        ).hexdigest(),
+        "seq_len": train_set.seq_len,
+        "tokenizer_sha256": manifest["tokenizer"]["sha256"],
+        "rows": manifest["totals"]["rows"],
+    }
+
+
+def _check_resumable(
+    run: Path, config: TrainConfig, model: ModelConfig, world: int, dataset: dict[str, Any]
+) -> None:
+    """Refuse to resume on another dataset, or with options that would change which
+    rows come next (the cursor counts micro-batches of this size, from this seed's
+    order, over this many ranks) or the model's shape."""
     try:
         saved = json.loads((run / "config.json").read_text())
     except (OSError, ValueError):
         return  # a run from before config.json held these: nothing to compare
+    before = saved.get("dataset")
+    if before and before.get("manifest_sha256") != dataset["manifest_sha256"]:
+        differences = [
+            f"{key} {before[key]} -> {dataset[key]}"
+            for key in ("seq_len", "rows")
+            if before.get(key) != dataset[key]
+        ]
+        if before.get("tokenizer_sha256") != dataset["tokenizer_sha256"]:
+            differences.append("another tokenizer")
+        raise RbprepError(
+            f"{run}: --resume on another dataset than the run's ({before['path']}): "
+            f"{', '.join(differences) or 'its manifest differs'}; resume on that dataset "
+            "or start a new run"
+        )
     changed = [
         f"--{key.replace('_', '-')} {saved['train'][key]} -> {getattr(config, key)}"
         for key in _RESUME_FIXED
@@ -534,6 +567,9 @@ def _save(
         "step": step,
         "cursor": [cursor.epoch, cursor.batch],
         "rng_cpu": torch.get_rng_state(),
+        # Which dataset the state belongs to (config.json records it too, and --resume
+        # checks that one before a checkpoint is read).
+        "dataset_manifest_sha256": data_root.child("manifest.json").sha256(),
     }
     if device.type == "cuda":
         state["rng_cuda"] = torch.cuda.get_rng_state(device)
