@@ -465,7 +465,8 @@ def check_sample(
 def sample_units(key: int, count: int, fraction: float = CHECK_FRACTION) -> np.ndarray:
     """(count,) bool: the units that ``check_sample`` checks, the same on every run: the
     first, and each other one where a hash of (``key``, its index) lands under
-    ``fraction`` (SplitMix64's finaliser, vectorised: no Python work per unit)."""
+    ``fraction``: the finaliser of ``kernels.splitmix64``, vectorised in NumPy here so
+    that it costs no Python work per unit and does not wait for numba to load."""
     with np.errstate(over="ignore"):
         z = np.arange(count, dtype=np.uint64) + np.uint64((key * 0x9E3779B97F4A7C15) % 2**64)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

@@ -768,7 +768,7 @@ def _intact_records(out_dir: Location, done: set[int]) -> dict[int, dict[str, An
             record = read_json(marker)
             problem = next(
                 (
-                    f"{part['file']} is missing or damaged"
+                    f"{part['file']} is missing or damaged (its size or sha256 is not its record's)"
                     for part in record["splits"].values()
                     if "file" in part and not _shard_matches(out_dir.child(part["file"]), part)
                 ),
@@ -780,8 +780,7 @@ def _intact_records(out_dir: Location, done: set[int]) -> dict[int, dict[str, An
             records[partition] = record
         else:
             logger.warning(
-                "%s: partition %d was done, but %s (size or sha256 differs from its record); "
-                "redoing it",
+                "%s: partition %d was done, but %s; redoing it",
                 out_dir,
                 partition,
                 problem,

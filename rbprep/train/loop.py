@@ -171,6 +171,7 @@ def _pretrain(
     config.check()
     train_set = open_dataset(data, "train")
     train_set.tokenizer  # noqa: B018  (a damaged tokenizer.json stops the run before a step)
+    dataset = _dataset_identity(train_set)
     valid_set = open_dataset(data, "valid") if _has_rows(data, "valid") else None
     model_config = _model_config(config, train_set)
     per_step = config.micro_batch * world
@@ -205,7 +206,7 @@ def _pretrain(
         _prepare_run(run, resume=resume, force=force)
     distributed.barrier()
     if resume:
-        _check_resumable(run, config, model_config, world, _dataset_identity(train_set))
+        _check_resumable(run, config, model_config, world, dataset)
         state = _load_latest(checkpoints, device)
         if state is None:
             raise RbprepError(f"{run}: no checkpoint to resume from")
@@ -227,7 +228,7 @@ def _pretrain(
                     "model": model_config.as_dict(),
                     "data": str(data),
                     "world": world,
-                    "dataset": _dataset_identity(train_set),
+                    "dataset": dataset,
                 },
                 indent=2,
             )
@@ -291,7 +292,7 @@ def _pretrain(
                 if progress:
                     print(_log_line(record, total), flush=True)
             if step % config.save_every == 0 or step == end:
-                _save(run, model, optimizer, step, cursor, device, rank, train_set.root)
+                _save(run, model, optimizer, step, cursor, device, rank, train_set.root, dataset)
                 window.restart()
     finally:
         batches.close()
@@ -554,6 +555,7 @@ def _save(
     device: torch.device,
     rank: int,
     data_root: Location,
+    dataset: dict[str, Any],
 ) -> None:
     """Write checkpoints/step-N/{trainer.pt, Hugging Face files} atomically (rank 0)."""
     if rank != 0:
@@ -569,7 +571,7 @@ def _save(
         "rng_cpu": torch.get_rng_state(),
         # Which dataset the state belongs to (config.json records it too, and --resume
         # checks that one before a checkpoint is read).
-        "dataset_manifest_sha256": data_root.child("manifest.json").sha256(),
+        "dataset_manifest_sha256": dataset["manifest_sha256"],
     }
     if device.type == "cuda":
         state["rng_cuda"] = torch.cuda.get_rng_state(device)
