@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python benchmarks/shard_scaling.py
 	$(BIN)/python benchmarks/compare_tokenizers.py
 	$(BIN)/python benchmarks/pretrain.py
+	$(BIN)/python benchmarks/open_dataset.py
 
 # Rewrite the README's command reference from --help.
 readme: install

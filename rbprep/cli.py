@@ -111,6 +111,14 @@ def output_options(command: F) -> F:
     )
 
 
+# Reading a dataset always checks its sizes and invariants; this turns off only the hash.
+skip_checksums_option = click.option(
+    "--skip-checksums",
+    is_flag=True,
+    help="Do not hash the shards against the manifest before reading (sizes and "
+    "invariants are still checked; a warning says so). For data verified in place.",
+)
+
 # Who encodes (never what the ids are), on shard and compare-tokenizers alike.
 encoder_option = click.option(
     "--encoder",
@@ -365,8 +373,11 @@ def shard_command(
 @click.option("--rows", default=2, show_default=True, help="Sample rows to decode.")
 @click.option("--copy", default=0, show_default=True, help="Which masked copy to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON.")
+@skip_checksums_option
 @_user_errors
-def inspect_command(data: str, split: str, rows: int, copy: int, as_json: bool) -> None:
+def inspect_command(
+    data: str, split: str, rows: int, copy: int, as_json: bool, skip_checksums: bool
+) -> None:
     """Show a dataset's numbers and sample rows, masks marked, as the model sees them.
 
     DATA is a dataset directory from `rbprep shard`: a path, or a URI (s3://...).
@@ -377,7 +388,7 @@ def inspect_command(data: str, split: str, rows: int, copy: int, as_json: bool) 
     """
     from rbprep.dataset.inspection import inspect
 
-    result = inspect(data, split=split, rows=rows, copy=copy)
+    result = inspect(data, split=split, rows=rows, copy=copy, checksums=not skip_checksums)
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.report())
 
 
@@ -465,6 +476,7 @@ def verify_command(data: str, retokenize: float, quiet: bool) -> None:
 @click.option("--force", is_flag=True, help="Start over in a non-empty --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No log lines on the terminal.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@skip_checksums_option
 @_user_errors
 def pretrain_command(
     data: str,
@@ -493,6 +505,7 @@ def pretrain_command(
     force: bool,
     quiet: bool,
     as_json: bool,
+    skip_checksums: bool,
 ) -> None:
     """Train a RoBERTa masked-LM on a dataset made by `rbprep shard`.
 
@@ -536,7 +549,15 @@ def pretrain_command(
         save_every=save_every,
         stop_at=stop_at,
     )
-    summary = pretrain(data, out, config, resume=resume, force=force, progress=not quiet)
+    summary = pretrain(
+        data,
+        out,
+        config,
+        resume=resume,
+        force=force,
+        progress=not quiet,
+        checksums=not skip_checksums,
+    )
     click.echo(json.dumps(asdict(summary), indent=2) if as_json else summary.report())
 
 

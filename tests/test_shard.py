@@ -179,6 +179,114 @@ def test_verify_recomputes_masks(bpe_dataset, tmp_path):
         verify(copy)
 
 
+def _copy_of(dataset: Path, to: Path) -> Path:
+    shutil.copytree(dataset, to, ignore=shutil.ignore_patterns(".*"))
+    return to
+
+
+def _rewrite_column(root: Path, column: str, edit) -> None:
+    """Rewrite train shard 0 with ``edit(values)`` applied to a list column's values,
+    the manifest's size and sha256 updated: damage no checksum sees."""
+    from rbprep.dataset.format import file_sha256, write_shard
+
+    path = root / "train" / "shard-00000.arrow"
+    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    index = table.schema.get_field_index(column)
+    lists = table.column(column).combine_chunks()
+    values = lists.values.to_numpy().copy()
+    edit(values, lists.offsets.to_numpy())
+    edited = pa.ListArray.from_arrays(lists.offsets, pa.array(values, lists.type.value_type))
+    table = table.set_column(index, table.schema.field(index), edited)
+    write_shard(table, path, None)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0].update(
+        sha256=file_sha256(path), bytes=path.stat().st_size
+    )
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_reading_a_flipped_byte_or_a_truncated_shard_is_a_one_line_error(bpe_dataset, tmp_path):
+    """inspect and pretrain stop before any batch, naming the file and verify."""
+    flipped = _copy_of(bpe_dataset, tmp_path / "flipped")
+    shard_file = flipped / "train" / "shard-00000.arrow"
+    data = bytearray(shard_file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard_file.write_bytes(bytes(data))
+    truncated = _copy_of(bpe_dataset, tmp_path / "truncated")
+    (truncated / "train" / "shard-00001.arrow").write_bytes(data[: len(data) // 3])
+    for root, problem in ((flipped, "checksum differs"), (truncated, "the manifest says")):
+        for command in (
+            ["inspect", root],
+            ["pretrain", root, "--out", tmp_path / "run", "--model", "tiny", "--device", "cpu"],
+        ):
+            line = one_line_error(run(*command))
+            assert "shard-0000" in line and problem in line and "run `rbprep verify" in line
+    with pytest.raises(RbprepError, match=r"shard-00000\.arrow: checksum differs"):
+        open_dataset(flipped)
+    # Off, the hash is skipped loudly; the sizes are still checked.
+    with pytest.raises(RbprepError, match=r"shard-00001\.arrow: .* bytes, the manifest says"):
+        open_dataset(truncated, checksums=False)
+    result = run("inspect", flipped, "--skip-checksums")
+    assert "not checked against their sha256" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "column, edit, problem",
+    [
+        ("input_ids", lambda v, o: v.__setitem__(o[3] + 5, 60000), "row 3 has an id outside"),
+        (
+            "mask_positions",
+            lambda v, o: v.__setitem__(o[2], 600),
+            "row 2 has a mask position beyond its end",
+        ),
+        (
+            "random_tokens",
+            lambda v, o: v.__setitem__(o[np.argmax(np.diff(o) > 0)], 65000),
+            r"row \d+ has a random token outside",
+        ),
+    ],
+)
+def test_reading_checks_ids_and_positions_whatever_the_checksums(
+    bpe_dataset, tmp_path, column, edit, problem
+):
+    damaged = _copy_of(bpe_dataset, tmp_path / "damaged")
+    _rewrite_column(damaged, column, edit)
+    for checksums in (True, False):
+        with pytest.raises(RbprepError, match=rf"shard-00000\.arrow: {problem}.*rbprep verify"):
+            open_dataset(damaged, checksums=checksums)
+
+
+def test_reading_hashes_a_file_once_per_process_and_again_when_it_changes(
+    bpe_dataset, tmp_path, monkeypatch
+):
+    from rbprep.storage import Location
+
+    copy = _copy_of(bpe_dataset, tmp_path / "copy")
+    hashed = []
+    original = Location.sha256
+    monkeypatch.setattr(Location, "sha256", lambda self: hashed.append(self.name) or original(self))
+    open_dataset(copy)
+    shards = len(json.loads((copy / "manifest.json").read_text())["splits"]["train"]["shards"])
+    assert len(hashed) == shards
+    open_dataset(copy)
+    assert len(hashed) == shards
+    shard_file = copy / "train" / "shard-00000.arrow"
+    data = bytearray(shard_file.read_bytes())
+    data[-100] ^= 0x01
+    shard_file.write_bytes(bytes(data))
+    stat = shard_file.stat()
+    os.utime(shard_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    with pytest.raises(RbprepError, match="checksum differs"):
+        open_dataset(copy)
+
+
 def test_files_open_in_pyarrow_polars_and_duckdb(bpe_dataset):
     path = bpe_dataset / "train" / "shard-00000.arrow"
     table = pa.ipc.open_file(str(path)).read_all()

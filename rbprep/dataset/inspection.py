@@ -64,9 +64,16 @@ class Inspection:
 
 
 def inspect(
-    root: str | os.PathLike, *, split: str = "train", rows: int = 2, copy: int = 0
+    root: str | os.PathLike,
+    *,
+    split: str = "train",
+    rows: int = 2,
+    copy: int = 0,
+    checksums: bool = True,
 ) -> Inspection:
-    """Summarise the dataset at ``root`` and decode ``rows`` evenly spaced sample rows."""
+    """Summarise the dataset at ``root`` and decode ``rows`` evenly spaced sample rows.
+
+    The split's shards are checked as ``open_dataset`` checks them (``checksums``)."""
     root = as_location(root)
     manifest = read_manifest(root)
     totals = manifest["totals"]
@@ -100,7 +107,7 @@ def inspect(
         },
     }
     result = Inspection(str(root), split, copy, summary)
-    dataset = open_dataset(root, split)
+    dataset = open_dataset(root, split, checksums=checksums)
     if not len(dataset) or rows <= 0:
         return result
     if not 0 <= copy < dataset.dup:

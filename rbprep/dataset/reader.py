@@ -2,6 +2,12 @@
 
 A dataset on a remote file system (a URI, see ``rbprep.storage``) is read into memory.
 
+Before a batch is made, every shard is checked against the manifest (size and sha256,
+once per process per file) and for the invariants a batch relies on: valid Arrow, ids
+below the vocabulary size, rows no longer than ``seq_len``, mask positions inside their
+row and group sizes that add up. Damage is an ``RbprepError`` naming the file, never a
+batch built from it. ``verify`` checks everything else (the masks' rules, the layout).
+
 A batch is assembled with NumPy index arithmetic over the shards' flat Arrow buffers:
 one step per shard touched, no Python loop per row.
 """
@@ -9,6 +15,7 @@ one step per shard touched, no Python loop per row.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from functools import cached_property
 from typing import Any
@@ -23,9 +30,12 @@ from rbprep.dataset.format import (
     SPLITS,
     arrow_array,
     as_location,
+    shard_schema,
 )
 from rbprep.errors import RbprepError
 from rbprep.storage import Location
+
+logger = logging.getLogger("rbprep")
 
 IGNORE_INDEX = -100  # labels at unmasked positions, as torch's cross-entropy expects
 
@@ -39,7 +49,7 @@ class Dataset:
     unmasked ``input_ids`` and ``attention_mask``.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train"):
+    def __init__(self, root: str | os.PathLike, split: str = "train", checksums: bool = True):
         self.root = as_location(root)
         self.split = split
         self.manifest = read_manifest(self.root)
@@ -52,10 +62,13 @@ class Dataset:
         self.pad_id: int = tokenizer["pad_id"]
         self.mask_id: int = tokenizer["mask_id"]
         self.shards = self.manifest["splits"][split]["shards"]
-        self._tables = [
-            pa.ipc.open_file(self.root.child(shard["file"]).arrow_file()).read_all()
-            for shard in self.shards
-        ]
+        if not checksums and str(self.root) not in _UNHASHED:
+            _UNHASHED.add(str(self.root))
+            logger.warning(
+                f"{self.root}: shards not checked against their sha256 (checksums off); "
+                f"damage that keeps the format's invariants goes unseen until `rbprep verify`"
+            )
+        self._tables = [self._open_shard(shard, checksums) for shard in self.shards]
         counts = [table.num_rows for table in self._tables]
         self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])  # (shards+1,)
 
@@ -85,6 +98,31 @@ class Dataset:
         if hashlib.sha256(data).hexdigest() != self.manifest["tokenizer"]["sha256"]:
             raise RbprepError(f"{location}: changed since shard (sha256 differs); {advice}")
         return tokenizer
+
+    def _open_shard(self, shard: dict[str, Any], checksums: bool) -> pa.Table:
+        location = self.root.child(shard["file"])
+        advice = f"run `rbprep verify {self.root}`, and shard again if it fails"
+        try:
+            size = location.size()
+        except FileNotFoundError as exc:
+            raise RbprepError(f"{location}: missing; {advice}") from exc
+        if size != shard["bytes"]:
+            raise RbprepError(
+                f"{location}: {size:,} bytes, the manifest says {shard['bytes']:,} "
+                f"(truncated or replaced); {advice}"
+            )
+        if checksums:
+            _check_sha256(location, shard["sha256"], advice)
+        try:
+            table = pa.ipc.open_file(location.arrow_file()).read_all()
+            table.validate(full=True)
+        except pa.ArrowException as exc:
+            raise RbprepError(f"{location}: not a readable Arrow file ({exc}); {advice}") from exc
+        tokenizer = self.manifest["tokenizer"]
+        problem = _shard_problem(table, shard, tokenizer["vocab_size"], self.seq_len, self.dup)
+        if problem:
+            raise RbprepError(f"{location}: {problem}; {advice}")
+        return table
 
     def batch(self, indices: Any, copy: int | None = 0) -> dict[str, np.ndarray]:
         """Rows ``indices`` as padded int64 arrays, masked as copy ``copy`` (or unmasked)."""
@@ -144,9 +182,79 @@ class Dataset:
         input_ids[rows[is_random], columns[is_random]] = replacements
 
 
-def open_dataset(root: str | os.PathLike, split: str = "train") -> Dataset:
-    """Open one split (``train`` or ``valid``) of a dataset made by ``rbprep shard``."""
-    return Dataset(root, split)
+def open_dataset(
+    root: str | os.PathLike, split: str = "train", *, checksums: bool = True
+) -> Dataset:
+    """Open one split (``train`` or ``valid``) of a dataset made by ``rbprep shard``.
+
+    Each shard's size and the invariants batches rely on are always checked; its sha256
+    too, unless ``checksums`` is False (then a flipped byte that keeps the invariants
+    goes unseen: for a dataset verified on the same disk, when hashing costs too much).
+    """
+    return Dataset(root, split, checksums)
+
+
+# Files whose sha256 this process has checked: (location, sha256, size, mtime_ns).
+_HASHED: set[tuple[str, str, int, int]] = set()
+_UNHASHED: set[str] = set()  # datasets opened without checksums (warned once)
+
+
+def _check_sha256(location: Location, sha256: str, advice: str) -> None:
+    """Stream ``location`` through sha256 once per process (again if it changed)."""
+    modified = 0 if location.remote else os.stat(location.path).st_mtime_ns
+    key = (str(location), sha256, location.size(), modified)
+    if key in _HASHED:
+        return
+    if location.sha256() != sha256:
+        raise RbprepError(f"{location}: checksum differs from the manifest (damaged); {advice}")
+    _HASHED.add(key)
+
+
+def _shard_problem(
+    table: pa.Table, shard: dict[str, Any], vocab_size: int, seq_len: int, dup: int
+) -> str | None:
+    """What in ``table`` would make a wrong batch or a crash, or None. Vectorised: one
+    pass over each column, no loop per row."""
+    if not table.schema.equals(shard_schema(vocab_size, dup)):
+        return "its columns differ from the format's"
+    if table.num_rows != shard["rows"]:
+        return f"{table.num_rows:,} rows, the manifest says {shard['rows']:,}"
+    lengths, ids = _lists(table.column("input_ids"))
+    position_counts, positions = _lists(table.column("mask_positions"))
+    random_counts, random_tokens = _lists(table.column("random_tokens"))
+    groups = _fixed(table.column("mask_groups")).reshape(-1, dup, 3).astype(np.int64)
+    problems = (  # (bad per row, what is wrong), first problem first
+        ((lengths < 3) | (lengths > seq_len), f"a length outside 3..{seq_len}"),
+        (
+            _any_per_row(ids >= vocab_size, lengths),
+            f"an id outside the {vocab_size:,}-id vocabulary",
+        ),
+        (
+            (groups.sum(axis=(1, 2)) != position_counts)
+            | (groups[:, :, 1].sum(axis=1) != random_counts),
+            "mask group sizes that do not match its positions",
+        ),
+        (
+            _any_per_row(positions >= np.repeat(lengths, position_counts), position_counts),
+            "a mask position beyond its end",
+        ),
+        (
+            _any_per_row(random_tokens >= vocab_size, random_counts),
+            f"a random token outside the {vocab_size:,}-id vocabulary",
+        ),
+    )
+    for bad, what in problems:
+        if bad.any():
+            return f"row {int(np.argmax(bad))} has {what}"
+    return None
+
+
+def _any_per_row(flags: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(rows,) bool: does any of a row's ``lengths`` elements have its flag set."""
+    bad = np.zeros(len(lengths), dtype=np.bool_)
+    if flags.any():  # the row of each element only where damage is
+        bad[np.repeat(np.arange(len(lengths)), lengths)[flags]] = True
+    return bad
 
 
 def read_manifest(root: Location | str | os.PathLike) -> dict[str, Any]:

@@ -142,8 +142,12 @@ def pretrain(
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
+    checksums: bool = True,
 ) -> TrainSummary:
     """Train a RoBERTa masked-LM on the dataset at ``data``; write the run to ``out``.
+
+    The dataset's shards are checked before the first step (``open_dataset``; the
+    sha256 of each unless ``checksums`` is False).
 
     Under ``torchrun`` each rank trains on its share of the rows (DDP). Writes
     ``out/metrics.jsonl``, ``out/checkpoints/step-N/`` (trainer state and a Hugging Face
@@ -151,7 +155,9 @@ def pretrain(
     """
     rank, world, device = distributed.setup(config.device)
     try:
-        return _pretrain(data, Path(out), config, rank, world, device, resume, force, progress)
+        return _pretrain(
+            data, Path(out), config, rank, world, device, resume, force, progress, checksums
+        )
     finally:
         distributed.teardown()
 
@@ -166,13 +172,16 @@ def _pretrain(
     resume: bool,
     force: bool,
     progress: bool,
+    checksums: bool,
 ) -> TrainSummary:
     started = time.perf_counter()
     config.check()
-    train_set = open_dataset(data, "train")
+    train_set = open_dataset(data, "train", checksums=checksums)
     train_set.tokenizer  # noqa: B018  (a damaged tokenizer.json stops the run before a step)
     dataset = _dataset_identity(train_set)
-    valid_set = open_dataset(data, "valid") if _has_rows(data, "valid") else None
+    valid_set = (
+        open_dataset(data, "valid", checksums=checksums) if _has_rows(data, "valid") else None
+    )
     model_config = _model_config(config, train_set)
     per_step = config.micro_batch * world
     if config.batch_size % per_step:

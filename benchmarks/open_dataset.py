@@ -1,0 +1,97 @@
+"""What `open_dataset`'s checks cost: seconds to open a dataset's train split with the
+sha256 of every shard checked, against the same open without the hash (sizes and
+invariants are checked in both), each in a fresh process, page cache warm.
+
+    python benchmarks/open_dataset.py DATA [--pairs 5]
+        [--results benchmarks/results/open_dataset.jsonl]
+
+DATA is a dataset from `rbprep shard`; without it the built-in corpus is sharded first
+(seq 512, dup 10, a BPE of 8,000). The two contestants are interleaved, the figures are
+medians of the pairs, and the cost is given per GB of shards and as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import ROOT, append_record, record_header, warm_page_cache
+
+# Seconds inside the process, so interpreter and import start-up are left out.
+TIMED_OPEN = """
+import sys, time
+from rbprep.dataset import open_dataset
+started = time.perf_counter()
+open_dataset(sys.argv[1], checksums=sys.argv[2] == "on")
+print(time.perf_counter() - started)
+"""
+
+
+def default_dataset(work: Path) -> Path:
+    from rbprep.corpus.builtin import builtin_corpus_path
+    from rbprep.sharding import ShardConfig, shard
+    from rbprep.vocab import VocabConfig, train_vocab
+
+    vocab = work / "vocab"
+    train_vocab([builtin_corpus_path()], vocab, VocabConfig(only="bpe", bpe_size=8000))
+    data = work / "data"
+    shard([builtin_corpus_path()], vocab / "bpe", data, ShardConfig(), progress=False)
+    return data
+
+
+def open_seconds(data: Path, checksums: str) -> float:
+    done = subprocess.run(
+        [sys.executable, "-c", TIMED_OPEN, str(data), checksums],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", nargs="?", type=Path)
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument(
+        "--results", type=Path, default=ROOT / "benchmarks/results/open_dataset.jsonl"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        data = args.data or default_dataset(Path(work))
+        shards = json.loads((data / "manifest.json").read_text())["splits"]["train"]["shards"]
+        size = sum(shard["bytes"] for shard in shards)
+        warm_page_cache(str(data / shard["file"]) for shard in shards)
+        hashed, unhashed = [], []
+        for _ in range(args.pairs):
+            hashed.append(open_seconds(data, "on"))
+            unhashed.append(open_seconds(data, "off"))
+    on, off = statistics.median(hashed), statistics.median(unhashed)
+    gigabytes = size / 1e9
+    print(f"data: {data} (train: {len(shards)} shards, {size / 1e6:,.1f} MB)")
+    print(f"  open, sha256 checked   {on:8.3f} s  ({on / gigabytes:.2f} s per GB)")
+    print(f"  open, sizes/invariants {off:8.3f} s  ({off / gigabytes:.2f} s per GB)")
+    print(f"  the hash costs         {on - off:8.3f} s  ({on / off:.1f}x the open without it)")
+    append_record(
+        args.results,
+        {
+            **record_header(),
+            "data": str(data),
+            "train_bytes": size,
+            "shards": len(shards),
+            "pairs": args.pairs,
+            "open_s_checksums": round(on, 4),
+            "open_s_no_checksums": round(off, 4),
+            "hashed_s": hashed,
+            "unhashed_s": unhashed,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
