@@ -148,12 +148,9 @@ class ShardSummary:
             f"{totals['bytes_per_token']:.2f} bytes on disk per token "
             f"({self.manifest['parameters']['dup']} masked copies)."
         )
-        problems = [f"{n} {reason}" for reason, n in totals["read"]["skipped"].items()]
-        for name in ("invalid_utf8", "nul_chars", "malformed_records", "empty_files"):
-            if totals["read"][name]:
-                problems.append(f"{totals['read'][name]} {name.replace('_', ' ')}")
+        problems = ReadStats.from_dict(totals["read"]).problems()
         if problems:
-            lines.append("Input problems (skipped or replaced): " + ", ".join(problems))
+            lines.append(problems)
         encoder = self.manifest["encoder"]
         note = self.extra.get("encoder_note")
         lines.append(

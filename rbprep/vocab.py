@@ -97,12 +97,9 @@ class VocabSummary:
             f"{self.corpus_files} file{'s' if self.corpus_files != 1 else ''}"
             + (" (sampled)" if self.sampled else ""),
         ]
-        problems = [f"{n} {reason}" for reason, n in self.read["skipped"].items()]
-        for name in ("invalid_utf8", "nul_chars", "malformed_records", "empty_files"):
-            if self.read[name]:
-                problems.append(f"{self.read[name]} {name.replace('_', ' ')}")
+        problems = ReadStats.from_dict(self.read).problems()
         if problems:
-            lines.append("Input problems (skipped or replaced): " + ", ".join(problems))
+            lines.append(problems)
         for result in self.tokenizers:
             short = (
                 ""

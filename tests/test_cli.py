@@ -101,7 +101,8 @@ def test_damaged_input_is_skipped_counted_and_warned(damaged_corpus, tmp_path):
     read = json.loads(result.stdout)["read"]
     assert read["skipped"] == {"binary": 1, "corrupt": 1, "unknown_format": 1, "unreadable": 1}
     assert (read["invalid_utf8"], read["malformed_records"], read["empty_files"]) == (1, 1, 1)
-    for name in ("binary.txt", "truncated.txt.gz", "notes.md", "loop.txt", "records.jsonl"):
+    names = ("binary.txt", "truncated.txt.gz", "notes.md", "loop.txt", "records.jsonl")
+    for name in (*names, "latin1.txt"):
         assert result.stderr.count(name) == 1  # once, though both tokenizers read the corpus
     assert "Traceback" not in result.output
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import json
 import lzma
@@ -86,6 +87,20 @@ def test_invalid_utf8_becomes_replacement_and_is_counted(tmp_path):
     documents, stats = read_documents([path])
     assert documents == [["good \ufffd line", "bad \ufffd( and real \ufffd"]]
     assert stats.invalid_utf8 == 2
+
+
+def test_invalid_text_is_warned_once_per_file_naming_it(tmp_path, caplog):
+    (tmp_path / "mixed.txt").write_bytes(b"good\nbad \xff\xfe here \xc3 and\n" * 3)
+    (tmp_path / "utf16.txt").write_bytes(
+        codecs.BOM_UTF16_LE + "ok\n".encode("utf-16-le") + b"\x00\xd8a\x00\n\x00"
+    )
+    (tmp_path / "fine.txt").write_text("all fine\n")
+    _, stats = read_documents(sorted(tmp_path.iterdir()))
+    assert stats.invalid_utf8 == 10
+    warnings = [r.getMessage() for r in caplog.records if "replaced with U+FFFD" in r.getMessage()]
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"{tmp_path / 'mixed.txt'}: invalid UTF-8 at byte 9 ")
+    assert warnings[1].startswith(f"{tmp_path / 'utf16.txt'}: invalid utf-16 near byte")
 
 
 def test_invalid_utf8_under_strict_names_file_and_offset(tmp_path):

@@ -595,6 +595,9 @@ def test_damaged_input_through_shard(tmp_path, small_vocab):
     assert read["skipped"] == {"binary": 1, "corrupt": 1, "unknown_format": 1, "unreadable": 1}
     assert (read["invalid_utf8"], read["malformed_records"], read["empty_files"]) == (1, 1, 1)
     assert read["documents"] == 4
+    assert "latin1.txt: invalid UTF-8 at byte 3 replaced with U+FFFD" in result.stderr
+    shown = run("inspect", tmp_path / "d").stdout
+    assert "1 binary, 1 corrupt, 1 unknown_format, 1 unreadable, 1 invalid utf8" in shown
     strict = run(*args, "--out", tmp_path / "s", "--strict")
     assert strict.exit_code == 1 and len(strict.stderr.strip().splitlines()) == 1
 

@@ -22,7 +22,7 @@ import logging
 import lzma
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, BinaryIO, NamedTuple
 
 from rbprep.corpus.paths import InputFile, SkippedInput
@@ -86,6 +86,22 @@ class ReadStats:
         result = dict(self.__dict__)
         result["skipped"] = dict(sorted(self.skipped.items()))
         return result
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReadStats:
+        """The stats a manifest or summary recorded (``as_dict``); unknown keys ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+    def problems(self) -> str | None:
+        """``Input problems (skipped or replaced): ...`` for a summary, or None."""
+        problems = [f"{n:,} {reason}" for reason, n in sorted(self.skipped.items())]
+        for name in ("invalid_utf8", "nul_chars", "malformed_records", "empty_files"):
+            if getattr(self, name):
+                problems.append(f"{getattr(self, name):,} {name.replace('_', ' ')}")
+        if not problems:
+            return None
+        return "Input problems (skipped or replaced): " + ", ".join(problems)
 
 
 @dataclass(frozen=True)
@@ -239,6 +255,7 @@ class _TextDecoder:
         self.encoding = encoding
         self.strict = strict
         self.stats = stats
+        self.warned = False  # one warning per file; the summary counts the rest
         if encoding not in ("utf-8", "utf-8-sig"):
             # UTF-16/32 chunks are not line-aligned: decode incrementally, twice,
             # so replaced input can be told from genuine U+FFFD characters.
@@ -264,6 +281,7 @@ class _TextDecoder:
                 self.stats.invalid_utf8 += text.count(_REPLACEMENT) - data.count(
                     _REPLACEMENT.encode()
                 )
+                self._warn(f"invalid UTF-8 at byte {offset + exc.start}", "convert it to UTF-8")
         else:
             text = self.replacing.decode(data, final)
             genuine = self.ignoring.decode(data, final).count(_REPLACEMENT)
@@ -274,7 +292,20 @@ class _TextDecoder:
                     "fix the file or run without --strict to replace it with U+FFFD"
                 )
             self.stats.invalid_utf8 += replaced
+            if replaced:
+                self._warn(f"invalid {self.encoding} near byte {offset}", "fix the file")
         return replace_nuls(text, self.stats, self.strict, f"{self.file.path}: near byte {offset}")
+
+
+    def _warn(self, where: str, fix: str) -> None:
+        if self.warned:
+            return
+        self.warned = True
+        decompressed = " of the decompressed text" if self.file.compression else ""
+        logger.warning(
+            f"{self.file.path}: {where}{decompressed} replaced with U+FFFD (any later ones "
+            f"in this file are counted in the summary only); {fix}, or use --strict to stop"
+        )
 
 
 def replace_nuls(text: str, stats: ReadStats, strict: bool, where: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from rbprep.corpus import ReadStats
 from rbprep.dataset.format import SPLITS, as_location
 from rbprep.dataset.reader import IGNORE_INDEX, open_dataset, read_manifest
 from rbprep.errors import RbprepError
@@ -47,7 +48,8 @@ class Inspection:
         lines.append(
             f"  padding:    {s['padding_share']:.1%}; on disk {s['bytes_per_token']:.2f} B/token"
         )
-        lines.append(f"  skipped:    {s['skipped'] or 'nothing'}")
+        problems = (s["input_problems"] or "none").removeprefix("Input problems ")
+        lines.append(f"  input:      problems {problems}")
         lines.append("  row lengths (train):")
         peak = max(s["length_histogram"].values(), default=0) or 1
         for bucket, count in s["length_histogram"].items():
@@ -94,7 +96,7 @@ def inspect(
         "partitions": manifest["corpus"]["partitions"],
         "padding_share": totals["padding_share"],
         "bytes_per_token": totals["bytes_per_token"],
-        "skipped": ", ".join(f"{n} {r}" for r, n in totals["read"]["skipped"].items()),
+        "input_problems": ReadStats.from_dict(totals["read"]).problems(),
         "length_histogram": manifest["splits"]["train"]["length_histogram"],
         "splits": {
             split_name: {
