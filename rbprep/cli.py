@@ -644,6 +644,7 @@ def compare_tokenizers_command(
           --tokenizer roberta=hf/roberta-base --plots plots --json report.json
     """
     from rbprep.compare import CompareConfig, compare_tokenizers, train_vocab_tokenizers
+    from rbprep.storage import check_output_directory
 
     named: list[tuple[str, str] | str] = []
     if tokenizers_dir is not None:
@@ -654,6 +655,8 @@ def compare_tokenizers_command(
     if not named:
         raise click.UsageError("give --tokenizers DIR (from train-vocab) or --tokenizer PATH")
     config = CompareConfig(seq_len=seq_len, sample_bytes=sample_bytes, seed=seed, encoder=encoder)
+    if plots_dir is not None:
+        check_output_directory(plots_dir, "--plots")
     opened = _open_corpus(corpus, builtin_corpus, text_field, strict, partition_size)
     comparison = compare_tokenizers(opened, named, config, progress=not quiet)
     plots = comparison.write_plots(plots_dir) if plots_dir is not None else []

@@ -53,8 +53,8 @@ from rbprep.encoding import (
 from rbprep.errors import RbprepError
 from rbprep.executors import THREADS_PER_PROCESS, run_tasks
 from rbprep.progress import ByteProgress
-from rbprep.sizes import format_size
-from rbprep.storage import Location
+from rbprep.sizes import counted, format_size
+from rbprep.storage import Location, check_output_directory
 from rbprep.tokenizer_info import (
     TokenizerInfo,
     encoding_tokenizer,
@@ -135,18 +135,25 @@ class ShardSummary:
         lines = [
             f"Sharded {format_size(self.text_bytes)} of text in {self.seconds:.1f} s "
             f"({self.text_bytes / 1e6 / max(self.seconds, 1e-9):.2f} MB/s): "
-            f"{totals['documents']:,} documents, {totals['content_tokens']:,} tokens",
+            f"{totals['documents']:,} documents, {totals['content_tokens']:,} tokens of text",
         ]
         for split in SPLITS:
             info = self.manifest["splits"][split]
             lines.append(
-                f"  {split:<6} {info['rows']:>9,} rows  {info['tokens']:>12,} tokens  "
-                f"{len(info['shards'])} shards  {format_size(info['bytes'])}"
+                f"  {split:<6} {info['rows']:>9,} rows  {info['tokens']:>12,} tokens with "
+                f"specials  {counted(len(info['shards']), 'shard'):<10}  "
+                f"{format_size(info['bytes'])}"
+            )
+        valid_fraction = self.manifest["parameters"]["valid_fraction"]
+        if valid_fraction and not self.manifest["splits"]["valid"]["rows"]:
+            lines.append(
+                f"  valid is empty: of {counted(totals['documents'], 'document')}, none fell to "
+                f"--valid-fraction {valid_fraction}; pretrain will have no validation loss"
             )
         lines.append(
             f"Padding {totals['padding_share']:.1%} of {totals['slots']:,} slots; "
-            f"{totals['bytes_per_token']:.2f} bytes on disk per token "
-            f"({self.manifest['parameters']['dup']} masked copies)."
+            f"{totals['bytes_per_token']:.2f} bytes on disk per stored token "
+            f"({counted(self.manifest['parameters']['dup'], 'masked copy', 'masked copies')})."
         )
         problems = ReadStats.from_dict(totals["read"]).problems()
         if problems:
@@ -157,7 +164,7 @@ class ShardSummary:
             f"Encoded by {encoder['name']} {encoder['version']}" + (f" ({note})." if note else ".")
         )
         if self.partitions_resumed:
-            lines.append(f"Resumed: {self.partitions_resumed} partitions were already done.")
+            lines.append(f"Resumed: {counted(self.partitions_resumed, 'partition')} already done.")
         lines.append(f"-> {self.out}")
         return "\n".join(lines)
 
@@ -598,6 +605,9 @@ def shard(
     redoes the partitions the fast one wrote.
     """
     config.check()
+    if workers is not None and workers < 1:
+        raise RbprepError(f"--workers must be 1 or more, got {workers}")
+    check_output_directory(out)
     workers = workers or os.cpu_count() or 1
     if scheduler is None and workers <= THREADS_PER_PROCESS:
         _kernels_warming()  # the tasks will run in this process
@@ -655,19 +665,20 @@ def shard(
                     raise
                 written = sum(r.get("encoder") == encoder_id.name for r in records.values())
                 logger.warning(
-                    "%s; encoding with %s from now on, and redoing the %d partitions it wrote",
+                    "%s; encoding with %s from now on, and redoing the %s it wrote",
                     mismatch,
                     REFERENCE_NAME,
-                    written,
+                    counted(written, "partition"),
                 )
                 chosen, fallback = "reference", str(mismatch)
                 encoder_id = _work_for(tokenizer_copy, info, chosen).encoder.id
         ordered = [records[p.id] for p in corpus.partitions]
         manifest = _manifest(corpus, info, config, ordered, encoder_id)
         if manifest["totals"]["documents"] == 0:
+            _clear(out_dir)  # nothing to resume: the next run starts afresh
             raise RbprepError(
-                f"the corpus holds no text: {len(corpus.files)} readable files, no document; "
-                f"nothing written to {out_dir} but its run state"
+                f"the corpus holds no text: {counted(len(corpus.files), 'readable file')}, "
+                f"no document; nothing written to {out_dir}"
             )
         write_json_atomically(manifest, out_dir.child(MANIFEST))
     seconds = time.perf_counter() - started
@@ -719,8 +730,7 @@ def _prepare(
     complete = manifest.exists()
     others = [name for name in out_dir.entries() if name != _LOCK]
     if force:
-        for name in (*SPLITS, _PARTS, MANIFEST, _RUN, "tokenizer.json"):
-            out_dir.child(name).delete()
+        _clear(out_dir)
     elif resume and previous is not None:
         if previous != run_state:
             raise RbprepError(
@@ -752,6 +762,12 @@ def _prepare(
         for marker in markers
         if marker.name.endswith(".json")
     }
+
+
+def _clear(out_dir: Location) -> None:
+    """Delete what a run writes in ``out_dir`` (the lock aside)."""
+    for name in (*SPLITS, _PARTS, MANIFEST, _RUN, "tokenizer.json"):
+        out_dir.child(name).delete()
 
 
 def _intact_records(out_dir: Location, done: set[int]) -> dict[int, dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Human-readable byte sizes: ``64MB``, ``500KB``, ``1.5GB``, ``2GiB`` or plain bytes."""
+"""Human-readable byte sizes (``64MB``, ``500KB``, ``1.5GB``, ``2GiB`` or plain bytes) and
+counts (``1 file``, ``1,204 files``)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,9 @@ def format_size(num_bytes: float) -> str:
         if num_bytes < 1000:
             return f"{num_bytes:.1f} {unit}"
     return f"{num_bytes / 1000:.1f} TB"
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``count`` with thousands separators and ``noun`` in its number: ``1 shard``,
+    ``2,048 shards``; ``plural`` where adding "s" is wrong."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"

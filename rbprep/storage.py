@@ -65,6 +65,12 @@ def _filesystem(origin: str, query: str) -> tuple[Any, str]:
     return filesystem, root.rstrip("/")
 
 
+def check_output_directory(location: str | os.PathLike, option: str = "--out") -> None:
+    """Refuse, in one line, an output directory whose path a file already holds."""
+    if Location(location).kind() == "file":
+        raise RbprepError(f"{location}: exists and is not a directory; choose another {option}")
+
+
 class Location:
     """A file or folder: a local path, or a path on a pyarrow file system with its URI."""
 

@@ -33,7 +33,8 @@ from rbprep.corpus import Corpus, Document, ReadStats, document_coin, open_corpu
 from rbprep.corpus.formats import decompressed_blocks, open_raw
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
-from rbprep.sizes import format_size
+from rbprep.sizes import counted, format_size
+from rbprep.storage import check_output_directory
 
 logger = logging.getLogger("rbprep")
 
@@ -94,8 +95,7 @@ class VocabSummary:
         lines = [
             f"Trained on {format_size(self.text_bytes_used)} of text: "
             f"{self.documents_used:,} documents, {self.units_used:,} lines, "
-            f"{self.corpus_files} file{'s' if self.corpus_files != 1 else ''}"
-            + (" (sampled)" if self.sampled else ""),
+            f"{counted(self.corpus_files, 'file')}" + (" (sampled)" if self.sampled else ""),
         ]
         problems = ReadStats.from_dict(self.read).problems()
         if problems:
@@ -132,9 +132,8 @@ def train_vocab(
     _check_config(config)
     if not isinstance(corpus, Corpus):
         corpus = open_corpus(corpus)
+    check_output_directory(out)
     out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RbprepError(f"{out_dir}: exists and is not a directory; choose another --out")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise RbprepError(f"{out_dir}: directory is not empty; use --force to overwrite it")
 
@@ -234,7 +233,7 @@ def _check_config(config: VocabConfig) -> None:
 def _empty_message(corpus: Corpus, stats: ReadStats) -> str:
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.skipped.items()))
     detail = f" (skipped: {skipped})" if skipped else ""
-    return f"the corpus holds no text: {len(corpus.files)} files, no document{detail}"
+    return f"the corpus holds no text: {counted(len(corpus.files), 'file')}, no document{detail}"
 
 
 # --- the stream of text --------------------------------------------------------------

@@ -607,9 +607,45 @@ def test_a_corpus_without_text_is_an_error(tmp_path, small_vocab):
     corpus.mkdir()
     (corpus / "a.txt").write_text("\n\n   \n")
     (corpus / "b.txt").write_text("")
-    result = run("shard", corpus, "--tokenizer", small_vocab / "bpe", "--out", tmp_path / "d")
-    assert result.exit_code == 1 and "the corpus holds no text" in result.stderr
-    assert not (tmp_path / "d" / "manifest.json").exists()
+    for _ in range(2):  # and no run state is left that the next run must --resume
+        result = run("shard", corpus, "--tokenizer", small_vocab / "bpe", "--out", tmp_path / "d")
+        assert (
+            result.exit_code == 1 and "the corpus holds no text: 2 readable files" in result.stderr
+        )
+    assert os.listdir(tmp_path / "d") == [".lock"]
+
+
+def test_summary_counts_say_what_they_count(tmp_path, small_corpus, small_vocab):
+    args = ["shard", small_corpus, "--tokenizer", small_vocab / "bpe", "--out", tmp_path / "d"]
+    report = run(*args, "--dup", "1", "--partition-size", "100MB", "-q").stdout
+    assert "tokens of text" in report and report.count("tokens with specials") == 2
+    assert " 1 shard " in report and "(1 masked copy)" in report
+    assert "valid is empty: of 3 documents, none fell to --valid-fraction 0.01" in report
+    assert "1 partition\n" in run("inspect", tmp_path / "d").stdout
+    assert "OK: 1 shard, " in run("verify", tmp_path / "d", "-q").stdout
+
+
+@pytest.mark.parametrize("workers", ["0", "-3"])
+def test_workers_below_one_are_refused(tmp_path, small_corpus, small_vocab, workers):
+    args = ["shard", small_corpus, "--tokenizer", small_vocab / "bpe", "--out", tmp_path / "d"]
+    result = run(*args, "--workers", workers)
+    assert result.exit_code == 1 and f"--workers must be 1 or more, got {workers}" in result.stderr
+
+
+def test_an_output_directory_that_is_a_file_is_one_line(tmp_path, small_corpus, small_vocab):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    for command in (
+        ["shard", small_corpus, "--tokenizer", small_vocab / "bpe", "--out", taken],
+        ["train-vocab", small_corpus, "--out", taken],
+        ["compare-tokenizers", small_corpus, "--tokenizers", small_vocab, "--plots", taken],
+    ):
+        result = run(*command)
+        assert result.exit_code == 1, command
+        assert result.stderr.strip().endswith(
+            f"{taken}: exists and is not a directory; choose another {command[-2]}"
+        )
+    assert taken.read_text() == "mine"
 
 
 def test_verify_catches_a_shard_dropped_from_the_manifest_and_damage(tmp_path, bpe_dataset):

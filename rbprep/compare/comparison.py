@@ -55,6 +55,7 @@ from rbprep.encoding import (
 )
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
+from rbprep.sizes import counted
 from rbprep.tokenizer_info import (
     encoding_tokenizer,
     id_space,
@@ -841,7 +842,9 @@ def _compare(
         run.end_file()
         run.finish()
     if usage.documents == 0:
-        raise RbprepError(f"the corpus holds no text: {len(corpus.files)} files, no document")
+        raise RbprepError(
+            f"the corpus holds no text: {counted(len(corpus.files), 'file')}, no document"
+        )
     data = _result(corpus, run, config, stats, usage)
     data["seconds"] = round(time.perf_counter() - started, 3)
     return Comparison(data)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rbprep.compare.pieces import display_width
-from rbprep.sizes import format_size
+from rbprep.sizes import counted, format_size
 
 
 def _count(value: Any) -> str:
@@ -123,7 +123,7 @@ def _summary_line(data: dict[str, Any]) -> str:
             else ""
         )
         + f": {corpus['documents']:,} documents, {corpus['units']:,} lines, {words:,} words, "
-        f"{files} file{'s' if files != 1 else ''}."
+        f"{counted(files, 'file')}."
     )
 
 

@@ -296,7 +296,6 @@ class _TextDecoder:
                 self._warn(f"invalid {self.encoding} near byte {offset}", "fix the file")
         return replace_nuls(text, self.stats, self.strict, f"{self.file.path}: near byte {offset}")
 
-
     def _warn(self, where: str, fix: str) -> None:
         if self.warned:
             return

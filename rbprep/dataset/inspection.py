@@ -12,7 +12,7 @@ from rbprep.corpus import ReadStats
 from rbprep.dataset.format import SPLITS, as_location
 from rbprep.dataset.reader import IGNORE_INDEX, open_dataset, read_manifest
 from rbprep.errors import RbprepError
-from rbprep.sizes import format_size
+from rbprep.sizes import counted, format_size
 
 LEGEND = "[<mask>|word]: masked word   [~new|word]: random replacement   [=word]: kept"
 
@@ -37,13 +37,13 @@ class Inspection:
             f"  parameters: {s['parameters_line']}",
             f"  tokenizer:  vocabulary {s['vocab_size']:,}, sha256 {s['tokenizer_sha256'][:12]}",
             f"  corpus:     {s['documents']:,} documents, {s['units']:,} lines, "
-            f"{format_size(s['text_bytes'])}, {s['partitions']} partitions",
+            f"{format_size(s['text_bytes'])}, {counted(s['partitions'], 'partition')}",
         ]
         for split in SPLITS:
             info = s["splits"][split]
             lines.append(
                 f"  {split:<6}      {info['rows']:,} rows, {info['tokens']:,} tokens, "
-                f"{info['shards']} shards, {format_size(info['bytes'])}"
+                f"{counted(info['shards'], 'shard')}, {format_size(info['bytes'])}"
             )
         lines.append(
             f"  padding:    {s['padding_share']:.1%}; on disk {s['bytes_per_token']:.2f} B/token"

@@ -30,6 +30,7 @@ from rbprep.dataset.reader import read_manifest
 from rbprep.encoding import ReferenceEncoder, line_break_id
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
+from rbprep.sizes import counted
 from rbprep.storage import Location
 from rbprep.tokenizer_info import encoding_tokenizer, replacement_ids, word_start_table
 
@@ -49,12 +50,14 @@ class VerifyReport:
 
     def report(self) -> str:
         line = (
-            f"OK: {self.shards} shards, {self.rows:,} rows, {self.tokens:,} tokens and "
+            f"OK: {counted(self.shards, 'shard')}, {counted(self.rows, 'row')}, "
+            f"{self.tokens:,} tokens and "
             f"{self.masked_positions:,} masked positions verified."
         )
         if self.retokenized_partitions:
             line += (
-                f"\nRe-encoded {self.retokenized_partitions} of {self.partitions} partitions "
+                f"\nRe-encoded {self.retokenized_partitions:,} of "
+                f"{counted(self.partitions, 'partition')} "
                 f"from the corpus with {self.encoder}: their {self.retokenized_rows:,} rows "
                 "equal the stored ids."
             )
