@@ -402,14 +402,15 @@ def inspect_command(
     help="Also read this share of the corpus partitions (at least one) again from the "
     "corpus, encode them with tokenizers and check the stored ids row by row.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@output_options
 @_user_errors
-def verify_command(data: str, retokenize: float, quiet: bool) -> None:
+def verify_command(data: str, retokenize: float, quiet: bool, as_json: bool) -> None:
     """Check a dataset: shard checksums and every invariant of every row.
 
     Recomputes every mask from the seed. Exits 1 naming the first damaged shard and row.
     DATA is a path, or a URI (s3://...). --retokenize needs the corpus the dataset was
-    made from, at the paths its manifest names.
+    made from, at the paths its manifest names. --json prints {"ok": true, ...counts}, or
+    {"ok": false, "error": ...} before exiting 1.
 
     \b
     Example:
@@ -418,7 +419,13 @@ def verify_command(data: str, retokenize: float, quiet: bool) -> None:
     """
     from rbprep.dataset.verification import verify
 
-    click.echo(verify(data, retokenize=retokenize, progress=not quiet).report())
+    try:
+        report = verify(data, retokenize=retokenize, progress=not quiet)
+    except RbprepError as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "error": str(exc)}, indent=2))
+        raise
+    click.echo(json.dumps({"ok": True, **asdict(report)}, indent=2) if as_json else report.report())
 
 
 @main.command("pretrain")

@@ -612,6 +612,18 @@ def test_cli_failures(tmp_path, small_corpus, small_vocab):
         compare_tokenizers([small_corpus], [])
 
 
+def test_bar_plots_start_at_zero_when_every_value_is_zero():
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from rbprep.compare.plots import _grouped_bars
+
+    for values, right in (([0.0, 0.0], 1.0), ([0.0, 2.0], 2.1)):
+        ax = Figure().add_subplot()
+        _grouped_bars(ax, ["a.txt", "b.txt"], {"bpe": values, "wordpiece": [0.0, 0.0]})
+        assert ax.get_xlim() == pytest.approx((0.0, right))
+
+
 def test_matplotlib_only_when_plots_are_asked_for(small_corpus, small_vocab):
     code = (
         "import sys, rbprep, rbprep.compare; "

@@ -24,6 +24,7 @@ from rbprep.cli import main
 from rbprep.corpus import ReadStats, document_coin, open_corpus
 from rbprep.dataset import open_dataset
 from rbprep.dataset.inspection import inspect
+from rbprep.dataset.reader import KEPT, MASKED, RANDOM
 from rbprep.dataset.verification import verify
 from rbprep.errors import RbprepError
 from rbprep.sharding import ShardConfig, shard
@@ -154,6 +155,17 @@ def test_verify_passes_and_catches_a_flipped_byte(bpe_dataset, tmp_path):
     result = run("verify", damaged, "-q")
     assert result.exit_code == 1
     assert "shard-00000.arrow: checksum differs" in result.stderr
+    failed = run("verify", damaged, "--json")
+    assert failed.exit_code == 1 and "checksum differs" in failed.stderr
+    assert json.loads(failed.stdout)["ok"] is False
+    assert "shard-00000.arrow: checksum differs" in json.loads(failed.stdout)["error"]
+    passed = json.loads(run("verify", bpe_dataset, "--json", "--retokenize", "0.01").stdout)
+    assert passed["ok"] is True and passed["retokenized_partitions"] == 1
+    assert (
+        passed["rows"]
+        == open_dataset(bpe_dataset).manifest["splits"]["train"]["rows"]
+        + (open_dataset(bpe_dataset, "valid").manifest["splits"]["valid"]["rows"])
+    )
 
 
 def test_verify_recomputes_masks(bpe_dataset, tmp_path):
@@ -327,11 +339,28 @@ def test_marked_rows_keep_the_decoders_spacing(small_vocab, kind, expected):
     content = tokenizer.encode("the value of the function", add_special_tokens=False).ids
     assert len(content) == 5  # every word one piece
     row = np.array([info.cls_id, *content, info.sep_id])
-    labels = np.full(row.size, -100)
-    labels[[3, 5]] = row[[3, 5]]  # "of" masked, "function" kept
+    groups = np.zeros(row.size, dtype=np.int8)
+    groups[[3, 5]] = MASKED, KEPT  # "of" masked, "function" kept
     masked = row.copy()
     masked[3] = info.mask_id
-    assert _marked_text(tokenizer, row, masked, labels, info.mask_id) == expected
+    assert _marked_text(tokenizer, row, masked, groups) == expected
+    # A random replacement that drew the original token is still a random replacement.
+    groups[5] = RANDOM
+    drawn = expected.replace("[=function]", "[~function|function]")
+    assert _marked_text(tokenizer, row, masked, groups) == drawn
+
+
+def test_batch_tells_each_chosen_position_s_group(bpe_dataset):
+    dataset = open_dataset(bpe_dataset)
+    plain = dataset.batch(np.arange(40), copy=None)["input_ids"]
+    batch = dataset.batch(np.arange(40), copy=3, groups=True)
+    groups, ids = batch["mask_groups"], batch["input_ids"]
+    assert ((groups > 0) == (batch["labels"] != -100)).all()
+    assert (ids[groups == MASKED] == dataset.mask_id).all()
+    assert (ids[groups == KEPT] == plain[groups == KEPT]).all()
+    random = groups == RANDOM
+    assert random.sum() > 100 and (ids[random] != dataset.mask_id).all()
+    assert "mask_groups" not in dataset.batch(np.arange(4), copy=3)
 
 
 def test_specials_in_text_are_ordinary_text(tmp_path, small_vocab):

@@ -34,6 +34,10 @@ def _grouped_bars(ax: Any, labels: list[str], series: dict[str, list[float]]) ->
     y = np.arange(len(labels))
     for k, (name, values) in enumerate(series.items()):
         ax.barh(y + (k - (n - 1) / 2) * height, values, height, label=name)
+    # Shares and rates are never negative: start at 0, also when every value is 0
+    # (matplotlib would centre an all-zero axis on 0).
+    largest = max((max(values, default=0) for values in series.values()), default=0)
+    ax.set_xlim(0, largest * 1.05 or 1)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.legend(fontsize="small")

@@ -10,7 +10,7 @@ import numpy as np
 
 from rbprep.corpus import ReadStats
 from rbprep.dataset.format import SPLITS, as_location
-from rbprep.dataset.reader import IGNORE_INDEX, open_dataset, read_manifest
+from rbprep.dataset.reader import IGNORE_INDEX, MASKED, RANDOM, open_dataset, read_manifest
 from rbprep.errors import RbprepError
 from rbprep.sizes import counted, format_size
 
@@ -116,7 +116,7 @@ def inspect(
         raise RbprepError(f"--copy must be in 0..{dataset.dup - 1}")
     indices = np.unique(np.linspace(0, len(dataset) - 1, min(rows, len(dataset))).astype(int))
     original = dataset.batch(indices, copy=None)
-    masked = dataset.batch(indices, copy=copy)
+    masked = dataset.batch(indices, copy=copy, groups=True)
     for n, index in enumerate(indices):
         length = int(original["attention_mask"][n].sum())
         result.samples.append(
@@ -128,8 +128,7 @@ def inspect(
                     dataset.tokenizer,
                     original["input_ids"][n, :length],
                     masked["input_ids"][n, :length],
-                    masked["labels"][n, :length],
-                    dataset.mask_id,
+                    masked["mask_groups"][n, :length],
                 ),
             }
         )
@@ -137,7 +136,7 @@ def inspect(
 
 
 def _marked_text(
-    tokenizer: Any, original: np.ndarray, masked: np.ndarray, labels: np.ndarray, mask_id: int
+    tokenizer: Any, original: np.ndarray, masked: np.ndarray, groups: np.ndarray
 ) -> str:
     """Decode a row; positions chosen for prediction are shown in brackets, with the
     spacing the decoder gives them in the row (so "[<mask>|of]" stands between words as
@@ -157,7 +156,7 @@ def _marked_text(
     run: list[int] = []
     before: int | None = None  # the token before the current one
     for position, token in enumerate(original.tolist()):
-        if labels[position] == IGNORE_INDEX:
+        if not groups[position]:
             if not run:
                 pieces.append(space_between(before, token))
             run.append(token)
@@ -171,9 +170,9 @@ def _marked_text(
         # brackets, so a masked piece inside a word stays attached to it.
         space = " " if decoded[:1].isspace() else space_between(before, token)
         word = decoded.strip()
-        if masked[position] == mask_id:
+        if groups[position] == MASKED:
             pieces.append(f"{space}[<mask>|{word}]")
-        elif masked[position] != token:
+        elif groups[position] == RANDOM:  # the draw may be the original token itself
             replacement = decode([int(masked[position])]).strip()
             pieces.append(f"{space}[~{replacement}|{word}]")
         else:

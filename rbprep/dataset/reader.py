@@ -38,6 +38,7 @@ from rbprep.storage import Location
 logger = logging.getLogger("rbprep")
 
 IGNORE_INDEX = -100  # labels at unmasked positions, as torch's cross-entropy expects
+MASKED, RANDOM, KEPT = 1, 2, 3  # ``mask_groups``: what a chosen position became
 
 
 class Dataset:
@@ -124,8 +125,14 @@ class Dataset:
             raise RbprepError(f"{location}: {problem}; {advice}")
         return table
 
-    def batch(self, indices: Any, copy: int | None = 0) -> dict[str, np.ndarray]:
-        """Rows ``indices`` as padded int64 arrays, masked as copy ``copy`` (or unmasked)."""
+    def batch(
+        self, indices: Any, copy: int | None = 0, *, groups: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Rows ``indices`` as padded int64 arrays, masked as copy ``copy`` (or unmasked).
+
+        With ``groups`` (and a copy), also ``mask_groups``: int8 of the same shape, 0 where
+        not chosen, then ``MASKED``, ``RANDOM`` or ``KEPT`` (a random token may draw the
+        original, so the ids alone cannot tell random from kept)."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)  # (batch,)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"row index out of range for {len(self)} rows")
@@ -135,14 +142,17 @@ class Dataset:
         input_ids = np.full((size, self.seq_len), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((size, self.seq_len), dtype=np.int64)
         labels = np.full((size, self.seq_len), IGNORE_INDEX, dtype=np.int64)
+        kinds = np.zeros((size, self.seq_len), dtype=np.int8) if groups else None
         shard_of = np.searchsorted(self._starts, indices, side="right") - 1  # (batch,)
         for shard in np.unique(shard_of):
             out_rows = np.flatnonzero(shard_of == shard)
             table = self._tables[shard].take(arrow_array(indices[out_rows] - self._starts[shard]))
-            self._fill(table, out_rows, copy, input_ids, attention_mask, labels)
+            self._fill(table, out_rows, copy, input_ids, attention_mask, labels, kinds)
         result = {"input_ids": input_ids, "attention_mask": attention_mask}
         if copy is not None:
             result["labels"] = labels
+            if kinds is not None:
+                result["mask_groups"] = kinds
         return result
 
     def _fill(
@@ -153,6 +163,7 @@ class Dataset:
         input_ids: np.ndarray,
         attention_mask: np.ndarray,
         labels: np.ndarray,
+        kinds: np.ndarray | None,
     ) -> None:
         lengths, values = _lists(table.column("input_ids"))
         rows, columns = _scatter_index(out_rows, lengths)
@@ -180,6 +191,8 @@ class Dataset:
         is_random = ~is_masked & (rank < (masked_count + random_count)[row_in_table])
         input_ids[rows[is_masked], columns[is_masked]] = self.mask_id
         input_ids[rows[is_random], columns[is_random]] = replacements
+        if kinds is not None:
+            kinds[rows, columns] = np.where(is_masked, MASKED, np.where(is_random, RANDOM, KEPT))
 
 
 def open_dataset(
