@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -482,7 +483,9 @@ def verify_command(data: str, retokenize: float, quiet: bool, as_json: bool) -> 
 )
 @click.option("--force", is_flag=True, help="Start over in a non-empty --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No log lines on the terminal.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary as JSON (log lines to stderr)."
+)
 @skip_checksums_option
 @_user_errors
 def pretrain_command(
@@ -564,6 +567,8 @@ def pretrain_command(
         force=force,
         progress=not quiet,
         checksums=not skip_checksums,
+        # stdout holds only the JSON document when --json is given.
+        log_stream=sys.stderr if as_json else sys.stdout,
     )
     click.echo(json.dumps(asdict(summary), indent=2) if as_json else summary.report())
 

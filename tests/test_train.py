@@ -399,6 +399,19 @@ def test_cli_pretrain_and_its_errors(tiny_data, tmp_path):
     assert bad.exit_code == 1 and "multiple of --micro-batch" in bad.stderr
 
 
+def test_cli_pretrain_json_is_only_json_and_a_stop_has_its_loss(tiny_data, tmp_path):
+    args = ["pretrain", str(tiny_data), "--out", str(tmp_path / "run"), "--model", "tiny"]
+    args += ["--micro-batch", "8", "--batch-size", "16", "--steps", "4", "--stop-at", "3"]
+    result = CliRunner().invoke(main, [*args, "--json"])  # log lines on, every 10 steps
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 3 and summary["final_loss"] is not None
+    assert "step 3/4" in result.stderr
+    resumed = CliRunner().invoke(main, [*args[:-2], "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "loss n/a" not in resumed.stdout and "step 4/4" in resumed.stdout
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [("truncate", "missing or damaged (EOF while parsing"), ("change", "changed since shard")],

@@ -16,10 +16,11 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -143,11 +144,14 @@ def pretrain(
     force: bool = False,
     progress: bool = True,
     checksums: bool = True,
+    log_stream: TextIO | None = None,
 ) -> TrainSummary:
     """Train a RoBERTa masked-LM on the dataset at ``data``; write the run to ``out``.
 
     The dataset's shards are checked before the first step (``open_dataset``; the
-    sha256 of each unless ``checksums`` is False).
+    sha256 of each unless ``checksums`` is False). Log lines go to ``log_stream``
+    (stdout by default; the CLI sends them to stderr under --json), unless ``progress``
+    is False.
 
     Under ``torchrun`` each rank trains on its share of the rows (DDP). Writes
     ``out/metrics.jsonl``, ``out/checkpoints/step-N/`` (trainer state and a Hugging Face
@@ -156,7 +160,17 @@ def pretrain(
     rank, world, device = distributed.setup(config.device)
     try:
         return _pretrain(
-            data, Path(out), config, rank, world, device, resume, force, progress, checksums
+            data,
+            Path(out),
+            config,
+            rank,
+            world,
+            device,
+            resume,
+            force,
+            progress,
+            checksums,
+            log_stream if log_stream is not None else sys.stdout,
         )
     finally:
         distributed.teardown()
@@ -173,6 +187,7 @@ def _pretrain(
     force: bool,
     progress: bool,
     checksums: bool,
+    log_stream: TextIO,
 ) -> TrainSummary:
     started = time.perf_counter()
     config.check()
@@ -278,7 +293,8 @@ def _pretrain(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             record: dict[str, Any] = {}
-            if step % config.log_every == 0 or step == total:
+            # The last step of this invocation (--stop-at included) always has its loss.
+            if step % config.log_every == 0 or step == end:
                 loss_value = distributed.all_mean(step_loss).item()
                 tokens_per_s, mfu = window.rates(model_config, world, peak, device)
                 record = {
@@ -299,7 +315,7 @@ def _pretrain(
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
                 if progress:
-                    print(_log_line(record, total), flush=True)
+                    print(_log_line(record, total), file=log_stream, flush=True)
             if step % config.save_every == 0 or step == end:
                 _save(run, model, optimizer, step, cursor, device, rank, train_set.root, dataset)
                 window.restart()
