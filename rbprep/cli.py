@@ -529,7 +529,16 @@ def pretrain_command(
       rbprep pretrain data --out run --model base --batch-size 2048 --steps 100000
       rbprep pretrain data --out run --model tiny --device cpu --steps 200
     """
-    from rbprep.train.loop import TrainConfig, pretrain
+    try:
+        from rbprep.train.loop import TrainConfig, pretrain
+    except ImportError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in ("torch", "safetensors"):
+            raise
+        raise RbprepError(
+            f"pretrain needs PyTorch ({missing} is not installed): pip install 'rbprep[train]'"
+            " (for a GPU, first the torch build for your CUDA from pytorch.org)"
+        ) from exc
 
     model_config = None
     if config_file is not None:

@@ -399,6 +399,21 @@ def test_cli_pretrain_and_its_errors(tiny_data, tmp_path):
     assert bad.exit_code == 1 and "multiple of --micro-batch" in bad.stderr
 
 
+@pytest.mark.parametrize("missing", ["torch", "safetensors"])
+def test_cli_pretrain_without_the_train_extra_says_how_to_install_it(
+    missing, tiny_data, tmp_path, monkeypatch
+):
+    # As if the package were absent: a None in sys.modules makes its import fail.
+    stale = [n for n in sys.modules if n.split(".")[0] == missing or n.startswith("rbprep.train")]
+    for name in stale:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, missing, None)
+    args = ["pretrain", str(tiny_data), "--out", str(tmp_path / "r"), "--model", "tiny"]
+    result = CliRunner().invoke(main, [*args, "--steps", "1", "--device", "cpu"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"({missing} is not installed): pip install 'rbprep[train]'" in result.stderr
+
+
 def test_cli_pretrain_json_is_only_json_and_a_stop_has_its_loss(tiny_data, tmp_path):
     args = ["pretrain", str(tiny_data), "--out", str(tmp_path / "run"), "--model", "tiny"]
     args += ["--micro-batch", "8", "--batch-size", "16", "--steps", "4", "--stop-at", "3"]
