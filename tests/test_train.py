@@ -521,22 +521,61 @@ def test_export_of_a_cuda_run_loads_in_transformers_on_cpu(tiny_data, tmp_path):
     assert_export_gives_the_checkpoints_logits(tiny_data, tmp_path / "run", step=3)
 
 
-@pytest.mark.slow
-def test_ddp_under_torchrun_on_two_cpu_ranks(tiny_data, tmp_path):
+def torchrun_pretrain(data: Path, run: Path, *options: str) -> subprocess.CompletedProcess:
+    """``rbprep pretrain`` of the tiny model on two gloo ranks under torchrun."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun
     command = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "rbprep", "pretrain"]
-    command += [
-        str(tiny_data),
-        "--out",
-        str(tmp_path / "run"),
-        "--model",
-        "tiny",
-        "--device",
-        "cpu",
-    ]
-    command += ["--micro-batch", "4", "--batch-size", "16", "--steps", "3", "--log-every", "1"]
-    subprocess.run(command, check=True, timeout=300, capture_output=True)
+    command += [str(data), "--out", str(run), "--model", "tiny", "--device", "cpu"]
+    command += ["--micro-batch", "4", "--batch-size", "16", "--log-every", "1", *options]
+    return subprocess.run(command, timeout=300, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_ddp_under_torchrun_on_two_cpu_ranks(tiny_data, tmp_path):
+    done = torchrun_pretrain(tiny_data, tmp_path / "run", "--steps", "3")
+    assert done.returncode == 0, done.stderr
     records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in records] == [1, 2, 3]  # rank 0 alone logs
     assert (tmp_path / "run" / "hf" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_failure_on_rank_zero_stops_every_rank_with_its_message(tiny_data, tmp_path):
+    # Rank 0 alone prepares the run directory; the other rank once waited for it forever.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("someone else's\n")
+    done = torchrun_pretrain(tiny_data, tmp_path / "run", "--steps", "2")
+    assert done.returncode != 0
+    assert "run directory is not empty; use --resume or --force" in done.stderr
+    assert "rank 0 stopped: " in done.stderr  # the other rank, told why
+    assert "rbprep/train/" not in done.stderr  # no rank's traceback (torchrun has its own)
+
+
+@pytest.mark.slow
+def test_resume_is_exact_under_two_gloo_ranks_each_with_its_own_random_stream(tiny_data, tmp_path):
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    assert torchrun_pretrain(tiny_data, straight, "--steps", "4").returncode == 0
+    first = torchrun_pretrain(tiny_data, halves, "--steps", "4", "--stop-at", "2")
+    assert first.returncode == 0, first.stderr
+    latest = (halves / "checkpoints" / "latest").read_text().strip()
+    state = torch.load(halves / "checkpoints" / latest / "trainer.pt", weights_only=True)
+    # Each rank's own random state (dropout), and the ranks' streams are not the same.
+    assert state["rng_cpu"].shape[0] == 2 and not torch.equal(*state["rng_cpu"])
+    second = torchrun_pretrain(tiny_data, halves, "--steps", "4", "--resume")
+    assert second.returncode == 0, second.stderr
+    losses = [
+        [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for run in (straight, halves)
+    ]
+    assert losses[0] == losses[1]  # exact: the same floats, step by step
+    assert (straight / "hf" / "model.safetensors").read_bytes() == (
+        halves / "hf" / "model.safetensors"
+    ).read_bytes()
+
+
+def test_each_rank_draws_its_own_stream_from_the_seed():
+    from rbprep.train.distributed import rank_seed
+
+    seeds = [rank_seed(0, rank) for rank in range(4)] + [rank_seed(1, 0)]
+    assert len(set(seeds)) == 5 and rank_seed(0, 1) == rank_seed(0, 1)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from rbprep.errors import RbprepError
+
+Result = TypeVar("Result")
 
 
 def setup(device: str) -> tuple[int, int, torch.device]:
@@ -89,3 +93,47 @@ def all_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 def all_mean(tensor: torch.Tensor) -> torch.Tensor:
     return all_sum(tensor) / (dist.get_world_size() if dist.is_initialized() else 1)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of ``rank``'s random stream (dropout): independent streams per
+    rank, each a function of (--seed, rank), so a run is reproducible on any ranks."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0])
+
+
+def on_rank_zero(work: Callable[[], Result]) -> Result | None:
+    """Run ``work`` on rank 0 alone, and let every rank know whether it failed.
+
+    Rank 0's files (the run directory, config.json, checkpoints) are written by rank 0
+    only; were it to fail there, the other ranks would wait at the next collective until
+    they are killed. So rank 0 sends the outcome, and on failure every rank stops with
+    the message: rank 0 with its own error, the others with a one-line ``RbprepError``.
+    """
+    if not dist.is_initialized():
+        return work()
+    outcome: list[Any] = [None]
+    result = None
+    failure: BaseException | None = None
+    if dist.get_rank() == 0:
+        try:
+            result = work()
+        except Exception as exc:  # every rank must hear of any failure, not only ours
+            failure = exc
+            outcome[0] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    dist.broadcast_object_list(outcome, src=0)
+    if failure is not None:
+        raise failure
+    if outcome[0] is not None:
+        raise RbprepError(f"rank 0 stopped: {outcome[0]}")
+    return result
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order (the value alone on one process)."""
+    if not dist.is_initialized():
+        return [value]
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values

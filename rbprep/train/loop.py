@@ -215,8 +215,9 @@ def _pretrain(
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = RobertaMLM(model_config).to(device)
+    torch.manual_seed(distributed.rank_seed(config.seed, rank))  # dropout: one per rank
     optimizer = torch.optim.AdamW(
         decay_groups(model, config.weight_decay),
         lr=config.lr,
@@ -226,38 +227,29 @@ def _pretrain(
     )
     step, cursor = 0, Cursor()
     checkpoints = run / "checkpoints"
-    if rank == 0:
-        _prepare_run(run, resume=resume, force=force)
-    distributed.barrier()
+    distributed.on_rank_zero(lambda: _prepare_run(run, resume=resume, force=force))
     if resume:
         _check_resumable(run, config, model_config, world, dataset)
         state = _load_latest(checkpoints, device)
         if state is None:
             raise RbprepError(f"{run}: no checkpoint to resume from")
-        if rank == 0:
-            _drop_metrics_after(run / "metrics.jsonl", int(state["step"]))
+        distributed.on_rank_zero(
+            lambda: _drop_metrics_after(run / "metrics.jsonl", int(state["step"]))
+        )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, cursor = int(state["step"]), Cursor(*state["cursor"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        _restore_rng(state, rank, device)
     trained = distributed.wrap(model, device)
     forward = torch.compile(trained) if config.compile else trained
-    if rank == 0:
-        (run / "config.json").write_text(
-            json.dumps(
-                {
-                    "train": asdict(config),
-                    "model": model_config.as_dict(),
-                    "data": str(data),
-                    "world": world,
-                    "dataset": dataset,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+    run_record = {
+        "train": asdict(config),
+        "model": model_config.as_dict(),
+        "data": str(data),
+        "world": world,
+        "dataset": dataset,
+    }
+    distributed.on_rank_zero(lambda: _write_atomically(run / "config.json", run_record))
     peak = _peak_flops(device)
     metrics = open(run / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115
     last = {"loss": None, "val_loss": None, "tokens_per_s": None, "mfu": None}
@@ -317,16 +309,15 @@ def _pretrain(
                 if progress:
                     print(_log_line(record, total), file=log_stream, flush=True)
             if step % config.save_every == 0 or step == end:
-                _save(run, model, optimizer, step, cursor, device, rank, train_set.root, dataset)
+                _save(run, model, optimizer, step, cursor, device, train_set.root, dataset)
                 window.restart()
     finally:
         batches.close()
         if metrics is not None:
             metrics.close()
     hf_dir = run / "hf"
-    if rank == 0 and step == total:
-        export_hf(model, hf_dir, train_set.root)
-    distributed.barrier()
+    if step == total:
+        distributed.on_rank_zero(lambda: export_hf(model, hf_dir, train_set.root))
     return TrainSummary(
         run=str(run),
         steps=step,
@@ -578,13 +569,29 @@ def _save(
     step: int,
     cursor: Cursor,
     device: torch.device,
-    rank: int,
     data_root: Location,
     dataset: dict[str, Any],
 ) -> None:
-    """Write checkpoints/step-N/{trainer.pt, Hugging Face files} atomically (rank 0)."""
-    if rank != 0:
-        return
+    """Write checkpoints/step-N/{trainer.pt, Hugging Face files} atomically: rank 0
+    writes, with every rank's random state (all ranks call this)."""
+    rng = distributed.gather_objects(
+        (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+    )
+    distributed.on_rank_zero(
+        lambda: _write_checkpoint(run, model, optimizer, step, cursor, rng, data_root, dataset)
+    )
+
+
+def _write_checkpoint(
+    run: Path,
+    model: RobertaMLM,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    cursor: Cursor,
+    rng: list[tuple[torch.Tensor, torch.Tensor | None]],
+    data_root: Location,
+    dataset: dict[str, Any],
+) -> None:
     directory = run / "checkpoints" / f"step-{step:08d}"
     staging = directory.with_name(directory.name + ".tmp")
     staging.mkdir(parents=True, exist_ok=True)
@@ -593,13 +600,14 @@ def _save(
         "optimizer": optimizer.state_dict(),
         "step": step,
         "cursor": [cursor.epoch, cursor.batch],
-        "rng_cpu": torch.get_rng_state(),
+        # One row per rank: each rank resumes its own random stream.
+        "rng_cpu": torch.stack([cpu for cpu, _ in rng]),
         # Which dataset the state belongs to (config.json records it too, and --resume
         # checks that one before a checkpoint is read).
         "dataset_manifest_sha256": dataset["manifest_sha256"],
     }
-    if device.type == "cuda":
-        state["rng_cuda"] = torch.cuda.get_rng_state(device)
+    if rng[0][1] is not None:
+        state["rng_cuda"] = torch.stack([cuda for _, cuda in rng])
     torch.save(state, staging / "trainer.pt")
     export_hf(model, staging, data_root)
     for written in staging.iterdir():  # on disk before the rename makes them the checkpoint
@@ -613,6 +621,23 @@ def _save(
     os.replace(staging, directory)
     (run / "checkpoints" / "latest.tmp").write_text(directory.name + "\n")
     os.replace(run / "checkpoints" / "latest.tmp", run / "checkpoints" / "latest")
+
+
+def _restore_rng(state: dict[str, Any], rank: int, device: torch.device) -> None:
+    """Set this rank's random state from a checkpoint (one row per rank; a checkpoint
+    from before that holds rank 0's state alone, which then seeds every rank)."""
+    cpu = state["rng_cpu"]
+    torch.set_rng_state((cpu[rank] if cpu.dim() == 2 else cpu).clone())
+    cuda = state.get("rng_cuda")
+    if device.type == "cuda" and cuda is not None:
+        torch.cuda.set_rng_state((cuda[rank] if cuda.dim() == 2 else cuda).clone(), device)
+
+
+def _write_atomically(path: Path, record: dict[str, Any]) -> None:
+    """``record`` as JSON at ``path``, never half-written (other ranks read it)."""
+    staging = path.with_name(path.name + ".tmp")
+    staging.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(staging, path)
 
 
 def _load_latest(checkpoints: Path, device: torch.device) -> dict[str, Any] | None:
