@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/compare_tokenizers.py
 	$(BIN)/python benchmarks/pretrain.py
 	$(BIN)/python benchmarks/open_dataset.py
+	$(BIN)/python benchmarks/long_line.py
 
 # Rewrite the README's command reference from --help.
 readme: install

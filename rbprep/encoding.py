@@ -46,6 +46,9 @@ JOIN_CHARS = 4_096
 # larger batches for both encoders (tokie is 3x slower on one call of 100K lines).
 UNIT_BATCH = 2_000
 JOINED_BATCH = 256  # joined texts per encode call, about 1 MB
+# Characters per encode call at most: a tokeniser holds ~100 bytes per character of a
+# call, so long units (up to formats.MAX_UNIT_BYTES each) go a few at a time.
+BATCH_CHARS = 2**20
 # The share of each partition's units that the reference re-encodes during a run.
 CHECK_FRACTION = 0.02
 
@@ -154,10 +157,23 @@ class Encoder:
         return self._batched(units, UNIT_BATCH)
 
     def _batched(self, texts: Sequence[str], batch: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(texts) <= batch:
+        bounds = batch_bounds(np.fromiter(map(len, texts), np.int64, len(texts)), batch)
+        if len(bounds) <= 2:
             return self.encode_texts(texts)
-        parts = [self.encode_texts(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+        parts = [self.encode_texts(texts[a:b]) for a, b in itertools.pairwise(bounds)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def batch_bounds(lengths: np.ndarray, most: int, chars: int = BATCH_CHARS) -> list[int]:
+    """Where to cut texts of ``lengths`` into batches of at most ``most`` texts and, past
+    their first text, at most ``chars`` characters: ``[0, ..., len(lengths)]``."""
+    ends = np.cumsum(lengths)
+    bounds = [0]
+    while bounds[-1] < len(lengths):
+        start = bounds[-1]
+        within = int(np.searchsorted(ends, (ends[start - 1] if start else 0) + chars, "right"))
+        bounds.append(min(start + most, max(within, start + 1), len(lengths)))
+    return bounds
 
 
 class ReferenceEncoder(Encoder):

@@ -31,6 +31,7 @@ from tokenizers.trainers import BpeTrainer, WordPieceTrainer
 
 from rbprep.corpus import Corpus, Document, ReadStats, document_coin, open_corpus
 from rbprep.corpus.formats import decompressed_blocks, open_raw
+from rbprep.encoding import BATCH_CHARS
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
 from rbprep.sizes import counted, format_size
@@ -298,14 +299,17 @@ def _unit_batches(
 ) -> Iterator[list[str]]:
     """Batches of sentence units for the trainers (batches keep their threads busy)."""
     batch: list[str] = []
+    chars = 0
     reported = stats.text_bytes
     for _, document in documents:
         bar.update(stats.text_bytes - reported)
         reported = stats.text_bytes
         batch.extend(document.units)
-        if len(batch) >= _BATCH_UNITS:
+        chars += sum(map(len, document.units))
+        # Bounded in characters too: the trainer holds every word of a batch at once.
+        if len(batch) >= _BATCH_UNITS or chars >= BATCH_CHARS:
             yield batch
-            batch = []
+            batch, chars = [], 0
     bar.update(stats.text_bytes - reported)
     if batch:
         yield batch

@@ -8,6 +8,8 @@ import gzip
 import json
 import lzma
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rbprep.corpus import ReadStats, open_corpus
+from rbprep.corpus.formats import MAX_UNIT_BYTES, cut_long_unit, long_line_cut
 from rbprep.errors import RbprepError
 from tests.conftest import SMALL_TEXT, read_documents
 
@@ -148,12 +151,14 @@ def test_empty_and_blank_only_files_hold_no_documents(tmp_path, small_corpus, co
     assert stats.skipped == {}
 
 
-def test_one_5mb_line_is_one_unit(tmp_path):
+def test_a_5mb_line_is_cut_at_the_default_bound_and_its_neighbours_kept(tmp_path):
     line = "word " * 1_000_000
     path = tmp_path / "long.txt"
     path.write_text("short\n" + line + "\nafter\n")
-    documents, _ = read_documents([path])
-    assert documents == [["short", line.strip(), "after"]]
+    [units], stats = read_documents([path])
+    assert units[0] == "short" and units[-1] == "after"
+    assert all(len(unit) <= MAX_UNIT_BYTES for unit in units)
+    assert " ".join(units[1:-1]) == line.strip() and stats.long_line_cuts == len(units) - 3
 
 
 def test_unicode_is_kept_exactly(tmp_path):
@@ -418,3 +423,81 @@ def test_partitioning_never_loses_splits_or_repeats_a_document(
     assert read == documents
     # Ids and bounds depend on the corpus and the size only.
     assert open_corpus([path], partition_size=partition_size).partitions == corpus.partitions
+
+
+# --- long lines are cut before anything tokenises them ----------------------------------
+
+HARD_TEXT = st.text(
+    st.sampled_from(["a", "é", "\u0301", "中", "😀", " ", "\t", "\u3000", "x"]), min_size=1
+)
+
+
+@given(HARD_TEXT, st.integers(4, 40))
+def test_a_long_line_is_cut_at_a_space_else_never_inside_a_utf8_sequence(text, longest):
+    data = (text * (longest // len(text) + 2)).encode()
+    cut = long_line_cut(data, longest)
+    assert 0 < cut <= longest
+    data[:cut].decode()  # whole characters: no sequence cut in two
+    data[cut:].decode()
+    half = data[longest // 2 : longest]
+    if b" " in half or b"\t" in half:
+        assert data[cut - 1 : cut] in (b" ", b"\t")
+
+
+@given(HARD_TEXT, st.integers(2, 30))
+def test_a_long_unit_is_cut_into_pieces_that_keep_every_character(text, longest):
+    unit = (text * 3).strip()
+    pieces = cut_long_unit(unit, longest)
+    assert all(0 < len(piece) <= longest and piece == piece.strip() for piece in pieces)
+    assert "".join("".join(p.split()) for p in pieces) == "".join(unit.split())
+    if len(unit) <= longest:
+        assert pieces == ([unit] if unit else [])
+
+
+@pytest.mark.parametrize("kind", ["txt", "utf-16 txt", "jsonl"])
+def test_one_long_line_becomes_pieces_of_a_bounded_size_and_is_counted(tmp_path, kind):
+    words = [f"w{i % 97}é中" for i in range(20_000)]
+    line = " ".join(words)
+    if kind == "jsonl":
+        path = tmp_path / "long.jsonl"
+        path.write_text(json.dumps({"text": line}) + "\n", encoding="utf-8")
+    else:
+        path = tmp_path / "long.txt"
+        path.write_text(line, encoding="utf-16" if kind == "utf-16 txt" else "utf-8")
+    documents, stats = read_documents([path], max_unit_bytes=1000)
+    [units] = documents  # one document still, in many units
+    # At most 1000 UTF-8 bytes for a UTF-8 .txt (cut as read), else 1000 characters.
+    assert all(len(unit.encode() if kind == "txt" else unit) <= 1000 for unit in units)
+    assert len(units) > 100 and stats.long_line_cuts == len(units) - 1
+    assert " ".join(units).split() == words  # cut at spaces: no word lost or split
+    assert f"{len(units) - 1:,} long line cuts" in stats.problems()
+
+
+PEAK_RSS_KB = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+    "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+@pytest.mark.slow
+def test_one_16_mb_line_stays_under_1_gb_in_every_command(tmp_path, small_vocab):
+    """Once 1.6-2 GB peak for a 10 MB line (6-8 GB for 50 MB); cut, it is ~0.4 GB."""
+    words = [f"{chr(97 + i % 26)}{i % 7919}" for i in range(3_000_000)]
+    line = tmp_path / "line.txt"
+    line.write_text(" ".join(words)[: 16 * 2**20], encoding="utf-8")
+    commands = {
+        "train-vocab": ["--out", tmp_path / "v", "--bpe-size", "2000", "--wordpiece-size", "2000"],
+        "shard": ["--tokenizer", small_vocab / "bpe", "--out", tmp_path / "d", "--dup", "1"],
+        "compare-tokenizers": ["--tokenizers", small_vocab],
+    }
+    for command, options in commands.items():
+        args = [sys.executable, "-m", "rbprep", command, line, *options, "-q"]
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS_KB, *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        peak_mb = int(done.stdout.split()[-1]) / 1024
+        assert peak_mb < 1024, f"{command} peaked at {peak_mb:.0f} MB"

@@ -43,6 +43,7 @@ from rbprep.encoding import (
     Encoder,
     EncoderMismatch,
     ReferenceEncoder,
+    batch_bounds,
     check_encoded,
     check_equal,
     cut_at_breaks,
@@ -130,6 +131,9 @@ class _Contestant:
     rows: int = 0  # over the corpus, each partition packed as shard packs it
     row_tokens: int = 0
     partition_lengths: list[np.ndarray] = field(default_factory=list)  # (units,) int64 each
+    # The round trip so far (exact, normalised) of a document compared in parts, whose
+    # last part is still to come (``_Batch.closes``).
+    open_roundtrip: tuple[bool, bool] = (True, True)
 
 
 def train_vocab_tokenizers(directory: str | os.PathLike) -> list[tuple[str, str]]:
@@ -243,17 +247,36 @@ def _byte_lengths(tokenizer: Tokenizer, style: Style, id_limit: int) -> np.ndarr
 
 @dataclass
 class _Batch:
-    """Documents of one file and one partition, encoded together."""
+    """Documents of one file and one partition, encoded together.
+
+    A document of more than ``_BATCH_CHARS`` characters comes in parts of whole units,
+    a batch each (``document_parts``), so memory is bounded on any document: a part
+    after the first ``continues`` it, and the last ``closes`` it; the document counts
+    once, and its round trip holds where it holds for every part."""
 
     file: int = -1
     documents: list[list[str]] = field(default_factory=list)  # each: its units as encoded
+    continues: list[bool] = field(default_factory=list)  # (documents,) a later part
+    closes: list[bool] = field(default_factory=list)  # (documents,) a document's last part
     units: int = 0
     chars: int = 0
 
-    def add(self, units: list[str]) -> None:
+    def add(self, units: list[str], continues: bool = False, closes: bool = True) -> None:
         self.documents.append(units)
+        self.continues.append(continues)
+        self.closes.append(closes)
         self.units += len(units)
         self.chars += sum(map(len, units))
+
+
+def document_parts(units: list[str]) -> list[list[str]]:
+    """``units`` (a document's, as encoded) in parts of at most ``_BATCH_CHARS``
+    characters, whole units each (a unit is at most ``MAX_UNIT_BYTES``)."""
+    lengths = np.fromiter(map(len, units), np.int64, len(units))
+    if lengths.sum() <= _BATCH_CHARS:
+        return [units]
+    bounds = batch_bounds(lengths, len(units), _BATCH_CHARS)
+    return [units[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @dataclass
@@ -267,9 +290,15 @@ class _Texts:
     joined_units: np.ndarray  # (joined,) int64: units in each joined text
 
     @classmethod
-    def of(cls, documents: list[list[str]]) -> _Texts:
+    def of(cls, documents: list[list[str]], continues: Sequence[bool] = ()) -> _Texts:
+        """``continues``: which documents are a later part of a document (none if empty)."""
         units = list(itertools.chain.from_iterable(documents))
-        starts = [i == 0 for document in documents for i in range(len(document))]
+        later = continues or [False] * len(documents)
+        starts = [
+            i == 0 and not part
+            for document, part in zip(documents, later, strict=True)
+            for i in range(len(document))
+        ]
         return cls(units, *join_lines(units, starts))
 
 
@@ -327,7 +356,7 @@ class _Run:
     def batch(self, batch: _Batch) -> None:
         if not batch.units:
             return
-        texts = _Texts.of(batch.documents)
+        texts = _Texts.of(batch.documents, batch.continues)
         self.batches += 1
         wait(self.in_flight)  # the timed calls run alone
         self.in_flight.clear()
@@ -360,7 +389,8 @@ class _Run:
         doc_units = np.fromiter(map(len, batch.documents), np.int64, len(batch.documents))
         doc_texts = ["".join(document) for document in batch.documents]
         starts = np.zeros(len(units), dtype=np.bool_)  # (units,) bool
-        starts[np.concatenate(([0], np.cumsum(doc_units)[:-1]))] = True
+        firsts = np.concatenate(([0], np.cumsum(doc_units)[:-1]))
+        starts[firsts[~np.asarray(batch.continues, dtype=np.bool_)]] = True
         self.partition_starts.append(starts)
         self.partition_files.append(np.full(len(units), batch.file, dtype=np.int64))
         for contestant, encode in zip(self.contestants, encodes, strict=True):
@@ -371,7 +401,7 @@ class _Run:
                 encoded = _placed_by_offsets(words, *encode.result())
             if encoded is None:  # ids that do not fit the text: offsets after all
                 encoded = _placed_by_offsets(words, *_encode_offsets(contestant.tokenizer, units))
-            self._count(contestant, tally, units, words, doc_units, doc_texts, *encoded)
+            self._count(contestant, tally, units, words, batch, doc_units, doc_texts, *encoded)
 
     def _count(
         self,
@@ -379,6 +409,7 @@ class _Run:
         tally: m.Tally,
         texts: list[str],
         words: m.Words,
+        batch: _Batch,
         doc_units: np.ndarray,
         doc_texts: list[str],
         lengths: np.ndarray,
@@ -392,7 +423,7 @@ class _Run:
         contestant.file_counts += np.bincount(ids, minlength=contestant.id_limit)
         contestant.partition_lengths.append(lengths)
 
-        tally.documents += len(doc_texts)
+        tally.documents += len(doc_texts) - sum(batch.continues)
         tally.units += len(texts)
         tally.words += words.count
         tally.bytes += words.utf8_bytes
@@ -406,7 +437,18 @@ class _Run:
             tally.unk_words += int(np.unique(unk_words[unk_words >= 0]).size)
         unit_token_ends = np.cumsum(lengths)  # (units,) int64
         doc_tokens = np.diff(unit_token_ends[np.cumsum(doc_units) - 1], prepend=0)  # (docs,)
-        _round_trip(contestant, tally, ids, doc_tokens, doc_texts)
+        exact, normalized = _round_trip(contestant, ids, doc_tokens, doc_texts)
+        if not any(batch.continues) and all(batch.closes):
+            tally.roundtrip_exact += int(exact.sum())
+            tally.roundtrip_normalized += int(normalized.sum())
+            return
+        for part, closes in enumerate(batch.closes):  # a document in parts holds if all do
+            so_far = contestant.open_roundtrip
+            so_far = (so_far[0] and bool(exact[part]), so_far[1] and bool(normalized[part]))
+            contestant.open_roundtrip = (True, True) if closes else so_far
+            if closes:
+                tally.roundtrip_exact += so_far[0]
+                tally.roundtrip_normalized += so_far[1]
 
     # partitions, files, samples --------------------------------------------------------------
 
@@ -653,25 +695,23 @@ def _placed_by_bytes(
 
 
 def _round_trip(
-    contestant: _Contestant,
-    tally: m.Tally,
-    ids: np.ndarray,
-    doc_tokens: np.ndarray,
-    doc_texts: list[str],
-) -> None:
-    """Count the documents that decode back exactly, and up to normaliser and spacing.
+    contestant: _Contestant, ids: np.ndarray, doc_tokens: np.ndarray, doc_texts: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which documents decode back exactly, and up to normaliser and spacing: two
+    (docs,) bool arrays.
 
     ``ids`` (tokens,) are the documents' tokens in order, ``doc_tokens`` (docs,) how many
     each has. Where the decoder is a table (``Spellings``) the documents it settles are
     counted without decoding; the others are decoded (by the table where it writes text,
     else by ``Tokenizer.decode_batch``) and normalised.
     """
+    exact = np.zeros(len(doc_texts), dtype=np.bool_)  # (docs,) bool
+    normalized = np.zeros(len(doc_texts), dtype=np.bool_)  # (docs,) bool
     undecided = np.ones(len(doc_texts), dtype=np.bool_)  # (docs,) bool
     spellings = contestant.spellings
     if spellings is not None:
-        exact = spellings.spelled(ids, doc_tokens, doc_texts)
-        tally.roundtrip_exact += int(exact.sum())
-        tally.roundtrip_normalized += int(exact.sum())
+        exact[:] = spellings.spelled(ids, doc_tokens, doc_texts)
+        normalized |= exact
         undecided = ~exact
         if spellings.whole_unless is not None:
             # WordPiece: a document without an unknown token comes back up to the
@@ -679,11 +719,11 @@ def _round_trip(
             unknown = np.concatenate(([0], np.cumsum(ids == spellings.whole_unless)))
             ends = np.cumsum(doc_tokens)
             whole = undecided & (unknown[ends] == unknown[ends - doc_tokens])
-            tally.roundtrip_normalized += int(whole.sum())
+            normalized |= whole
             undecided &= ~whole
     rest = np.flatnonzero(undecided)
     if rest.size == 0:
-        return
+        return exact, normalized
     ends = np.cumsum(doc_tokens)
     if spellings is not None and spellings.text:  # the table writes what decode writes
         decoded = [spellings.write(ids[ends[d] - doc_tokens[d] : ends[d]]) for d in rest]
@@ -693,10 +733,10 @@ def _round_trip(
             skip_special_tokens=False,
         )
     normalizer = contestant.tokenizer.normalizer
-    for original, back in zip((doc_texts[d] for d in rest), decoded, strict=True):
+    for d, back in zip(rest, decoded, strict=True):
+        original = doc_texts[d]
         if back == original:
-            tally.roundtrip_exact += 1
-            tally.roundtrip_normalized += 1
+            exact[d] = normalized[d] = True
             continue
         # Equal up to whitespace once both are normalised; decoded text usually is
         # normalised already (lowercase), which spares normalising it again.
@@ -706,7 +746,8 @@ def _round_trip(
         got = m.squash_whitespace(back)
         if got != expected and normalizer is not None:
             got = m.squash_whitespace(normalizer.normalize_str(back))
-        tally.roundtrip_normalized += got == expected
+        normalized[d] = got == expected
+    return exact, normalized
 
 
 def _sentence_like(unit: str) -> bool:
@@ -830,7 +871,12 @@ def _compare(
                     run.end_file()
                     run.current_file = document.source
                 batch = _Batch(file=document.source)
-            batch.add(document_units(document.units))
+            parts = document_parts(document_units(document.units))
+            for part, units in enumerate(parts):
+                if part:  # a long document: each part is a batch of its own
+                    run.batch(batch)
+                    batch = _Batch(file=document.source)
+                batch.add(units, continues=part > 0, closes=part == len(parts) - 1)
             run.consider_sample(document.source, document)
             if batch.units >= _BATCH_UNITS or batch.chars >= _BATCH_CHARS:
                 run.batch(batch)

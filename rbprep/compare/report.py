@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rbprep.compare.pieces import display_width
+from rbprep.corpus.formats import ReadStats
 from rbprep.sizes import counted, format_size
 
 
@@ -122,9 +123,16 @@ def _summary_line(data: dict[str, Any]) -> str:
             if corpus["sampled"]
             else ""
         )
-        + f": {corpus['documents']:,} documents, {corpus['units']:,} lines, {words:,} words, "
-        f"{counted(files, 'file')}."
+        + f": {counted(corpus['documents'], 'document')}, {counted(corpus['units'], 'line')}, "
+        f"{counted(words, 'word')}, {counted(files, 'file')}."
+        + (f"\n{problems}" if (problems := _input_problems(data)) else "")
     )
+
+
+def _input_problems(data: dict[str, Any]) -> str | None:
+    """The summaries' one ``Input problems`` line, from what reading counted."""
+    read = data["corpus"].get("read")
+    return ReadStats.from_dict(read).problems() if read else None
 
 
 def _overall_rows(data: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:

@@ -20,6 +20,8 @@ import codecs
 import json
 import logging
 import lzma
+import re
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -32,6 +34,9 @@ from rbprep.storage import Location
 logger = logging.getLogger("rbprep")
 
 BLOCK_SIZE = 4 * 2**20
+# A sentence unit longer than this is cut into pieces before anything tokenises it:
+# tokenisers hold ~100 bytes per byte of one input, so one 50 MB line once took 6 GB.
+MAX_UNIT_BYTES = 256 * 2**10
 SNIFF_SIZE = 8192
 _BOMS = (  # longest first: the UTF-32 LE BOM starts with the UTF-16 LE one
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -62,6 +67,7 @@ class ReadStats:
     invalid_utf8: int = 0  # invalid byte sequences replaced by U+FFFD
     nul_chars: int = 0  # NUL characters (after the first 8 KiB) replaced by U+FFFD
     malformed_records: int = 0  # JSONL lines or parquet rows without usable text
+    long_line_cuts: int = 0  # cuts made in units over ReadOptions.max_unit_bytes
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> files
 
     def count_skip(self, reason: str) -> None:
@@ -77,6 +83,7 @@ class ReadStats:
             "invalid_utf8",
             "nul_chars",
             "malformed_records",
+            "long_line_cuts",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, count in other.skipped.items():
@@ -94,22 +101,30 @@ class ReadStats:
         return cls(**{key: value for key, value in data.items() if key in names})
 
     def problems(self) -> str | None:
-        """``Input problems (skipped or replaced): ...`` for a summary, or None."""
+        """``Input problems (skipped, replaced or cut): ...`` for a summary, or None."""
         problems = [f"{n:,} {reason}" for reason, n in sorted(self.skipped.items())]
-        for name in ("invalid_utf8", "nul_chars", "malformed_records", "empty_files"):
+        for name in (
+            "invalid_utf8",
+            "nul_chars",
+            "malformed_records",
+            "empty_files",
+            "long_line_cuts",
+        ):
             if getattr(self, name):
                 problems.append(f"{getattr(self, name):,} {name.replace('_', ' ')}")
         if not problems:
             return None
-        return "Input problems (skipped or replaced): " + ", ".join(problems)
+        return "Input problems (skipped, replaced or cut): " + ", ".join(problems)
 
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How to read: the JSONL/parquet text field and whether damage is an error."""
+    """How to read: the JSONL/parquet text field, whether damage is an error, and the
+    longest unit (UTF-8 bytes of a .txt line, else characters) before it is cut."""
 
     text_field: str = "text"
     strict: bool = False
+    max_unit_bytes: int = MAX_UNIT_BYTES
 
 
 class SkipFile(Exception):
@@ -226,8 +241,12 @@ def verify_compressed(file: InputFile) -> None:
 # --- bytes -> text lines --------------------------------------------------------------
 
 
-def _line_aligned(blocks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
-    """Re-cut byte blocks at line ends; yield (offset in the stream, bytes)."""
+def _line_aligned(
+    blocks: Iterator[bytes], longest_line: int | None = None
+) -> Iterator[tuple[int, bytes, bool]]:
+    """Re-cut byte blocks at line ends; yield (offset in the stream, bytes, whether the
+    bytes end inside a line). With ``longest_line`` (UTF-8 text only), a line longer
+    than that is cut into pieces (``long_line_cut``), so no line is held whole."""
     offset = 0
     pending = b""
     for block in blocks:
@@ -238,13 +257,57 @@ def _line_aligned(blocks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
             # byte cannot be half of a "\r\n", so it is a safe place to cut.
             cut = data.rfind(b"\r", 0, len(data) - 1) + 1
         if cut == 0:
+            while longest_line is not None and len(data) > longest_line:
+                piece = long_line_cut(data, longest_line)
+                yield offset, data[:piece], True
+                offset += piece
+                data = data[piece:]
             pending = data
             continue
-        yield offset, data[:cut]
+        yield offset, data[:cut], False
         offset += cut
         pending = data[cut:]
     if pending:
-        yield offset, pending
+        yield offset, pending, False
+
+
+def long_line_cut(data: bytes, longest: int) -> int:
+    """Where to cut UTF-8 ``data`` (longer than ``longest`` bytes) for a first piece of
+    at most ``longest`` bytes: after its last space or tab in the second half of that
+    window, else before a character's first byte (never inside a UTF-8 sequence)."""
+    space = max(data.rfind(b" ", longest // 2, longest), data.rfind(b"\t", longest // 2, longest))
+    if space >= 0:
+        return space + 1
+    cut = longest
+    # A UTF-8 sequence has at most 3 continuation bytes (0b10xxxxxx); past that the
+    # bytes are invalid anyway and are replaced wherever the cut falls.
+    while cut > longest - 3 and data[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return cut if data[cut] & 0xC0 != 0x80 else longest
+
+
+_LAST_SPACE = re.compile(r"[\s\S]*\s")  # greedy: ends after the last whitespace
+
+
+def cut_long_unit(unit: str, longest: int) -> list[str]:
+    """``unit`` in pieces of at most ``longest`` characters, each stripped: cut after
+    the last whitespace in the second half of each window, else between characters,
+    never before a combining mark (which belongs to the character before it)."""
+    pieces = []
+    start = 0
+    while len(unit) - start > longest:
+        end = start + longest
+        space = _LAST_SPACE.match(unit, start + longest // 2, end)
+        if space is not None:
+            cut = space.end()
+        else:
+            cut = end
+            while cut > start + 1 and unicodedata.combining(unit[cut]):
+                cut -= 1
+        pieces.append(unit[start:cut].strip())
+        start = cut
+    pieces.append(unit[start:].strip())
+    return [piece for piece in pieces if piece]
 
 
 class _TextDecoder:
@@ -329,16 +392,22 @@ def split_lines(text: str) -> list[str]:
 def _text_lines(
     file: InputFile,
     encoding: str,
-    chunks: Iterator[tuple[int, bytes]],
+    chunks: Iterator[tuple[int, bytes, bool]],
     options: ReadOptions,
     stats: ReadStats,
 ) -> Iterator[str]:
-    """Yield the lines of the text (``\\n``, ``\\r\\n`` and ``\\r`` all end a line)."""
+    """Yield the lines of the text (``\\n``, ``\\r\\n`` and ``\\r`` all end a line, and
+    so does a chunk cut inside a long line)."""
     decoder = _TextDecoder(file, encoding, options.strict, stats)
     carry = ""
-    for offset, data in chunks:
+    for offset, data, inside_a_line in chunks:
         stats.text_bytes += len(data)
         text = carry + decoder.decode(offset, data)
+        if inside_a_line:
+            stats.long_line_cuts += 1
+            carry = ""
+            yield from split_lines(text)
+            continue
         # Hold back a final "\r": its "\n" may start the next chunk.
         carry = "\r" if text.endswith("\r") else ""
         if carry:
@@ -382,10 +451,19 @@ def read_file(
                 blocks = decompressed_blocks(raw, file.compression)
                 if end is not None:
                     blocks = _limited(blocks, end - start)
-                chunks = ((start + offset, data) for offset, data in _line_aligned(blocks))
+                # A .txt line in UTF-8 is cut as it is read; a JSONL line must be read
+                # whole to be parsed, and UTF-16/32 bytes are cut once decoded.
+                longest = options.max_unit_bytes
+                cut_bytes = file.format == "txt" and encoding in ("utf-8", "utf-8-sig")
+                chunks = (
+                    (start + offset, data, inside)
+                    for offset, data, inside in _line_aligned(
+                        blocks, longest if cut_bytes else None
+                    )
+                )
                 lines = _text_lines(file, encoding, chunks, options, stats)
                 if file.format == "txt":
-                    yield from _txt_documents(lines, source, stats)
+                    yield from _txt_documents(lines, source, longest, stats)
                 else:
                     first_line = 1 if start == 0 else None
                     yield from _jsonl_documents(
@@ -410,11 +488,15 @@ def _limited(blocks: Iterator[bytes], size: int) -> Iterator[bytes]:
         yield block
 
 
-def _txt_documents(lines: Iterator[str], source: int, stats: ReadStats) -> Iterator[Document]:
+def _txt_documents(
+    lines: Iterator[str], source: int, longest: int, stats: ReadStats
+) -> Iterator[Document]:
     units: list[str] = []
     for line in lines:
         unit = line.strip()
-        if unit:
+        if len(unit) > longest:
+            units.extend(_cut(unit, longest, stats))
+        elif unit:
             units.append(unit)
         elif units:
             stats.documents += 1
@@ -427,8 +509,19 @@ def _txt_documents(lines: Iterator[str], source: int, stats: ReadStats) -> Itera
         yield Document(source, units)
 
 
-def _units_of(text: str) -> list[str]:
-    return [unit for line in split_lines(text) if (unit := line.strip())]
+def _units_of(text: str, longest: int, stats: ReadStats) -> list[str]:
+    units = [unit for line in split_lines(text) if (unit := line.strip())]
+    if any(len(unit) > longest for unit in units):
+        units = [piece for unit in units for piece in _cut(unit, longest, stats)]
+    return units
+
+
+def _cut(unit: str, longest: int, stats: ReadStats) -> list[str]:
+    if len(unit) <= longest:
+        return [unit]
+    pieces = cut_long_unit(unit, longest)
+    stats.long_line_cuts += len(pieces) - 1
+    return pieces
 
 
 def _jsonl_documents(
@@ -461,7 +554,7 @@ def _jsonl_documents(
             stats.malformed_records += 1
             logger.warning("skipped record: %s", message)
             continue
-        units = _units_of(text)
+        units = _units_of(text, options.max_unit_bytes, stats)
         if units:
             stats.documents += 1
             stats.units += len(units)
@@ -508,7 +601,7 @@ def _read_parquet(
                     continue
                 stats.text_bytes += len(text.encode())
                 text = replace_nuls(text, stats, options.strict, file.path)
-                units = _units_of(text)
+                units = _units_of(text, options.max_unit_bytes, stats)
                 if units:
                     stats.documents += 1
                     stats.units += len(units)

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from rbprep.corpus.formats import (
+    MAX_UNIT_BYTES,
     Document,
     ReadOptions,
     ReadStats,
@@ -141,9 +142,11 @@ def open_corpus(
     text_field: str = "text",
     strict: bool = False,
     partition_size: int | None = None,
+    max_unit_bytes: int = MAX_UNIT_BYTES,
 ) -> Corpus:
     """Resolve CORPUS paths (files, directories, globs) and plan their partitions
     (``partition_size`` bytes each; None: ``auto_partition_size`` of the corpus).
+    Units longer than ``max_unit_bytes`` are cut in pieces as they are read.
 
     Raises ``RbprepError`` for a path that names nothing, for an empty corpus, and under
     ``strict`` for any input that would be skipped.
@@ -161,7 +164,7 @@ def open_corpus(
             f"the corpus {' '.join(map(str, paths))} holds no readable .txt, .jsonl or "
             f".parquet file ({reasons}); point rbprep at your text files"
         )
-    options = ReadOptions(text_field=text_field, strict=strict)
+    options = ReadOptions(text_field=text_field, strict=strict, max_unit_bytes=max_unit_bytes)
     if partition_size is None:
         partition_size = auto_partition_size(sum(_size(file) for file in files))
     partitions = _plan(files, partition_size)
