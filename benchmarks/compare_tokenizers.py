@@ -73,7 +73,7 @@ import json, sys
 from rbprep.corpus import ReadStats, open_corpus
 from rbprep.encoding import UNIT_BATCH, document_units, open_encoder
 from rbprep.tokenizer_info import load_tokenizer
-from rbprep.vocab import Usage, sample_documents
+from rbprep.corpus.sampling import Usage, sample_documents
 
 size = None if sys.argv[1] == "none" else int(sys.argv[1])
 n = int(sys.argv[2])

@@ -13,7 +13,6 @@ WordPiece ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -29,8 +28,8 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer, WordPieceTrainer
 
-from rbprep.corpus import Corpus, Document, ReadStats, document_coin, open_corpus
-from rbprep.corpus.formats import decompressed_blocks, open_raw
+from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
+from rbprep.corpus.sampling import Usage, sample_documents
 from rbprep.encoding import BATCH_CHARS
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
@@ -238,60 +237,6 @@ def _empty_message(corpus: Corpus, stats: ReadStats) -> str:
 
 
 # --- the stream of text --------------------------------------------------------------
-
-
-@dataclass
-class Usage:
-    """The text a training pass actually used."""
-
-    documents: int = 0
-    units: int = 0
-    text_bytes: int = 0
-    sampled: bool = False
-
-
-@functools.lru_cache(maxsize=4)  # each training pass asks; measuring may decompress
-def _sample_rate(corpus: Corpus, sample_bytes: int | None) -> float:
-    """The share of documents to keep so that about ``sample_bytes`` of text is used."""
-    if sample_bytes is None:
-        return 1.0
-    total = 0
-    for file in corpus.files:
-        try:
-            if file.compression or file.format == "parquet":
-                # Parquet and compressed files are measured by their text; plain files
-                # by their size on disk, which is their text's size.
-                with open_raw(file.path) as raw:
-                    total += sum(map(len, decompressed_blocks(raw, file.compression)))
-            else:
-                total += os.stat(file.path).st_size
-        except Exception:  # the reader reports damage properly later
-            continue
-    return min(1.0, sample_bytes / total) if total else 1.0
-
-
-def sample_documents(
-    corpus: Corpus, stats: ReadStats, sample_bytes: int | None, seed: int, usage: Usage
-) -> Iterator[tuple[int, Document]]:
-    """Yield (partition id, document) for the corpus's documents, or for a deterministic
-    sample of about ``sample_bytes`` of their text.
-
-    The sample keeps each document with probability ``sample_bytes / text size`` by a
-    hash of (seed, partition id, index in the partition), so it is spread evenly over
-    all files and the same for any reader. There is no hard stop at ``sample_bytes``:
-    one would cut off the files that sort last. Counts what it yields into ``usage``.
-    """
-    rate = _sample_rate(corpus, sample_bytes)
-    usage.sampled = rate < 1.0
-    corpus.count_skipped(stats)
-    for partition in corpus.partitions:
-        for index, document in enumerate(corpus.read_partition(partition, stats)):
-            if usage.sampled and not document_coin(seed, "sample", partition.id, index, rate):
-                continue
-            usage.documents += 1
-            usage.units += len(document.units)
-            usage.text_bytes += sum(len(unit.encode()) for unit in document.units)
-            yield partition.id, document
 
 
 def _unit_batches(

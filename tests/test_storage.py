@@ -86,6 +86,20 @@ def test_missing_and_unreachable_uris_are_one_line_errors(object_store, tmp_path
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_sample_bytes_on_s3_samples_as_on_a_local_copy(object_store, mixed_corpus):
+    # The text size of a remote file was once taken from os.stat, which failed: no sample.
+    from rbprep.corpus.sampling import Usage, sample_documents
+
+    uri = object_store.upload(mixed_corpus, "inputs/sampled")
+    samples = {}
+    for where, corpus in (("local", open_corpus([mixed_corpus])), ("s3", open_corpus([uri]))):
+        usage = Usage()
+        documents = sample_documents(corpus, ReadStats(), 200_000, 0, usage)
+        samples[where] = ([d.units for _, d in documents], usage)
+    assert samples["s3"][1].sampled and samples["s3"][1].text_bytes < 300_000
+    assert samples["s3"][0] == samples["local"][0]
+
+
 def test_shard_from_s3_to_s3_equals_a_local_run(object_store, mixed_corpus, tmp_path, small_vocab):
     """Inputs and --out on the store (the tokenizer too): the same shard files and
     manifest as a local run, and open_dataset, verify and inspect read it there."""

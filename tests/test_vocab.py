@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from rbprep.corpus import Document, ReadStats, open_corpus
+from rbprep.corpus.sampling import Usage, sample_documents
 from rbprep.errors import RbprepError
-from rbprep.vocab import Usage, VocabConfig, continuation_chars, sample_documents, train_vocab
+from rbprep.vocab import VocabConfig, continuation_chars, train_vocab
 
 KINDS_ORDER = ("bpe", "wordpiece")
 
@@ -197,6 +198,20 @@ def test_sample_is_deterministic_spread_and_about_the_size(tmp_path):
     for name in ("a", "b", "c"):
         share = sum(units[0].startswith(name) for units in first) / len(first)
         assert 0.25 < share < 0.42
+
+
+def test_a_parquet_corpus_is_sampled_by_its_text_not_its_compressed_bytes(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"document {i}\n" + "the same words again " * 30 for i in range(2_000)]
+    pq.write_table(pa.table({"text": texts}), tmp_path / "c.parquet", compression="zstd")
+    total = sum(len(t.encode()) for t in texts)
+    assert (tmp_path / "c.parquet").stat().st_size < total // 8  # it compresses well
+    usage = Usage()
+    corpus = open_corpus([tmp_path / "c.parquet"])
+    sampled = list(sample_documents(corpus, ReadStats(), total // 4, 0, usage))
+    assert usage.sampled and 0.2 < len(sampled) / len(texts) < 0.3
 
 
 def test_training_is_deterministic(tmp_path, small_corpus):

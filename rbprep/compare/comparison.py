@@ -37,6 +37,7 @@ from rbprep.compare.pieces import Piece, Style, byte_length, display, piece, wor
 from rbprep.compare.pretokens import PreTokens
 from rbprep.compare.roundtrip import Spellings
 from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
+from rbprep.corpus.sampling import Usage, sample_documents
 from rbprep.encoding import (
     ENCODER_CHOICES,
     REFERENCE_NAME,
@@ -63,7 +64,6 @@ from rbprep.tokenizer_info import (
     load_tokenizer,
     tokenizer_file,
 )
-from rbprep.vocab import Usage, sample_documents
 
 _BATCH_UNITS = 10_000  # units counted together (the encoders batch their own calls)
 _BATCH_CHARS = 1_000_000  # bounds the per-character arrays of a batch (~50 MB)
