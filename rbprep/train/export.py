@@ -12,8 +12,8 @@ from safetensors.torch import save_file
 from rbprep.dataset.format import as_location
 from rbprep.dataset.reader import read_manifest
 from rbprep.storage import Location
+from rbprep.tokenizer_files import write_transformers_configs
 from rbprep.train.model import RobertaMLM
-from rbprep.vocab import write_transformers_configs
 
 
 def export_hf(model: RobertaMLM, directory: Path, data_root: Location | str | Path) -> None:
