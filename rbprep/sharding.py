@@ -133,7 +133,7 @@ class ShardSummary:
     def report(self) -> str:
         totals = self.manifest["totals"]
         lines = [
-            f"Sharded {format_size(self.text_bytes)} of text in {self.seconds:.1f} s "
+            f"Sharded {format_size(self.text_bytes)} read in {self.seconds:.1f} s "
             f"({self.text_bytes / 1e6 / max(self.seconds, 1e-9):.2f} MB/s): "
             f"{totals['documents']:,} documents, {totals['content_tokens']:,} tokens of text",
         ]

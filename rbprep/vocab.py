@@ -93,7 +93,10 @@ class VocabSummary:
     def report(self) -> str:
         """The one-screen human summary."""
         lines = [
-            f"Trained on {format_size(self.text_bytes_used)} of text: "
+            # The text in its lines (stripped, no line ends) and the input it came from:
+            # shard and inspect give the input read, so the two figures sit side by side.
+            f"Trained on {format_size(self.text_bytes_used)} of text in lines, of "
+            f"{format_size(self.read['text_bytes'])} read: "
             f"{self.documents_used:,} documents, {self.units_used:,} lines, "
             f"{counted(self.corpus_files, 'file')}" + (" (sampled)" if self.sampled else ""),
         ]

@@ -117,7 +117,8 @@ def _summary_line(data: dict[str, Any]) -> str:
     files = len(corpus["files"])
     return (
         f"Compared {len(names)} tokenizer{'s' if len(names) != 1 else ''} on "
-        f"{format_size(corpus['text_bytes'])} of text"
+        f"{format_size(corpus['text_bytes'])} of text in lines"
+        + (f", of {format_size(corpus['read']['text_bytes'])} read" if "read" in corpus else "")
         + (
             f" (sampled, --sample-bytes {format_size(data['parameters']['sample_bytes'])})"
             if corpus["sampled"]

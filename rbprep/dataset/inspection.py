@@ -37,7 +37,7 @@ class Inspection:
             f"  parameters: {s['parameters_line']}",
             f"  tokenizer:  vocabulary {s['vocab_size']:,}, sha256 {s['tokenizer_sha256'][:12]}",
             f"  corpus:     {s['documents']:,} documents, {s['units']:,} lines, "
-            f"{format_size(s['text_bytes'])}, {counted(s['partitions'], 'partition')}",
+            f"{format_size(s['text_bytes'])} read, {counted(s['partitions'], 'partition')}",
         ]
         for split in SPLITS:
             info = s["splits"][split]
