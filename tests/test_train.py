@@ -163,6 +163,7 @@ def test_resume_refuses_other_options_and_drops_the_log_past_the_checkpoint(tiny
         (["--config", '{"max_positions": 10}'], "max_positions must be at least"),
         (["--config", '{"vocab_size": 10}'], "vocab_size must be at least"),
         (["--device", "tpu"], "--device must be cpu, cuda, cuda:N or auto, got 'tpu'"),
+        (["--out", "FILE"], "exists and is not a directory; choose another --out"),
         (["--device", "cuda:x"], "--device must be cpu, cuda, cuda:N or auto"),
         pytest.param(
             ["--device", "cuda"],
@@ -178,6 +179,9 @@ def test_bad_pretrain_options_are_one_line_errors(tiny_data, tmp_path, args, mes
             json.dumps({"layers": 1, "hidden": 16, "heads": 2, "ffn": 32, **json.loads(args[1])})
         )
         args = ["--config", str(path)]
+    if args == ["--out", "FILE"]:  # a file where the run directory should be
+        (tmp_path / "file").write_text("mine\n")
+        args = ["--out", str(tmp_path / "file")]
     command = ["pretrain", str(tiny_data), "--out", str(tmp_path / "run"), "--model", "tiny"]
     result = CliRunner().invoke(main, [*command, "--steps", "2", "--quiet", *args])
     assert result.exit_code == 1, result.output

@@ -26,7 +26,7 @@ import torch
 
 from rbprep.dataset.reader import open_dataset
 from rbprep.errors import RbprepError
-from rbprep.storage import Location
+from rbprep.storage import Location, check_output_directory
 from rbprep.train import distributed
 from rbprep.train.data import Cursor, Loader
 from rbprep.train.export import export_hf
@@ -157,6 +157,7 @@ def pretrain(
     ``out/metrics.jsonl``, ``out/checkpoints/step-N/`` (trainer state and a Hugging Face
     export) and the final model as a Hugging Face directory ``out/hf/``.
     """
+    check_output_directory(out)
     rank, world, device = distributed.setup(config.device)
     try:
         return _pretrain(
