@@ -103,13 +103,28 @@ def corpus_options(command: F) -> F:
     return command
 
 
-def output_options(command: F) -> F:
-    command = click.option(
-        "--quiet", "-q", is_flag=True, help="No progress bars (warnings still print)."
-    )(command)
-    return click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")(
-        command
+# The options several commands share, declared once so they mean the same everywhere.
+
+
+def seed_option(what: str) -> Callable[[F], F]:
+    """``--seed`` (default 0); ``what`` says what it seeds in this command."""
+    return click.option("--seed", default=0, show_default=True, help=f"Seed of {what}.")
+
+
+def quiet_option(what: str = "No progress bars (warnings still print).") -> Callable[[F], F]:
+    return click.option("--quiet", "-q", is_flag=True, help=what)
+
+
+def json_option(what: str = "the summary", note: str = "") -> Callable[[F], F]:
+    """``--json``: a flag that prints ``what`` as one JSON document on stdout (which
+    then holds nothing else). compare-tokenizers alone takes a FILE, and says so."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help=f"Print {what} as JSON on stdout{note}."
     )
+
+
+def output_options(command: F) -> F:
+    return json_option()(quiet_option()(command))
 
 
 # Reading a dataset always checks its sizes and invariants; this turns off only the hash.
@@ -178,7 +193,7 @@ def main() -> None:
     type=SIZE,
     help="Train on a deterministic sample of about this much text, drawn from all files.",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of the sample.")
+@seed_option("the sample")
 @click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
 @output_options
 @_user_errors
@@ -266,7 +281,7 @@ def train_vocab_command(
     is_flag=True,
     help="Mask all pieces of a word together (pieces marked Ġ, ▁ or ##).",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of the masks and the split.")
+@seed_option("the masks and the split")
 @click.option(
     "--valid-fraction",
     default=0.01,
@@ -373,7 +388,7 @@ def shard_command(
 @click.option("--split", type=click.Choice(["train", "valid"]), default="train", show_default=True)
 @click.option("--rows", default=2, show_default=True, help="Sample rows to decode.")
 @click.option("--copy", default=0, show_default=True, help="Which masked copy to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON.")
+@json_option("the inspection")
 @skip_checksums_option
 @_user_errors
 def inspect_command(
@@ -460,7 +475,7 @@ def verify_command(data: str, retokenize: float, quiet: bool, as_json: bool) -> 
 @click.option("--betas", default=(0.9, 0.98), nargs=2, type=float, show_default=True)
 @click.option("--eps", default=1e-6, show_default=True)
 @click.option("--grad-clip", default=1.0, show_default=True, help="Max gradient norm; 0: off.")
-@click.option("--seed", default=0, show_default=True, help="Model init, data order, dropout.")
+@seed_option("the model's initial weights, the data order and (with the rank) dropout")
 @click.option("--device", default="auto", show_default=True, help="cuda, cuda:N, cpu or auto.")
 @click.option(
     "--precision",
@@ -482,10 +497,8 @@ def verify_command(data: str, retokenize: float, quiet: bool, as_json: bool) -> 
     help="Continue from the run's latest checkpoint (with the run's seed, batch and model).",
 )
 @click.option("--force", is_flag=True, help="Start over in a non-empty --out.")
-@click.option("--quiet", "-q", is_flag=True, help="No log lines on the terminal.")
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the summary as JSON (log lines to stderr)."
-)
+@quiet_option("No log lines on the terminal.")
+@json_option(note=" (log lines go to stderr)")
 @skip_checksums_option
 @_user_errors
 def pretrain_command(
@@ -607,14 +620,15 @@ def pretrain_command(
     type=SIZE,
     help="Compare on a deterministic sample of about this much text, drawn from all files.",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of the sample.")
+@seed_option("the sample")
 @encoder_option
 @click.option(
     "--json",
     "json_path",
     metavar="FILE",
     type=click.Path(path_type=str),
-    help="Write the full comparison as JSON to this file ('-': stdout, no table).",
+    help="Write the full comparison as JSON to FILE ('-': stdout, no table). Unlike the "
+    "other commands' --json flag it takes a FILE: the table is the summary here.",
 )
 @click.option(
     "--markdown",
@@ -630,7 +644,7 @@ def pretrain_command(
     type=click.Path(path_type=Path),
     help="Write PNG plots into this directory (needs the plots extra: matplotlib).",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars (warnings still print).")
+@quiet_option()
 @_user_errors
 def compare_tokenizers_command(
     corpus: tuple[str, ...],
@@ -704,7 +718,7 @@ def compare_tokenizers_command(
     type=click.Path(path_type=Path),
     help="Where the demo writes.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@quiet_option("No progress bars.")
 @_user_errors
 def demo_command(out: Path, quiet: bool) -> None:
     """Run the pipeline on the built-in corpus and show what it made.

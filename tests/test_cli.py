@@ -215,3 +215,25 @@ def test_every_summary_gives_the_same_input_size_and_says_which_size_it_is(
     read = f"{format_size(big.stat().st_size)} read"
     assert all(read in output for output in outputs), outputs
     assert all(f"of text in lines, of {read}" in outputs[i] for i in (0, 3))
+
+
+def test_shared_options_mean_the_same_in_every_command():
+    """--seed, --quiet and --json are declared once (cli.seed_option, quiet_option,
+    json_option); where --json differs (a FILE in compare-tokenizers), it says so."""
+    seen = {"--seed": 0, "--quiet": 0, "--json": 0}
+    for name, command in main.commands.items():
+        for param in command.params:
+            option = next((o for o in param.opts if o in seen), None)
+            if option is None:
+                continue
+            seen[option] += 1
+            if option == "--seed":
+                assert param.default == 0 and param.help.startswith("Seed of "), name
+            elif option == "--quiet":
+                assert param.is_flag and "-q" in param.opts, name
+            elif name == "compare-tokenizers":
+                assert "Unlike the other commands' --json flag it takes a FILE" in param.help
+            else:
+                assert param.is_flag and param.help.startswith("Print "), name
+                assert "as JSON on stdout" in param.help, name
+    assert seen["--seed"] >= 3 and seen["--quiet"] >= 5 and seen["--json"] >= 5
