@@ -13,6 +13,7 @@ WordPiece ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from tokenizers.trainers import BpeTrainer, WordPieceTrainer
 
 from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
 from rbprep.corpus.sampling import Usage, sample_documents
-from rbprep.encoding import BATCH_CHARS
+from rbprep.encoding import BATCH_CHARS, batch_bounds
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
 from rbprep.sizes import counted, format_size
@@ -254,9 +255,12 @@ def _unit_batches(
         reported = stats.text_bytes
         batch.extend(document.units)
         chars += sum(map(len, document.units))
-        # Bounded in characters too: the trainer holds every word of a batch at once.
+        # Bounded in characters too, a long document split over batches: the trainer
+        # holds every word of a batch at once.
         if len(batch) >= _BATCH_UNITS or chars >= BATCH_CHARS:
-            yield batch
+            lengths = np.fromiter(map(len, batch), np.int64, len(batch))
+            for start, end in itertools.pairwise(batch_bounds(lengths, _BATCH_UNITS)):
+                yield batch[start:end]
             batch, chars = [], 0
     bar.update(stats.text_bytes - reported)
     if batch:
@@ -329,11 +333,12 @@ def continuation_chars(documents: Iterable[Document], cased: bool) -> list[str]:
         batch.clear()
 
     for document in documents:
-        batch.extend(document.units)
-        batch_chars += sum(map(len, document.units))
-        if batch_chars > 1_000_000:
-            flush()
-            batch_chars = 0
+        for unit in document.units:  # by unit: a long document is counted in parts
+            batch.append(unit)
+            batch_chars += len(unit)
+            if batch_chars > BATCH_CHARS:
+                flush()
+                batch_chars = 0
     if batch:
         flush()
     normalizer = _wordpiece_tokenizer(VocabConfig(cased=cased), models.WordPiece()).normalizer
