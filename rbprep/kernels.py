@@ -286,6 +286,7 @@ def _mask_rows(
     keep_prob,
     max_predictions,
     whole_word,
+    first_copy,
 ):
     n_rows = row_offsets.shape[0] - 1
     n_replacements = replacement_ids.shape[0]
@@ -337,7 +338,9 @@ def _mask_rows(
             word_first[n_words] = n_cand
         for k in range(dup):
             stamp += 1
-            key = _row_key(seed, stream, partition, first_row + np.uint64(r), k)
+            key = _row_key(
+                seed, stream, partition, first_row + np.uint64(r), first_copy + np.uint64(k)
+            )
             n = np.int64(np.floor(mask_prob * n_cand + _random_float(key, 0)))
             n = min(n, max_predictions, n_cand)
             m = 0
@@ -428,8 +431,10 @@ def mask_rows(
     keep_prob: float,
     max_predictions: int,
     whole_word: bool,
+    first_copy: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Choose ``dup`` masks for every row; the scheme is in this module's docstring.
+    """Choose ``dup`` masks for every row, copies ``first_copy`` to ``first_copy + dup
+    - 1``; the scheme is in this module's docstring.
 
     Args:
         row_offsets, row_tokens: (n_rows + 1,) int64 and (total,) uint32, as from
@@ -443,6 +448,8 @@ def mask_rows(
             1 = valid); each in [0, 2**64).
         first_row: the index within the partition of row 0 of this call.
         dup: copies per row; copy ``k`` uses ``row_key(seed, stream, partition, row, k)``.
+        first_copy: the first copy's number, so that any copy can be computed alone
+            (copy ``k`` is the same whatever ``first_copy`` and ``dup`` include it).
         mask_prob: share of candidates chosen (0.15), rounded stochastically.
         random_prob, keep_prob: of the chosen, the share given a random token (0.1) and
             kept (0.1); the rest (0.8) become ``<mask>``.
@@ -491,6 +498,8 @@ def mask_rows(
             raise ValueError(f"{name} must be in [0, 2**64), got {value}")
     if not 0 <= first_row <= _U64_MAX - len(lengths):
         raise ValueError(f"first_row out of range: {first_row}")
+    if not 0 <= first_copy <= _U64_MAX - dup:
+        raise ValueError(f"first_copy out of range: {first_copy}")
     return _mask_rows(
         row_offsets,
         row_tokens,
@@ -507,6 +516,7 @@ def mask_rows(
         float(keep_prob),
         int(min(max_predictions, 65536)),
         bool(whole_word),
+        np.uint64(first_copy),
     )
 
 

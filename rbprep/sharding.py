@@ -37,6 +37,12 @@ from rbprep.dataset.format import (
     write_json_atomically,
     write_shard,
 )
+from rbprep.dataset.masking import (
+    STREAMS,
+    MaskParameters,
+    MaskTables,
+    mask_partition_rows,
+)
 from rbprep.encoding import (
     REFERENCE_NAME,
     Encoder,
@@ -69,7 +75,6 @@ COMPRESSIONS = ("none", "zstd", "lz4")
 # A partition's stages, in order (``shard --json``'s ``stage_seconds``); "kernels" is the
 # wait for numba to load the kernels, on a process's first partitions only.
 STAGES = ("read", "encode", "kernels", "pack_mask", "write")
-_STREAMS = {"train": 0, "valid": 1}  # separates the splits' mask streams
 _PARTS = ".parts"
 _RUN = ".run.json"
 _LOCK = ".lock"
@@ -95,6 +100,10 @@ class ShardConfig:
     def max_predictions(self) -> int:
         """The cap on masked positions per copy: ceil(mask_prob * (seq_len - 2))."""
         return int(np.ceil(self.mask_prob * (self.seq_len - 2) - 1e-9))
+
+    def parameters(self) -> dict[str, Any]:
+        """The manifest's ``parameters``: the fields and ``max_predictions``."""
+        return {**asdict(self), "max_predictions": self.max_predictions}
 
     def check(self) -> None:
         if not 8 <= self.seq_len <= 65535:
@@ -181,10 +190,8 @@ class _TokenizerWork:
     reference: Any  # tokenizers.Tokenizer, as encoding_tokenizer sets it up
     encoder: Encoder  # the encoder the run chose
     checker: Encoder | None  # the reference encoder, where ``encoder`` is not it
-    special: np.ndarray  # (vocab,) bool: never masked
+    mask_tables: MaskTables  # never masked, random replacements, word starts
     injectable: np.ndarray  # (vocab,) bool: specials that text must never encode to
-    replacements: np.ndarray  # (vocab - specials,) uint32: random replacements
-    word_starts: np.ndarray  # (vocab,) bool: pieces that start a word
     not_fast: str | None  # why ``encoder`` is the reference, where the fast one was asked
 
 
@@ -250,12 +257,14 @@ def _make_work(
         checker=None
         if isinstance(chosen, ReferenceEncoder)
         else ReferenceEncoder(reference, info.line_break_id),
-        special=special,
-        injectable=injectable,
-        replacements=replacement_ids(vocab, info.vocab_size, info.special_ids),
-        word_starts=word_start_table(
-            vocab, info.vocab_size, info.word_prefix, info.continuation_prefix
+        mask_tables=MaskTables(
+            special=special,
+            replacements=replacement_ids(vocab, info.vocab_size, info.special_ids),
+            word_starts=word_start_table(
+                vocab, info.vocab_size, info.word_prefix, info.continuation_prefix
+            ),
         ),
+        injectable=injectable,
         not_fast=reason,
     )
 
@@ -407,7 +416,7 @@ def _encode_stage(
             text.starts,
             token_ids,
             unit_lengths,
-            sample_units(2 * partition.id + _STREAMS[split], len(text.units)),
+            sample_units(2 * partition.id + STREAMS[split], len(text.units)),
             where=where,
         )
     injected = work.injectable[token_ids]
@@ -427,36 +436,26 @@ def _pack_and_mask_stage(
 ) -> tuple[np.ndarray, ...]:
     """Rows of the split and their masks, as ``shard_table`` takes them: row offsets and
     tokens, mask position offsets, positions, groups, random offsets, random tokens."""
-    from rbprep import kernels
-
     row_offsets, row_tokens = _pack(
         config, token_ids, unit_lengths, starts, work.info.cls_id, work.info.sep_id
     )
-    positions, groups, random_tokens, position_offsets, random_offsets = kernels.mask_rows(
+    masks = mask_partition_rows(
         row_offsets,
         row_tokens,
-        work.special,
-        work.replacements,
-        work.word_starts if config.whole_word else np.ones(1, np.bool_),
-        config.seed,
-        _STREAMS[split],
+        work.mask_tables,
+        MaskParameters.of(config.parameters()),
+        split,
         partition_id,
-        0,
-        config.dup,
-        config.mask_prob,
-        config.random_prob,
-        config.keep_prob,
-        config.max_predictions,
-        config.whole_word,
+        range(config.dup),
     )
     return (
         row_offsets,
         row_tokens,
-        position_offsets,
-        positions,
-        groups,
-        random_offsets,
-        random_tokens,
+        masks.position_offsets,
+        masks.positions,
+        masks.groups,
+        masks.random_offsets,
+        masks.random_tokens,
     )
 
 
@@ -526,24 +525,10 @@ def _warm_kernels() -> None:
     )
     special = np.zeros(9, dtype=np.bool_)  # (vocab,) bool
     special[:5] = True
+    tables = MaskTables(special, np.arange(5, 9, dtype=np.uint32), np.ones(9, dtype=np.bool_))
     for whole_word in (False, True):
-        kernels.mask_rows(
-            offsets,
-            tokens,
-            special,
-            np.arange(5, 9, dtype=np.uint32),
-            np.ones(9, dtype=np.bool_),
-            0,
-            0,
-            0,
-            0,
-            1,
-            0.15,
-            0.1,
-            0.1,
-            1,
-            whole_word,
-        )
+        parameters = MaskParameters(0, 0.15, 0.1, 0.1, 1, whole_word)
+        mask_partition_rows(offsets, tokens, tables, parameters, "train", 0, range(1))
 
 
 def _refuse_injected(
@@ -856,7 +841,7 @@ def _manifest(
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "rbprep_version": __version__,
-        "parameters": {**asdict(config), "max_predictions": config.max_predictions},
+        "parameters": config.parameters(),
         "tokenizer": {
             "file": "tokenizer.json",
             "sha256": info.sha256,

@@ -211,6 +211,7 @@ def run_mask(rows, whole_word, *, probs, max_pred, **keys):
         *probs,
         max_pred,
         whole_word,
+        keys.get("first_copy", 0),
     )
 
 
@@ -360,6 +361,25 @@ def test_any_row_recomputes_alone():
         np.testing.assert_array_equal(
             alone[2], random_tokens[random_offsets[r] : random_offsets[r + 1]]
         )
+
+
+@pytest.mark.parametrize("whole_word", [False, True])
+def test_any_copy_computes_alone(whole_word):
+    """Copy k is the same whether it is computed with copies 0..N-1 or alone
+    (``first_copy``), which makes masks for any epoch computable when a batch is made."""
+    rows = full_rows(12, length=80)
+    together = run_mask(rows, whole_word, dup=5, **KEYS, **DEFAULT)
+    for k in (0, 3, 4):
+        alone = run_mask(rows, whole_word, dup=1, **{**KEYS, "first_copy": k}, **DEFAULT)
+        for r in range(len(rows)):
+            sizes = together[1][r].sum(axis=1).astype(np.int64)  # (dup,) per copy
+            start = together[3][r] + sizes[:k].sum()
+            np.testing.assert_array_equal(
+                alone[0][alone[3][r] : alone[3][r + 1]], together[0][start : start + sizes[k]]
+            )
+            np.testing.assert_array_equal(alone[1][r][0], together[1][r][k])
+    beyond = run_mask(rows, whole_word, dup=1, **{**KEYS, "first_copy": 5}, **DEFAULT)
+    assert not np.array_equal(beyond[0], run_mask(rows, whole_word, dup=1, **KEYS, **DEFAULT)[0])
 
 
 @pytest.mark.parametrize(

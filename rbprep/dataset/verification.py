@@ -23,9 +23,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pyarrow as pa
 
-from rbprep import kernels
 from rbprep.corpus import Corpus, Partition, open_corpus
 from rbprep.dataset.format import MANIFEST, SPLITS, as_location, file_sha256, shard_schema
+from rbprep.dataset.masking import MaskParameters, MaskTables, mask_partition_rows
 from rbprep.dataset.reader import read_manifest
 from rbprep.encoding import ReferenceEncoder, line_break_id
 from rbprep.errors import RbprepError
@@ -33,8 +33,6 @@ from rbprep.progress import ByteProgress
 from rbprep.sizes import counted
 from rbprep.storage import Location
 from rbprep.tokenizer_info import encoding_tokenizer, replacement_ids, word_start_table
-
-_STREAMS = {"train": 0, "valid": 1}
 
 
 @dataclass
@@ -100,9 +98,12 @@ def _verify(root: Location, manifest: dict, progress: bool) -> VerifyReport:
     special = np.zeros(vocab_size, dtype=np.bool_)  # (vocab,) bool
     special[tokenizer["special_ids"]] = True
     vocab = _vocab(tokenizer_path)
-    replacements = replacement_ids(vocab, vocab_size, tokenizer["special_ids"])
-    word_starts = word_start_table(
-        vocab, vocab_size, tokenizer["word_prefix"], tokenizer["continuation_prefix"]
+    tables = MaskTables(
+        special=special,
+        replacements=replacement_ids(vocab, vocab_size, tokenizer["special_ids"]),
+        word_starts=word_start_table(
+            vocab, vocab_size, tokenizer["word_prefix"], tokenizer["continuation_prefix"]
+        ),
     )
     schema = shard_schema(vocab_size, parameters["dup"])
     report = VerifyReport(0, 0, 0, 0)
@@ -121,7 +122,7 @@ def _verify(root: Location, manifest: dict, progress: bool) -> VerifyReport:
             if not table.schema.equals(schema) or table.num_rows != shard["rows"]:
                 raise RbprepError(f"{path}: schema or row count differs from the manifest")
             _check_rows(path, table, parameters, tokenizer)
-            _check_masks(path, table, parameters, special, replacements, word_starts, split, shard)
+            _check_masks(path, table, parameters, tables, split, shard)
             report.shards += 1
             report.rows += table.num_rows
             report.tokens += shard["tokens"]
@@ -301,29 +302,19 @@ def _check_masks(
     path: Location,
     table: pa.Table,
     parameters: dict,
-    special: np.ndarray,
-    replacements: np.ndarray,
-    word_starts: np.ndarray,
+    tables: MaskTables,
     split: str,
     shard: dict,
 ) -> None:
     offsets, ids = _flat(table.column("input_ids"))
-    positions, groups, random_tokens, position_offsets, random_offsets = kernels.mask_rows(
+    positions, groups, random_tokens, position_offsets, random_offsets = mask_partition_rows(
         offsets,
         ids.astype(np.uint32),
-        special,
-        replacements,
-        word_starts,
-        parameters["seed"],
-        _STREAMS[split],
+        tables,
+        MaskParameters.of(parameters),
+        split,
         shard["partition"],
-        0,
-        parameters["dup"],
-        parameters["mask_prob"],
-        parameters["random_prob"],
-        parameters["keep_prob"],
-        parameters["max_predictions"],
-        parameters["whole_word"],
+        range(parameters["dup"]),
     )
     stored_position_offsets, stored_positions = _flat(table.column("mask_positions"))
     stored_random_offsets, stored_random = _flat(table.column("random_tokens"))

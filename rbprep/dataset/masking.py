@@ -1,0 +1,98 @@
+"""The masks of a partition's rows, computed in one place: ``shard`` stores them,
+``verify`` recomputes them, and the reader can compute any copy when a batch is made.
+
+A copy's masks are a function of (seed, split, partition, row within the partition,
+copy) and the mask parameters (``rbprep.kernels`` has the scheme), so copy ``k`` is the
+same whether it is computed with copies ``0..N-1`` or alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+STREAMS = {"train": 0, "valid": 1}  # separates the splits' mask streams
+
+
+@dataclass(frozen=True)
+class MaskParameters:
+    """What decides the masks besides the rows: a manifest's ``parameters`` hold them."""
+
+    seed: int
+    mask_prob: float
+    random_prob: float
+    keep_prob: float
+    max_predictions: int
+    whole_word: bool
+
+    @classmethod
+    def of(cls, parameters: Mapping[str, Any]) -> MaskParameters:
+        """The mask parameters among ``parameters`` (a manifest's, or a ShardConfig's
+        fields with its ``max_predictions``)."""
+        return cls(
+            seed=int(parameters["seed"]),
+            mask_prob=float(parameters["mask_prob"]),
+            random_prob=float(parameters["random_prob"]),
+            keep_prob=float(parameters["keep_prob"]),
+            max_predictions=int(parameters["max_predictions"]),
+            whole_word=bool(parameters["whole_word"]),
+        )
+
+
+@dataclass(frozen=True)
+class MaskTables:
+    """A tokenizer's tables for masking, by token id."""
+
+    special: np.ndarray  # (vocab,) bool: never masked
+    replacements: np.ndarray  # (non-special,) uint32, sorted: random replacements
+    word_starts: np.ndarray  # (vocab,) bool: pieces that start a word (whole-word masking)
+
+
+class Masks(NamedTuple):
+    """The masks of rows, as ``kernels.mask_rows`` returns them (its docstring)."""
+
+    positions: np.ndarray  # (total,) uint16
+    groups: np.ndarray  # (rows, copies, 3) uint16: masked, random, kept
+    random_tokens: np.ndarray  # (random positions,) uint32
+    position_offsets: np.ndarray  # (rows + 1,) int64
+    random_offsets: np.ndarray  # (rows + 1,) int64
+
+
+def mask_partition_rows(
+    row_offsets: np.ndarray,
+    row_tokens: np.ndarray,
+    tables: MaskTables,
+    parameters: MaskParameters,
+    split: str,
+    partition: int,
+    copies: range,
+) -> Masks:
+    """The masks of copies ``copies`` (consecutive) of a partition's rows, all of them
+    from row 0: ``row_offsets`` (rows + 1,) int64 and ``row_tokens`` (total,) uint32."""
+    from rbprep import kernels
+
+    if copies.step != 1 or len(copies) == 0:
+        raise ValueError(f"copies must be a non-empty range of step 1, got {copies}")
+    return Masks(
+        *kernels.mask_rows(
+            row_offsets,
+            row_tokens,
+            tables.special,
+            tables.replacements,
+            tables.word_starts,
+            parameters.seed,
+            STREAMS[split],
+            partition,
+            0,
+            len(copies),
+            parameters.mask_prob,
+            parameters.random_prob,
+            parameters.keep_prob,
+            parameters.max_predictions,
+            parameters.whole_word,
+            copies.start,
+        )
+    )
