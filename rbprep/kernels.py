@@ -278,8 +278,8 @@ def _mask_rows(
     word_start,
     seed,
     stream,
-    partition,
-    first_row,
+    partitions,
+    row_numbers,
     dup,
     mask_prob,
     random_prob,
@@ -338,9 +338,7 @@ def _mask_rows(
             word_first[n_words] = n_cand
         for k in range(dup):
             stamp += 1
-            key = _row_key(
-                seed, stream, partition, first_row + np.uint64(r), first_copy + np.uint64(k)
-            )
+            key = _row_key(seed, stream, partitions[r], row_numbers[r], first_copy + np.uint64(k))
             n = np.int64(np.floor(mask_prob * n_cand + _random_float(key, 0)))
             n = min(n, max_predictions, n_cand)
             m = 0
@@ -423,8 +421,8 @@ def mask_rows(
     word_start: np.ndarray,
     seed: int,
     stream: int,
-    partition: int,
-    first_row: int,
+    partition: int | np.ndarray,
+    first_row: int | np.ndarray,
     dup: int,
     mask_prob: float,
     random_prob: float,
@@ -445,8 +443,10 @@ def mask_rows(
         word_start: (vocab,) bool by token id, True where a token starts a word; read
             only when ``whole_word``.
         seed, stream, partition: the key of this partition's masks (stream 0 = train,
-            1 = valid); each in [0, 2**64).
-        first_row: the index within the partition of row 0 of this call.
+            1 = valid); each in [0, 2**64). ``partition`` may also be (n_rows,), each
+            row's own (rows of several partitions in one call, as a batch has them).
+        first_row: the index within the partition of row 0 of this call (row ``r`` is
+            ``first_row + r``), or (n_rows,): each row's index within its partition.
         dup: copies per row; copy ``k`` uses ``row_key(seed, stream, partition, row, k)``.
         first_copy: the first copy's number, so that any copy can be computed alone
             (copy ``k`` is the same whatever ``first_copy`` and ``dup`` include it).
@@ -493,11 +493,16 @@ def mask_rows(
         raise ValueError("random_prob > 0 needs replacement_ids")
     if not 1 <= dup <= 65535 or max_predictions < 0:
         raise ValueError("dup must be in 1..65535 and max_predictions >= 0")
-    for name, value in (("seed", seed), ("stream", stream), ("partition", partition)):
+    for name, value in (("seed", seed), ("stream", stream)):
         if not 0 <= value <= _U64_MAX:
             raise ValueError(f"{name} must be in [0, 2**64), got {value}")
-    if not 0 <= first_row <= _U64_MAX - len(lengths):
-        raise ValueError(f"first_row out of range: {first_row}")
+    partitions = _per_row(partition, len(lengths), "partition")
+    if np.ndim(first_row) == 0:
+        if not 0 <= first_row <= _U64_MAX - len(lengths):
+            raise ValueError(f"first_row out of range: {first_row}")
+        row_numbers = np.uint64(first_row) + np.arange(len(lengths), dtype=np.uint64)
+    else:
+        row_numbers = _per_row(first_row, len(lengths), "first_row")
     if not 0 <= first_copy <= _U64_MAX - dup:
         raise ValueError(f"first_copy out of range: {first_copy}")
     return _mask_rows(
@@ -508,8 +513,8 @@ def mask_rows(
         word_start,
         np.uint64(seed),
         np.uint64(stream),
-        np.uint64(partition),
-        np.uint64(first_row),
+        partitions,
+        row_numbers,
         int(dup),
         float(mask_prob),
         float(random_prob),
@@ -518,6 +523,18 @@ def mask_rows(
         bool(whole_word),
         np.uint64(first_copy),
     )
+
+
+def _per_row(value: int | np.ndarray, n_rows: int, name: str) -> np.ndarray:
+    """``value`` (one for all rows, or one per row) as (n_rows,) uint64."""
+    if np.ndim(value) == 0:
+        if not 0 <= int(value) <= _U64_MAX:
+            raise ValueError(f"{name} must be in [0, 2**64), got {value}")
+        return np.full(n_rows, value, dtype=np.uint64)
+    array = _unsigned(value, np.uint64, name)
+    if array.size != n_rows:
+        raise ValueError(f"{name} must hold one value per row ({n_rows}), got {array.size}")
+    return array
 
 
 def _unsigned(array: np.ndarray, dtype: type, name: str) -> np.ndarray:

@@ -363,6 +363,34 @@ def test_any_row_recomputes_alone():
         )
 
 
+def test_rows_of_several_partitions_in_one_call_as_a_batch_takes_them():
+    """Per-row partition and row numbers give each row the masks of its own partition's
+    call: a batch of rows from anywhere is masked in one call."""
+    rows = full_rows(10, length=60)
+    by_partition = {
+        p: run_mask(rows, False, dup=2, **{**KEYS, "partition": p}, **DEFAULT) for p in (3, 8)
+    }
+    picked = [(3, 5), (8, 2), (3, 0), (8, 9)]  # (partition, row within it)
+    together = run_mask(
+        [rows[r] for _, r in picked],
+        False,
+        dup=2,
+        **{
+            **KEYS,
+            "partition": np.array([p for p, _ in picked], np.uint64),
+            "first_row": np.array([r for _, r in picked], np.uint64),
+        },
+        **DEFAULT,
+    )
+    for i, (p, r) in enumerate(picked):
+        alone = by_partition[p]
+        np.testing.assert_array_equal(
+            together[0][together[3][i] : together[3][i + 1]],
+            alone[0][alone[3][r] : alone[3][r + 1]],
+        )
+        np.testing.assert_array_equal(together[1][i], alone[1][r])
+
+
 @pytest.mark.parametrize("whole_word", [False, True])
 def test_any_copy_computes_alone(whole_word):
     """Copy k is the same whether it is computed with copies 0..N-1 or alone

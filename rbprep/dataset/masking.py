@@ -67,11 +67,14 @@ def mask_partition_rows(
     tables: MaskTables,
     parameters: MaskParameters,
     split: str,
-    partition: int,
+    partition: int | np.ndarray,
     copies: range,
+    rows: int | np.ndarray = 0,
 ) -> Masks:
-    """The masks of copies ``copies`` (consecutive) of a partition's rows, all of them
-    from row 0: ``row_offsets`` (rows + 1,) int64 and ``row_tokens`` (total,) uint32."""
+    """The masks of copies ``copies`` (consecutive) of rows ``row_offsets`` (rows + 1,)
+    int64 and ``row_tokens`` (total,) uint32: a partition's rows from its row ``rows``
+    on, or (with ``partition`` and ``rows`` as (n,) arrays) rows from anywhere, each
+    with its partition and its index within it (a batch)."""
     from rbprep import kernels
 
     if copies.step != 1 or len(copies) == 0:
@@ -86,7 +89,7 @@ def mask_partition_rows(
             parameters.seed,
             STREAMS[split],
             partition,
-            0,
+            rows,
             len(copies),
             parameters.mask_prob,
             parameters.random_prob,
