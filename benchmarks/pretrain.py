@@ -1,15 +1,19 @@
 """Trainer throughput: tokens/s and MFU of `rbprep pretrain` for a preset on a device, and
-the data loader's rows/s alone (it must never be the bottleneck).
+the data loader's rows/s alone (it must never be the bottleneck), static against dynamic
+masking.
 
-    python benchmarks/pretrain.py DATA [--model base] [--device cuda] [--micro-batch 32]
-        [--steps 30] [--compile] [--results benchmarks/results/pretrain.jsonl]
+    python benchmarks/pretrain.py [DATA] [--dynamic-data DATA2] [--model base]
+        [--device cuda] [--micro-batch 32] [--steps 30] [--compile]
+        [--results benchmarks/results/pretrain.jsonl]
 
-DATA is a dataset from `rbprep shard`; without it the built-in corpus is sharded first
-(seq 512, dup 10, with the tokenizer trained by `rbprep demo`, or a new one). Both
-figures come from the same run: the loader alone (rows/s, assembling batches exactly as
-training does, on one thread), then training, whose steady-state tokens/s and MFU are
-the median of the logged windows after the first (warm-up and compilation excluded).
-The ratio loader rows/s over training rows/s says how much headroom the loader has.
+DATA is a dataset from `rbprep shard` (static, --dup); DATA2 the same corpus sharded with
+`--masking dynamic`. Without them the built-in corpus is sharded both ways first (seq
+512, an 8K BPE trained here). All figures come from the same run: the loader alone
+(rows/s, assembling batches exactly as training does, on one thread), static and dynamic
+interleaved, median of --pairs pairs; then training on DATA, whose steady-state tokens/s
+and MFU are the median of the logged windows after the first (warm-up and compilation
+excluded). The ratio loader rows/s over training rows/s says how much headroom each
+loader has.
 """
 
 from __future__ import annotations
@@ -25,30 +29,40 @@ from pathlib import Path
 from common import ROOT, append_record, record_header
 
 
-def default_dataset(work: Path) -> Path:
+def default_dataset(work: Path, masking: str = "static") -> Path:
+    """The built-in corpus sharded at seq 512 (dup 10, or dynamic masking) into
+    ``work/data`` (``work/data-dynamic``), with an 8K BPE trained once into work/vocab."""
     from rbprep.corpus.builtin import builtin_corpus_path
     from rbprep.sharding import ShardConfig, shard
     from rbprep.vocab import VocabConfig, train_vocab
 
     vocab = work / "vocab"
-    train_vocab([builtin_corpus_path()], vocab, VocabConfig(only="bpe", bpe_size=8000))
-    data = work / "data"
-    shard([builtin_corpus_path()], vocab / "bpe", data, ShardConfig())
+    if not (vocab / "bpe").exists():
+        train_vocab([builtin_corpus_path()], vocab, VocabConfig(only="bpe", bpe_size=8000))
+    data = work / ("data" if masking == "static" else "data-dynamic")
+    shard([builtin_corpus_path()], vocab / "bpe", data, ShardConfig(masking=masking))
     return data
 
 
-def loader_rows_per_s(data: Path, micro_batch: int, batches: int) -> float:
+def loader_rows_per_s(data: Path, micro_batch: int, batches: int, pairs: int) -> list[float]:
+    """Rows/s of the loader alone on each dataset of ``data``, measured in turn ``pairs``
+    times (interleaved, so drift hits all alike); the median per dataset."""
     from rbprep.dataset import open_dataset
     from rbprep.train.data import Cursor, Loader
 
-    loader = Loader(open_dataset(data), micro_batch, seed=0)
-    cursor = Cursor()
-    loader.batch_at(cursor)  # warm the memory map
-    started = time.perf_counter()
-    for _ in range(batches):
-        loader.batch_at(cursor)
-        cursor = loader.next_cursor(cursor)
-    return batches * micro_batch / (time.perf_counter() - started)
+    loaders = [Loader(open_dataset(path), micro_batch, seed=0) for path in data]
+    for loader in loaders:
+        loader.batch_at(Cursor())  # warm the memory map and numba's kernels
+    rates: list[list[float]] = [[] for _ in loaders]
+    for pair in range(pairs):
+        for loader, rate in zip(loaders, rates, strict=True):
+            cursor = Cursor(epoch=pair)  # a new epoch: a dynamic loader computes new masks
+            started = time.perf_counter()
+            for _ in range(batches):
+                loader.batch_at(cursor)
+                cursor = loader.next_cursor(cursor)
+            rate.append(batches * micro_batch / (time.perf_counter() - started))
+    return [statistics.median(rate) for rate in rates]
 
 
 def train(data: Path, args: argparse.Namespace, run: Path) -> list[dict]:
@@ -73,6 +87,8 @@ def train(data: Path, args: argparse.Namespace, run: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", nargs="?", type=Path)
+    parser.add_argument("--dynamic-data", type=Path)
+    parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--micro-batch", type=int, default=16)
@@ -86,7 +102,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as work:
         data = args.data or default_dataset(Path(work))
-        loader_rate = loader_rows_per_s(data, args.micro_batch, batches=50)
+        dynamic = args.dynamic_data or default_dataset(Path(work), "dynamic")
+        loader_rate, dynamic_rate = loader_rows_per_s(
+            [data, dynamic], args.micro_batch, batches=50, pairs=args.pairs
+        )
         records = train(data, args, Path(work) / "run")
         seq_len = json.loads((data / "manifest.json").read_text())["parameters"]["seq_len"]
     steady = records[1:] or records
@@ -100,10 +119,15 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.machine()
     print(f"data: {data} (seq_len {seq_len})")
     print(f"device: {device} ({name}), torch {torch.__version__}, model {args.model}")
-    print(f"  loader alone      {loader_rate:>12,.0f} rows/s")
+    print(f"  loader alone      {loader_rate:>12,.0f} rows/s  (static masks, stored)")
+    print(
+        f"  dynamic loader    {dynamic_rate:>12,.0f} rows/s  (masks computed: "
+        f"{dynamic_rate / loader_rate:.2f}x the static loader)"
+    )
     print(f"  training          {tokens_per_s:>12,.0f} tokens/s  (~{train_rows:,.0f} rows/s)")
     print(f"  MFU               {f'{mfu:.1%}' if mfu is not None else 'n/a (no known peak)':>12}")
     print(f"  loader headroom   {loader_rate / train_rows:>12.1f}x the rows training consumes")
+    print(f"  dynamic headroom  {dynamic_rate / train_rows:>12.1f}x")
     record = {
         **record_header(),
         "device": device,
@@ -113,6 +137,8 @@ def main() -> None:
         "steps": args.steps,
         "compile": args.compile,
         "loader_rows_per_s": round(loader_rate, 1),
+        "dynamic_loader_rows_per_s": round(dynamic_rate, 1),
+        "loader_pairs": args.pairs,
         "tokens_per_s": tokens_per_s,
         "mfu": mfu,
         "windows": steady,

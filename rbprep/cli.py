@@ -263,7 +263,20 @@ def train_vocab_command(
 @click.option(
     "--seq-len", default=512, show_default=True, help="Tokens per row, specials included."
 )
-@click.option("--dup", default=10, show_default=True, help="Masked copies of every row.")
+@click.option(
+    "--dup",
+    type=int,
+    help="Masked copies stored of every row (static masking).  [default: 10]",
+)
+@click.option(
+    "--masking",
+    type=click.Choice(["static", "dynamic"]),
+    default="static",
+    show_default=True,
+    help="static: store --dup masked copies (epoch e reads copy e % dup). dynamic: store "
+    "ids only; copy e is computed from the seed when a batch is made, a new mask every "
+    "epoch (RoBERTa's), equal to copy e of a static dataset.",
+)
 @click.option(
     "--mode",
     type=click.Choice(["full-sentences", "doc-sentences"]),
@@ -319,7 +332,8 @@ def shard_command(
     tokenizer: str,
     out: str,
     seq_len: int,
-    dup: int,
+    dup: int | None,
+    masking: str,
     mode: str,
     mask_prob: float,
     random_prob: float,
@@ -358,6 +372,7 @@ def shard_command(
     config = ShardConfig(
         seq_len=seq_len,
         dup=dup,
+        masking=masking,
         mode=mode,
         mask_prob=mask_prob,
         random_prob=random_prob,

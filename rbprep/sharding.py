@@ -40,6 +40,7 @@ from rbprep.dataset.format import (
 from rbprep.dataset.masking import (
     STREAMS,
     MaskParameters,
+    Masks,
     MaskTables,
     mask_partition_rows,
 )
@@ -71,6 +72,8 @@ from rbprep.tokenizer_info import (
 )
 
 MODES = ("full-sentences", "doc-sentences")
+MASKINGS = ("static", "dynamic")  # masks stored (dup copies), or computed per epoch
+DEFAULT_DUP = 10
 COMPRESSIONS = ("none", "zstd", "lz4")
 # A partition's stages, in order (``shard --json``'s ``stage_seconds``); "kernels" is the
 # wait for numba to load the kernels, on a process's first partitions only.
@@ -86,7 +89,8 @@ class ShardConfig:
     """Parameters of ``shard`` that decide its output; CLI options carry the same names."""
 
     seq_len: int = 512
-    dup: int = 10
+    dup: int | None = None  # stored masked copies; None: 10 (static), none (dynamic)
+    masking: str = "static"
     mode: str = "full-sentences"
     mask_prob: float = 0.15
     random_prob: float = 0.1
@@ -101,15 +105,31 @@ class ShardConfig:
         """The cap on masked positions per copy: ceil(mask_prob * (seq_len - 2))."""
         return int(np.ceil(self.mask_prob * (self.seq_len - 2) - 1e-9))
 
+    @property
+    def copies(self) -> int | None:
+        """Masked copies stored per row: ``dup`` (10 by default) under static masking,
+        None under dynamic masking (any copy is computed when a batch is made)."""
+        if self.masking == "dynamic":
+            return None
+        return DEFAULT_DUP if self.dup is None else self.dup
+
     def parameters(self) -> dict[str, Any]:
-        """The manifest's ``parameters``: the fields and ``max_predictions``."""
-        return {**asdict(self), "max_predictions": self.max_predictions}
+        """The manifest's ``parameters``: the fields (``dup`` as stored copies, None
+        under dynamic masking) and ``max_predictions``."""
+        return {**asdict(self), "dup": self.copies, "max_predictions": self.max_predictions}
 
     def check(self) -> None:
         if not 8 <= self.seq_len <= 65535:
             raise RbprepError(f"--seq-len must be in 8..65535, got {self.seq_len}")
-        if not 1 <= self.dup <= 255:
-            raise RbprepError(f"--dup must be in 1..255, got {self.dup}")
+        if self.masking not in MASKINGS:
+            raise RbprepError(f"--masking must be one of {', '.join(MASKINGS)}")
+        if self.masking == "dynamic" and self.dup is not None:
+            raise RbprepError(
+                f"--dup {self.dup} stores masked copies; --masking dynamic computes a new one "
+                "for every epoch instead: give one or the other"
+            )
+        if self.copies is not None and not 1 <= self.copies <= 255:
+            raise RbprepError(f"--dup must be in 1..255, got {self.copies}")
         if self.mode not in MODES:
             raise RbprepError(f"--mode must be one of {', '.join(MODES)}")
         if self.compression not in COMPRESSIONS:
@@ -162,7 +182,11 @@ class ShardSummary:
         lines.append(
             f"Padding {totals['padding_share']:.1%} of {totals['slots']:,} slots; "
             f"{totals['bytes_per_token']:.2f} bytes on disk per stored token "
-            f"({counted(self.manifest['parameters']['dup'], 'masked copy', 'masked copies')})."
+            + (
+                f"({counted(dup, 'masked copy', 'masked copies')})."
+                if (dup := self.manifest["parameters"]["dup"]) is not None
+                else "(ids only: masks are computed for each epoch, --masking dynamic)."
+            )
         )
         problems = ReadStats.from_dict(totals["read"]).problems()
         if problems:
@@ -337,20 +361,20 @@ def shard_partition(
             work, config, split, partition.id, token_ids, unit_lengths, texts[split].starts
         )
         clock.lap("pack_mask")
-        row_offsets = rows[0]
+        row_offsets, _, masks = rows
         split_record: dict[str, Any] = {
             "documents": texts[split].documents,
             "units": len(texts[split].units),
             "content_tokens": int(unit_lengths.sum()),
             "rows": len(row_offsets) - 1,
             "tokens": int(row_offsets[-1]),
-            "masked_positions": len(rows[3]),
+            "masked_positions": 0 if masks is None else len(masks.positions),
             "length_histogram": _length_histogram(np.diff(row_offsets), config.seq_len),
         }
         if split_record["rows"]:
             name = f"{split}/shard-{partition.id:05d}.arrow"
             compression = None if config.compression == "none" else config.compression
-            table = shard_table(*rows, info.vocab_size, config.dup)
+            table = shard_table(*rows, info.vocab_size)
             digest, size = write_shard(table, out_dir.child(name), compression)
             split_record.update(file=name, sha256=digest, bytes=size)
             clock.lap("write")
@@ -433,12 +457,14 @@ def _pack_and_mask_stage(
     token_ids: np.ndarray,
     unit_lengths: np.ndarray,
     starts: list[bool],
-) -> tuple[np.ndarray, ...]:
-    """Rows of the split and their masks, as ``shard_table`` takes them: row offsets and
-    tokens, mask position offsets, positions, groups, random offsets, random tokens."""
+) -> tuple[np.ndarray, np.ndarray, Masks | None]:
+    """Rows of the split and their stored masks, as ``shard_table`` takes them: row
+    offsets, row tokens, and the ``dup`` copies' masks (None under dynamic masking)."""
     row_offsets, row_tokens = _pack(
         config, token_ids, unit_lengths, starts, work.info.cls_id, work.info.sep_id
     )
+    if config.copies is None:
+        return row_offsets, row_tokens, None
     masks = mask_partition_rows(
         row_offsets,
         row_tokens,
@@ -446,17 +472,9 @@ def _pack_and_mask_stage(
         MaskParameters.of(config.parameters()),
         split,
         partition_id,
-        range(config.dup),
+        range(config.copies),
     )
-    return (
-        row_offsets,
-        row_tokens,
-        masks.position_offsets,
-        masks.positions,
-        masks.groups,
-        masks.random_offsets,
-        masks.random_tokens,
-    )
+    return row_offsets, row_tokens, masks
 
 
 def _pack(
@@ -696,7 +714,7 @@ def _locked(out_dir: Location) -> contextlib.AbstractContextManager[None]:
 def _run_state(corpus: Corpus, info: TokenizerInfo, config: ShardConfig) -> dict[str, Any]:
     """What must not change between an interrupted run and its --resume."""
     return {
-        "parameters": asdict(config),
+        "parameters": config.parameters(),
         "tokenizer_sha256": info.sha256,
         "partition_size": corpus.partition_size,
         "files": [file.path for file in corpus.files],
@@ -841,6 +859,7 @@ def _manifest(
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "rbprep_version": __version__,
+        "masking": config.masking,
         "parameters": config.parameters(),
         "tokenizer": {
             "file": "tokenizer.json",

@@ -747,6 +747,7 @@ def test_tokenizers_that_would_lose_text_are_refused(
         (["--random-prob", "0.6", "--keep-prob", "0.6"], "sum to at most 1"),
         (["--seed", "-1"], "--seed must be in"),
         (["--seed", str(2**64)], "--seed must be in"),
+        (["--masking", "dynamic", "--dup", "3"], "--masking dynamic computes a new one"),
     ],
 )
 def test_bad_options(tmp_path, small_corpus, small_vocab, option, message):
@@ -989,3 +990,66 @@ def test_resume_redoes_a_finished_partition_whose_shard_is_damaged(
     assert f"train/{shards[2].name} is missing or damaged" in warnings[1]
     assert summary.partitions_resumed == len(corpus.partitions) - 2
     assert dataset_files(out) == straight
+
+
+# --- dynamic masking ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dynamic_and_static(tmp_path_factory, builtin_corpus, small_vocab) -> tuple[Path, Path]:
+    """The built-in corpus at seq 512, masked dynamically and with 3 stored copies,
+    whole-word, so both masking kinds and the word-start table take part."""
+    out = tmp_path_factory.mktemp("masking")
+    options = dict(valid_fraction=0.05, whole_word=True, seed=7)
+    dynamic, static = out / "dynamic", out / "static"
+    shard([builtin_corpus], small_vocab / "bpe", dynamic, ShardConfig(masking="dynamic", **options))
+    shard([builtin_corpus], small_vocab / "bpe", static, ShardConfig(dup=3, **options))
+    return dynamic, static
+
+
+def test_dynamic_copy_k_equals_static_copy_k_array_for_array(dynamic_and_static):
+    dynamic_root, static_root = dynamic_and_static
+    for split in ("train", "valid"):
+        dynamic, static = open_dataset(dynamic_root, split), open_dataset(static_root, split)
+        assert dynamic.dup is None and dynamic.masking == "dynamic" and static.dup == 3
+        assert len(dynamic) == len(static) > 0
+        rows = np.random.default_rng(0).permutation(len(static))[:500]  # across shards
+        for copy in range(3):
+            a = static.batch(rows, copy=copy, groups=True)
+            b = dynamic.batch(rows, copy=copy, groups=True)
+            assert a.keys() == b.keys()
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name], err_msg=f"{split} {copy} {name}")
+    with pytest.raises(IndexError):
+        static.batch(rows, copy=3)
+    later = [dynamic.batch(rows[:50], copy=k)["labels"] for k in (3, 40, 1000)]
+    assert not np.array_equal(later[0], later[1]) and not np.array_equal(later[1], later[2])
+
+
+def test_a_dynamic_dataset_stores_ids_only_and_says_so(dynamic_and_static):
+    dynamic_root, _ = dynamic_and_static
+    manifest = json.loads((dynamic_root / "manifest.json").read_text())
+    assert manifest["masking"] == "dynamic" and manifest["parameters"]["dup"] is None
+    shard_file = dynamic_root / manifest["splits"]["train"]["shards"][0]["file"]
+    table = pa.ipc.open_file(pa.memory_map(str(shard_file))).read_all()
+    assert table.column_names == ["input_ids"]
+    stored = sum(manifest["splits"][split]["bytes"] for split in ("train", "valid"))
+    assert stored / manifest["totals"]["content_tokens"] <= 2.2  # a vocabulary < 65,536
+    assert verify(dynamic_root).masked_positions > 0
+    shown = inspect(dynamic_root, copy=41, rows=2)
+    assert "masking=dynamic" in shown.report() and len(shown.samples) == 2
+
+
+def test_verify_checks_the_computed_masks_of_a_dynamic_dataset(dynamic_and_static, monkeypatch):
+    from rbprep.dataset import verification
+
+    real = verification.mask_partition_rows
+
+    def a_special_chosen(*args, **kwargs):  # as a different masking would choose
+        masks = real(*args, **kwargs)
+        masks.positions[masks.position_offsets[1]] = 0  # row 1's first: <s>
+        return masks
+
+    monkeypatch.setattr(verification, "mask_partition_rows", a_special_chosen)
+    with pytest.raises(RbprepError, match="row 1, copy 0: the computed masks have a special"):
+        verify(dynamic_and_static[0])

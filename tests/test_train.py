@@ -238,6 +238,19 @@ def test_loader_order_copies_and_ranks(tiny_data):
     assert cursor == Cursor(1, 1)
 
 
+def test_a_dynamic_dataset_gives_epoch_e_copy_e_and_trains(builtin_corpus, small_vocab, tmp_path):
+    data = tmp_path / "dynamic"
+    shard([builtin_corpus], small_vocab / "bpe", data, ShardConfig(seq_len=64, masking="dynamic"))
+    dataset = open_dataset(data)
+    loader = Loader(dataset, 4, seed=7, rank=0, world=1)
+    for epoch in (0, 2, 13):  # not epoch % dup: every epoch its own masks
+        expected = dataset.batch(epoch_order(len(dataset), 7, epoch)[:4], copy=epoch)
+        got = loader.batch_at(Cursor(epoch, 0))
+        np.testing.assert_array_equal(got["labels"].numpy(), expected["labels"])
+    summary = pretrain(data, tmp_path / "run", TrainConfig(**{**TINY, "steps": 3}), progress=False)
+    assert summary.steps == 3 and math.isfinite(summary.final_loss)
+
+
 def test_tiny_model_learns_on_cpu(tiny_data, tmp_path):
     summary = pretrain(
         tiny_data,

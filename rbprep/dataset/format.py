@@ -10,6 +10,9 @@ One Arrow IPC file per partition and split, one row per packed sequence:
 - ``random_tokens``: list<uint16|uint32>, the replacement tokens of the random groups,
   copy after copy, in the order of their positions.
 
+A dataset with dynamic masking (``shard --masking dynamic``) stores ``input_ids`` alone:
+its masks are computed for any copy when a batch is made (``rbprep.dataset.masking``).
+
 Ids are uint16 when the vocabulary fits, else uint32. Files are written atomically
 (``rbprep.storage``): a file that exists is complete.
 """
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from rbprep.dataset.masking import Masks
 from rbprep.storage import Location
 
 FORMAT_NAME = "rbprep-mlm-shards"
@@ -40,8 +44,11 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def shard_schema(vocab_size: int, dup: int) -> pa.Schema:
+def shard_schema(vocab_size: int, dup: int | None) -> pa.Schema:
+    """The columns of a shard: ``dup`` stored copies of masks, or (None) ids alone."""
     ids = id_type(vocab_size)
+    if dup is None:
+        return pa.schema([pa.field("input_ids", pa.list_(ids), nullable=False)])
     return pa.schema(
         [
             pa.field("input_ids", pa.list_(ids), nullable=False),
@@ -53,17 +60,10 @@ def shard_schema(vocab_size: int, dup: int) -> pa.Schema:
 
 
 def shard_table(
-    row_offsets: np.ndarray,
-    row_tokens: np.ndarray,
-    position_offsets: np.ndarray,
-    positions: np.ndarray,
-    groups: np.ndarray,
-    random_offsets: np.ndarray,
-    random_tokens: np.ndarray,
-    vocab_size: int,
-    dup: int,
+    row_offsets: np.ndarray, row_tokens: np.ndarray, masks: Masks | None, vocab_size: int
 ) -> pa.Table:
-    """Arrow table of packed rows and their masks (the kernels' outputs)."""
+    """Arrow table of packed rows and their stored masks (the kernels' outputs), or the
+    rows alone where ``masks`` is None (dynamic masking)."""
     ids = id_dtype(vocab_size)
 
     def list_array(offsets: np.ndarray, values: np.ndarray, dtype: np.dtype) -> pa.Array:
@@ -71,13 +71,17 @@ def shard_table(
             arrow_array(offsets.astype(np.int32)), arrow_array(values.astype(dtype, copy=False))
         )
 
-    group_values = arrow_array(groups.reshape(-1).astype(np.uint16, copy=False))
+    rows = list_array(row_offsets, row_tokens, ids)
+    if masks is None:
+        return pa.Table.from_arrays([rows], schema=shard_schema(vocab_size, None))
+    dup = masks.groups.shape[1]
+    group_values = arrow_array(masks.groups.reshape(-1).astype(np.uint16, copy=False))
     return pa.Table.from_arrays(
         [
-            list_array(row_offsets, row_tokens, ids),
-            list_array(position_offsets, positions, np.dtype(np.uint16)),
+            rows,
+            list_array(masks.position_offsets, masks.positions, np.dtype(np.uint16)),
             pa.FixedSizeListArray.from_arrays(group_values, 3 * dup),
-            list_array(random_offsets, random_tokens, ids),
+            list_array(masks.random_offsets, masks.random_tokens, ids),
         ],
         schema=shard_schema(vocab_size, dup),
     )

@@ -87,7 +87,9 @@ def inspect(
         "parameters_line": ", ".join(
             f"{key}={parameters[key]}"
             for key in ("seq_len", "dup", "mode", "mask_prob", "whole_word", "seed")
-        ),
+            if parameters[key] is not None
+        )
+        + (", masking=dynamic" if parameters["dup"] is None else ""),
         "vocab_size": manifest["tokenizer"]["vocab_size"],
         "tokenizer_sha256": manifest["tokenizer"]["sha256"],
         "documents": totals["documents"],
@@ -112,8 +114,10 @@ def inspect(
     dataset = open_dataset(root, split, checksums=checksums)
     if not len(dataset) or rows <= 0:
         return result
-    if not 0 <= copy < dataset.dup:
+    if dataset.dup is not None and not 0 <= copy < dataset.dup:
         raise RbprepError(f"--copy must be in 0..{dataset.dup - 1}")
+    if copy < 0:
+        raise RbprepError(f"--copy must be at least 0, got {copy}")
     indices = np.unique(np.linspace(0, len(dataset) - 1, min(rows, len(dataset))).astype(int))
     original = dataset.batch(indices, copy=None)
     masked = dataset.batch(indices, copy=copy, groups=True)

@@ -32,8 +32,10 @@ from rbprep.dataset.format import (
     as_location,
     shard_schema,
 )
+from rbprep.dataset.masking import MaskParameters, Masks, MaskTables, mask_partition_rows
 from rbprep.errors import RbprepError
 from rbprep.storage import Location
+from rbprep.tokenizer_info import replacement_ids, word_start_table
 
 logger = logging.getLogger("rbprep")
 
@@ -48,6 +50,10 @@ class Dataset:
     ``attention_mask`` and ``labels`` (the original id where masked, -100 elsewhere),
     each an int64 array of shape (len(indices), seq_len); ``copy=None`` returns the
     unmasked ``input_ids`` and ``attention_mask``.
+
+    ``masking`` is "static" (``dup`` copies stored, ``0 <= k < dup``) or "dynamic"
+    (``dup`` is None; any ``k >= 0`` is computed from the seed as the batch is made,
+    equal to copy ``k`` of a static dataset of the same corpus, tokenizer and options).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", checksums: bool = True):
@@ -58,7 +64,8 @@ class Dataset:
             raise RbprepError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
         parameters = self.manifest["parameters"]
         self.seq_len: int = parameters["seq_len"]
-        self.dup: int = parameters["dup"]
+        self.dup: int | None = parameters["dup"]
+        self.masking: str = self.manifest.get("masking", "static")
         tokenizer = self.manifest["tokenizer"]
         self.pad_id: int = tokenizer["pad_id"]
         self.mask_id: int = tokenizer["mask_id"]
@@ -136,8 +143,10 @@ class Dataset:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)  # (batch,)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"row index out of range for {len(self)} rows")
-        if copy is not None and not 0 <= copy < self.dup:
+        if copy is not None and self.dup is not None and not 0 <= copy < self.dup:
             raise IndexError(f"copy must be in 0..{self.dup - 1}, got {copy}")
+        if copy is not None and copy < 0:
+            raise IndexError(f"copy must be at least 0, got {copy}")
         size = len(indices)
         input_ids = np.full((size, self.seq_len), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((size, self.seq_len), dtype=np.int64)
@@ -146,8 +155,12 @@ class Dataset:
         shard_of = np.searchsorted(self._starts, indices, side="right") - 1  # (batch,)
         for shard in np.unique(shard_of):
             out_rows = np.flatnonzero(shard_of == shard)
-            table = self._tables[shard].take(arrow_array(indices[out_rows] - self._starts[shard]))
-            self._fill(table, out_rows, copy, input_ids, attention_mask, labels, kinds)
+            rows_in_shard = indices[out_rows] - self._starts[shard]
+            table = self._tables[shard].take(arrow_array(rows_in_shard))
+            masks = None
+            if copy is not None and self.dup is None:  # dynamic: this copy, computed now
+                masks = self._computed_masks(table, int(shard), rows_in_shard, copy)
+            self._fill(table, out_rows, copy, masks, input_ids, attention_mask, labels, kinds)
         result = {"input_ids": input_ids, "attention_mask": attention_mask}
         if copy is not None:
             result["labels"] = labels
@@ -155,11 +168,44 @@ class Dataset:
                 result["mask_groups"] = kinds
         return result
 
+    @cached_property
+    def mask_tables(self) -> MaskTables:
+        """The tokenizer's tables for masking (dynamic masking computes with them)."""
+        info = self.manifest["tokenizer"]
+        vocab = self.tokenizer.get_vocab(with_added_tokens=True)
+        special = np.zeros(info["vocab_size"], dtype=np.bool_)  # (vocab,) bool
+        special[info["special_ids"]] = True
+        return MaskTables(
+            special=special,
+            replacements=replacement_ids(vocab, info["vocab_size"], info["special_ids"]),
+            word_starts=word_start_table(
+                vocab, info["vocab_size"], info["word_prefix"], info["continuation_prefix"]
+            ),
+        )
+
+    def _computed_masks(
+        self, table: pa.Table, shard: int, rows_in_shard: np.ndarray, copy: int
+    ) -> Masks:
+        """Copy ``copy`` of the masks of ``table``'s rows, rows ``rows_in_shard`` of shard
+        ``shard`` (a shard holds one partition's rows of the split, from its row 0)."""
+        lengths, values = _lists(table.column("input_ids"))
+        return mask_partition_rows(
+            np.concatenate(([0], np.cumsum(lengths))),
+            values.astype(np.uint32),
+            self.mask_tables,
+            MaskParameters.of(self.manifest["parameters"]),
+            self.split,
+            self.shards[shard]["partition"],
+            range(copy, copy + 1),
+            rows_in_shard.astype(np.uint64),
+        )
+
     def _fill(
         self,
         table: pa.Table,
         out_rows: np.ndarray,
         copy: int | None,
+        masks: Masks | None,
         input_ids: np.ndarray,
         attention_mask: np.ndarray,
         labels: np.ndarray,
@@ -171,10 +217,14 @@ class Dataset:
         attention_mask[rows, columns] = 1
         if copy is None:
             return
-        groups = _fixed(table.column("mask_groups")).reshape(-1, self.dup, 3)  # (n, dup, 3)
-        per_copy = groups.sum(axis=2, dtype=np.int64)  # (n, dup)
-        _, positions = _lists(table.column("mask_positions"))
-        _, random_tokens = _lists(table.column("random_tokens"))
+        if masks is not None:  # computed: the one copy asked for
+            groups = masks.groups  # (n, 1, 3)
+            positions, random_tokens, copy = masks.positions, masks.random_tokens, 0
+        else:  # stored: every copy, this one taken out below
+            groups = _fixed(table.column("mask_groups")).reshape(-1, self.dup, 3)  # (n, dup, 3)
+            _, positions = _lists(table.column("mask_positions"))
+            _, random_tokens = _lists(table.column("random_tokens"))
+        per_copy = groups.sum(axis=2, dtype=np.int64)  # (n, copies)
         # This copy's slice of each row's positions and random tokens.
         position_starts = _row_starts(per_copy.sum(axis=1)) + per_copy[:, :copy].sum(axis=1)
         chosen = _slices(position_starts, per_copy[:, copy])
@@ -224,24 +274,29 @@ def _check_sha256(location: Location, sha256: str, advice: str) -> None:
 
 
 def _shard_problem(
-    table: pa.Table, shard: dict[str, Any], vocab_size: int, seq_len: int, dup: int
+    table: pa.Table, shard: dict[str, Any], vocab_size: int, seq_len: int, dup: int | None
 ) -> str | None:
     """What in ``table`` would make a wrong batch or a crash, or None. Vectorised: one
-    pass over each column, no loop per row."""
+    pass over each column, no loop per row. ``dup`` None: ids alone (dynamic masking)."""
     if not table.schema.equals(shard_schema(vocab_size, dup)):
         return "its columns differ from the format's"
     if table.num_rows != shard["rows"]:
         return f"{table.num_rows:,} rows, the manifest says {shard['rows']:,}"
     lengths, ids = _lists(table.column("input_ids"))
-    position_counts, positions = _lists(table.column("mask_positions"))
-    random_counts, random_tokens = _lists(table.column("random_tokens"))
-    groups = _fixed(table.column("mask_groups")).reshape(-1, dup, 3).astype(np.int64)
-    problems = (  # (bad per row, what is wrong), first problem first
+    rows = (
         ((lengths < 3) | (lengths > seq_len), f"a length outside 3..{seq_len}"),
         (
             _any_per_row(ids >= vocab_size, lengths),
             f"an id outside the {vocab_size:,}-id vocabulary",
         ),
+    )
+    if dup is None:
+        return _first_problem(rows)
+    position_counts, positions = _lists(table.column("mask_positions"))
+    random_counts, random_tokens = _lists(table.column("random_tokens"))
+    groups = _fixed(table.column("mask_groups")).reshape(-1, dup, 3).astype(np.int64)
+    problems = (  # (bad per row, what is wrong), first problem first
+        *rows,
         (
             (groups.sum(axis=(1, 2)) != position_counts)
             | (groups[:, :, 1].sum(axis=1) != random_counts),
@@ -256,6 +311,11 @@ def _shard_problem(
             f"a random token outside the {vocab_size:,}-id vocabulary",
         ),
     )
+    return _first_problem(problems)
+
+
+def _first_problem(problems: Any) -> str | None:
+    """``row N has ...`` for the first (bad per row, what is wrong) that holds, or None."""
     for bad, what in problems:
         if bad.any():
             return f"row {int(np.argmax(bad))} has {what}"

@@ -122,11 +122,18 @@ def _verify(root: Location, manifest: dict, progress: bool) -> VerifyReport:
             if not table.schema.equals(schema) or table.num_rows != shard["rows"]:
                 raise RbprepError(f"{path}: schema or row count differs from the manifest")
             _check_rows(path, table, parameters, tokenizer)
-            _check_masks(path, table, parameters, tables, split, shard)
+            if parameters["dup"] is None:
+                report.masked_positions += _check_computed_masks(
+                    path, table, parameters, tables, split, shard
+                )
+            else:
+                _check_masks(path, table, parameters, tables, split, shard)
+                report.masked_positions += len(
+                    table.column("mask_positions").combine_chunks().values
+                )
             report.shards += 1
             report.rows += table.num_rows
             report.tokens += shard["tokens"]
-            report.masked_positions += len(table.column("mask_positions").combine_chunks().values)
             bar.update(shard["bytes"])
     splits = manifest["splits"]
     for split in SPLITS:
@@ -340,6 +347,82 @@ def _check_masks(
             f"{path}: row {int(bad[0])}: masks differ from what the seed recomputes "
             "(damaged data or different rbprep masking)"
         )
+
+
+# The copies of a dynamic dataset whose masks verify computes and checks: the first
+# epochs' and a far one.
+DYNAMIC_COPIES = (0, 1, 2, 99)
+
+
+def _check_computed_masks(
+    path: Location,
+    table: pa.Table,
+    parameters: dict,
+    tables: MaskTables,
+    split: str,
+    shard: dict,
+) -> int:
+    """A dynamic dataset stores no masks: compute copies ``DYNAMIC_COPIES`` and check
+    each against the masking rules (positions distinct, inside the row, never special;
+    at most ``max_predictions``; replacements non-special ids). Returns the positions."""
+    offsets, ids = _flat(table.column("input_ids"))
+    ids = ids.astype(np.uint32)
+    mask_parameters = MaskParameters.of(parameters)
+    lengths = np.diff(offsets)
+    total = 0
+    for copy in DYNAMIC_COPIES:
+        masks = mask_partition_rows(
+            offsets, ids, tables, mask_parameters, split, shard["partition"], range(copy, copy + 1)
+        )
+        counts = np.diff(masks.position_offsets)  # (rows,) positions of this copy
+        row_of = np.repeat(np.arange(len(lengths)), counts)
+        positions = masks.positions.astype(np.int64)
+        problems = [
+            (counts > mask_parameters.max_predictions, "more masked positions than allowed"),
+            (
+                _flags_per_row(positions >= lengths[row_of], row_of, len(lengths)),
+                "a mask position beyond its end",
+            ),
+            (
+                _flags_per_row(
+                    tables.special[
+                        ids[offsets[row_of] + np.minimum(positions, lengths[row_of] - 1)]
+                    ],
+                    row_of,
+                    len(lengths),
+                ),
+                "a special token chosen for masking",
+            ),
+            (_repeated_per_row(positions, row_of, len(lengths)), "a position chosen twice"),
+        ]
+        random_rows = np.repeat(np.arange(len(lengths)), np.diff(masks.random_offsets))
+        problems.append(
+            (
+                _flags_per_row(tables.special[masks.random_tokens], random_rows, len(lengths)),
+                "a special token drawn as a random replacement",
+            )
+        )
+        for bad, what in problems:
+            if bad.any():
+                raise RbprepError(
+                    f"{path}: row {int(np.argmax(bad))}, copy {copy}: the computed masks have "
+                    f"{what} (a different rbprep masking, or damaged data)"
+                )
+        total += len(masks.positions)
+    return total
+
+
+def _flags_per_row(flags: np.ndarray, row_of: np.ndarray, rows: int) -> np.ndarray:
+    """(rows,) bool: any flag set among each row's elements (``row_of`` each's row)."""
+    return np.bincount(row_of[flags], minlength=rows) > 0
+
+
+def _repeated_per_row(positions: np.ndarray, row_of: np.ndarray, rows: int) -> np.ndarray:
+    """(rows,) bool: a row whose positions hold one value twice."""
+    keys = row_of * (1 << 20) + positions  # a row's positions are below 65,536
+    ordered = np.sort(keys)
+    twice = ordered[1:] == ordered[:-1]
+    return np.bincount(ordered[1:][twice] >> 20, minlength=rows) > 0
 
 
 def _vocab(tokenizer_path: Location) -> dict[str, int]:

@@ -1,5 +1,6 @@
 """Batches for the trainer from ``rbprep.open_dataset``: shuffled per epoch from the seed,
-copy ``epoch % dup`` of the masks, rows sharded across ranks, loaded ahead on a thread."""
+copy ``epoch % dup`` of the masks (copy ``epoch`` of a dynamic dataset), rows sharded
+across ranks, loaded ahead on a thread."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ class Loader:
 
     Each epoch shuffles all rows (the same order on every rank), gives rank ``r`` the
     rows ``r, r + world, ...`` of it, and masks them as copy ``epoch % dup``, so every
-    sequence is seen with a different mask in each of ``dup`` epochs. A rank's
+    sequence is seen with a different mask in each of ``dup`` epochs; a dynamic dataset
+    (``dup`` None) computes copy ``epoch``, a new mask every epoch. A rank's
     incomplete last batch is dropped, so all ranks take the same number of steps.
     """
 
@@ -67,9 +69,9 @@ class Loader:
             self._order = (cursor.epoch, order[self.rank :: self.world])
         order = self._order[1]
         start = cursor.batch * self.micro_batch
-        arrays = self.dataset.batch(
-            order[start : start + self.micro_batch], copy=cursor.epoch % self.dataset.dup
-        )
+        dup = self.dataset.dup
+        copy = cursor.epoch if dup is None else cursor.epoch % dup
+        arrays = self.dataset.batch(order[start : start + self.micro_batch], copy=copy)
         tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
         if self.device.type == "cuda":
             tensors = {name: t.pin_memory() for name, t in tensors.items()}
