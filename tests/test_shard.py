@@ -1053,3 +1053,51 @@ def test_verify_checks_the_computed_masks_of_a_dynamic_dataset(dynamic_and_stati
     monkeypatch.setattr(verification, "mask_partition_rows", a_special_chosen)
     with pytest.raises(RbprepError, match="row 1, copy 0: the computed masks have a special"):
         verify(dynamic_and_static[0])
+
+
+# --- document ids -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["full-sentences", "doc-sentences"])
+def test_document_ids_say_which_document_each_position_is_of(tmp_path, small_vocab, mode):
+    import re
+
+    rng = np.random.default_rng(3)
+    documents = [
+        [f"Document {i} line {j} about topic {i}." for j in range(rng.integers(1, 6))]
+        for i in range(80)
+    ]
+    corpus = tmp_path / "documents.txt"
+    corpus.write_text("\n\n".join("\n".join(lines) for lines in documents) + "\n")
+    out = tmp_path / "data"
+    shard([corpus], small_vocab / "bpe", out, ShardConfig(seq_len=40, dup=1, mode=mode))
+    dataset = open_dataset(out)
+    tokenizer = dataset.tokenizer
+    batch = dataset.batch(np.arange(len(dataset)), copy=None)
+    ids, attention = batch["input_ids"], batch["attention_mask"]
+    document_ids = batch["document_ids"]
+    assert document_ids.dtype == np.int32 and document_ids.shape == ids.shape
+    assert (document_ids[attention == 0] == -1).all()
+    segments = 0
+    for row_ids, row_documents, length in zip(
+        ids, document_ids, attention.sum(axis=1), strict=True
+    ):
+        row_ids, row_documents = row_ids[:length], row_documents[:length]
+        # From 0, one more after each separating end token; the end token ends its document.
+        separators = np.flatnonzero(row_ids[:-1] == dataset.sep_id)
+        expected = np.zeros(length, dtype=np.int32)
+        for separator in separators:
+            expected[separator + 1 :] += 1
+        np.testing.assert_array_equal(row_documents, expected)
+        for document in range(int(row_documents.max()) + 1):
+            text = tokenizer.decode(row_ids[row_documents == document].tolist())
+            numbers = set(re.findall(r"(?:Document|topic) (\d+)", text))
+            assert len(numbers) <= 1, text  # one source document's text per document id
+            segments += 1
+    if mode == "doc-sentences":
+        assert (document_ids.max(axis=1) == 0).all()
+    else:
+        assert segments > len(dataset) and (document_ids.max(axis=1) >= 2).any()
+    # Copies and the unmasked rows share the document ids.
+    masked = dataset.batch(np.arange(len(dataset)), copy=0)
+    np.testing.assert_array_equal(masked["document_ids"], document_ids)

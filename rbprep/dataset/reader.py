@@ -48,8 +48,11 @@ class Dataset:
 
     ``batch(indices, copy=k)`` returns ``input_ids`` (masked as copy ``k``),
     ``attention_mask`` and ``labels`` (the original id where masked, -100 elsewhere),
-    each an int64 array of shape (len(indices), seq_len); ``copy=None`` returns the
-    unmasked ``input_ids`` and ``attention_mask``.
+    each an int64 array of shape (len(indices), seq_len), and ``document_ids``, int32
+    of the same shape: each position's document within its row, from 0, and -1 on
+    padding (the end token that separates two documents ends the one before it, so a
+    document reads ``<s> A </s>`` first in a row and ``B </s>`` after it); ``copy=None``
+    returns the unmasked ``input_ids``, ``attention_mask`` and ``document_ids``.
 
     ``masking`` is "static" (``dup`` copies stored, ``0 <= k < dup``) or "dynamic"
     (``dup`` is None; any ``k >= 0`` is computed from the seed as the batch is made,
@@ -69,6 +72,7 @@ class Dataset:
         tokenizer = self.manifest["tokenizer"]
         self.pad_id: int = tokenizer["pad_id"]
         self.mask_id: int = tokenizer["mask_id"]
+        self.sep_id: int = tokenizer["sep_id"]  # ends each document in a row
         self.shards = self.manifest["splits"][split]["shards"]
         if not checksums and str(self.root) not in _UNHASHED:
             _UNHASHED.add(str(self.root))
@@ -151,6 +155,7 @@ class Dataset:
         input_ids = np.full((size, self.seq_len), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((size, self.seq_len), dtype=np.int64)
         labels = np.full((size, self.seq_len), IGNORE_INDEX, dtype=np.int64)
+        document_ids = np.full((size, self.seq_len), -1, dtype=np.int32)
         kinds = np.zeros((size, self.seq_len), dtype=np.int8) if groups else None
         shard_of = np.searchsorted(self._starts, indices, side="right") - 1  # (batch,)
         for shard in np.unique(shard_of):
@@ -160,8 +165,14 @@ class Dataset:
             masks = None
             if copy is not None and self.dup is None:  # dynamic: this copy, computed now
                 masks = self._computed_masks(table, int(shard), rows_in_shard, copy)
-            self._fill(table, out_rows, copy, masks, input_ids, attention_mask, labels, kinds)
-        result = {"input_ids": input_ids, "attention_mask": attention_mask}
+            self._fill(
+                table, out_rows, copy, masks, input_ids, attention_mask, document_ids, labels, kinds
+            )
+        result = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "document_ids": document_ids,
+        }
         if copy is not None:
             result["labels"] = labels
             if kinds is not None:
@@ -208,6 +219,7 @@ class Dataset:
         masks: Masks | None,
         input_ids: np.ndarray,
         attention_mask: np.ndarray,
+        document_ids: np.ndarray,
         labels: np.ndarray,
         kinds: np.ndarray | None,
     ) -> None:
@@ -215,6 +227,11 @@ class Dataset:
         rows, columns = _scatter_index(out_rows, lengths)
         input_ids[rows, columns] = values
         attention_mask[rows, columns] = 1
+        # A position's document: the end tokens before it in its row (the one that
+        # separates two documents belongs to the first: it is that document's end).
+        ends = values == self.sep_id
+        ends_before = np.cumsum(ends, dtype=np.int32) - ends  # (total,), across rows
+        document_ids[rows, columns] = ends_before - np.repeat(ends_before[columns == 0], lengths)
         if copy is None:
             return
         if masks is not None:  # computed: the one copy asked for
