@@ -29,9 +29,10 @@ from pathlib import Path
 from common import ROOT, append_record, record_header
 
 
-def default_dataset(work: Path, masking: str = "static") -> Path:
-    """The built-in corpus sharded at seq 512 (dup 10, or dynamic masking) into
-    ``work/data`` (``work/data-dynamic``), with an 8K BPE trained once into work/vocab."""
+def default_dataset(work: Path, masking: str = "static", mode: str = "full-sentences") -> Path:
+    """The built-in corpus sharded at seq 512 (dup 10, or dynamic masking; FULL- or
+    DOC-SENTENCES) into ``work/data[-dynamic][-doc]``, with an 8K BPE trained once into
+    work/vocab."""
     from rbprep.corpus.builtin import builtin_corpus_path
     from rbprep.sharding import ShardConfig, shard
     from rbprep.vocab import VocabConfig, train_vocab
@@ -39,8 +40,9 @@ def default_dataset(work: Path, masking: str = "static") -> Path:
     vocab = work / "vocab"
     if not (vocab / "bpe").exists():
         train_vocab([builtin_corpus_path()], vocab, VocabConfig(only="bpe", bpe_size=8000))
-    data = work / ("data" if masking == "static" else "data-dynamic")
-    shard([builtin_corpus_path()], vocab / "bpe", data, ShardConfig(masking=masking))
+    name = "data" + ("-dynamic" if masking == "dynamic" else "") + ("-doc" if "doc" in mode else "")
+    data = work / name
+    shard([builtin_corpus_path()], vocab / "bpe", data, ShardConfig(masking=masking, mode=mode))
     return data
 
 
@@ -48,19 +50,18 @@ def loader_rows_per_s(data: Path, micro_batch: int, batches: int, pairs: int) ->
     """Rows/s of the loader alone on each dataset of ``data``, measured in turn ``pairs``
     times (interleaved, so drift hits all alike); the median per dataset."""
     from rbprep.dataset import open_dataset
-    from rbprep.train.data import Cursor, Loader
+    from rbprep.train.data import Cursor, FixedBatches, Loader
 
-    loaders = [Loader(open_dataset(path), micro_batch, seed=0) for path in data]
+    loaders = [Loader(open_dataset(path), FixedBatches(micro_batch), seed=0) for path in data]
     for loader in loaders:
-        loader.batch_at(Cursor())  # warm the memory map and numba's kernels
+        loader.step_at(Cursor())  # warm the memory map and numba's kernels
     rates: list[list[float]] = [[] for _ in loaders]
     for pair in range(pairs):
         for loader, rate in zip(loaders, rates, strict=True):
             cursor = Cursor(epoch=pair)  # a new epoch: a dynamic loader computes new masks
             started = time.perf_counter()
             for _ in range(batches):
-                loader.batch_at(cursor)
-                cursor = loader.next_cursor(cursor)
+                cursor = loader.step_at(cursor).cursor
             rate.append(batches * micro_batch / (time.perf_counter() - started))
     return [statistics.median(rate) for rate in rates]
 
@@ -71,7 +72,9 @@ def train(data: Path, args: argparse.Namespace, run: Path) -> list[dict]:
     config = TrainConfig(
         model=args.model,
         micro_batch=args.micro_batch,
-        batch_size=args.micro_batch,
+        batch_size=None if args.batch_tokens else args.micro_batch,
+        batch_tokens=args.batch_tokens,
+        attention=args.attention,
         steps=args.steps,
         device=args.device,
         compile=args.compile,
@@ -80,8 +83,7 @@ def train(data: Path, args: argparse.Namespace, run: Path) -> list[dict]:
         save_every=10**9,
     )
     pretrain(data, run, config, force=True, progress=False)
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if "tokens_per_s" in line]
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def main() -> None:
@@ -95,30 +97,42 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--log-every", type=int, default=5)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--attention", choices=["row", "document"], default="row")
+    parser.add_argument(
+        "--batch-tokens", type=int, help="token-budget steps (micro-batches of micro x seq_len)"
+    )
+    parser.add_argument(
+        "--doc-sentences", action="store_true", help="shard the default dataset DOC-SENTENCES"
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks/results/pretrain.jsonl")
     args = parser.parse_args()
 
     import torch
 
     with tempfile.TemporaryDirectory() as work:
-        data = args.data or default_dataset(Path(work))
-        dynamic = args.dynamic_data or default_dataset(Path(work), "dynamic")
+        mode = "doc-sentences" if args.doc_sentences else "full-sentences"
+        data = args.data or default_dataset(Path(work), mode=mode)
+        dynamic = args.dynamic_data or default_dataset(Path(work), "dynamic", mode)
         loader_rate, dynamic_rate = loader_rows_per_s(
             [data, dynamic], args.micro_batch, batches=50, pairs=args.pairs
         )
-        records = train(data, args, Path(work) / "run")
+        every_step = train(data, args, Path(work) / "run")
         seq_len = json.loads((data / "manifest.json").read_text())["parameters"]["seq_len"]
+    records = [r for r in every_step if r.get("tokens_per_s")]
     steady = records[1:] or records
     tokens_per_s = statistics.median(r["tokens_per_s"] for r in steady)
     mfus = [r["mfu"] for r in steady if r["mfu"] is not None]
     mfu = statistics.median(mfus) if mfus else None
-    train_rows = tokens_per_s / seq_len  # about: full rows carry ~seq_len real tokens
+    tokens_per_row = sum(r["tokens"] for r in every_step) / sum(r["sequences"] for r in every_step)
+    train_rows = tokens_per_s / tokens_per_row
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.machine()
     print(f"data: {data} (seq_len {seq_len})")
     print(f"device: {device} ({name}), torch {torch.__version__}, model {args.model}")
+    batch = f"--batch-tokens {args.batch_tokens}" if args.batch_tokens else "fixed batches"
+    print(f"attention {args.attention}, {batch}, {tokens_per_row:.0f} real tokens per row")
     print(f"  loader alone      {loader_rate:>12,.0f} rows/s  (static masks, stored)")
     print(
         f"  dynamic loader    {dynamic_rate:>12,.0f} rows/s  (masks computed: "
@@ -136,6 +150,10 @@ def main() -> None:
         "micro_batch": args.micro_batch,
         "steps": args.steps,
         "compile": args.compile,
+        "attention": args.attention,
+        "batch_tokens": args.batch_tokens,
+        "doc_sentences": args.doc_sentences,
+        "tokens_per_row": round(tokens_per_row, 1),
         "loader_rows_per_s": round(loader_rate, 1),
         "dynamic_loader_rows_per_s": round(dynamic_rate, 1),
         "loader_pairs": args.pairs,

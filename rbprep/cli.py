@@ -475,14 +475,42 @@ def verify_command(data: str, retokenize: float, quiet: bool, as_json: bool) -> 
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSON model config (layers, hidden, heads, ffn, ...) instead of --model.",
 )
+@click.option(
+    "--recipe",
+    type=click.Choice(["bsz256", "bsz2k", "bsz8k"]),
+    help="RoBERTa's batch recipes (Table 3), same sequences seen: bsz256 = 256 sequences "
+    "x 1M steps at lr 1e-4, warmup 10K; bsz2k = 2,048 x 125K at 7e-4, warmup 10K; bsz8k "
+    "= 8,192 x 31K at 1e-3, warmup 2.5K. Sets --batch-size, --steps, --lr and --warmup; "
+    "each given explicitly wins.",
+)
 @click.option("--micro-batch", default=32, show_default=True, help="Sequences per forward pass.")
 @click.option(
     "--batch-size",
-    default=256,
-    show_default=True,
-    help="Sequences per optimizer step (accumulation x ranks x micro-batch).",
+    type=int,
+    help="Sequences per optimizer step (accumulation x ranks x micro-batch).  [default: 256]",
 )
-@click.option("--lr", default=6e-4, show_default=True, help="Peak learning rate.")
+@click.option(
+    "--batch-tokens",
+    type=int,
+    help="Instead of --batch-size: each step takes rows in the epoch's order until their "
+    "real tokens would pass this (RoBERTa's variable batch, for doc-sentences rows).",
+)
+@click.option(
+    "--micro-batch-tokens",
+    type=int,
+    help="With --batch-tokens: real tokens per forward pass at most.  "
+    "[default: micro-batch x seq_len]",
+)
+@click.option(
+    "--attention",
+    type=click.Choice(["row", "document"]),
+    default="row",
+    show_default=True,
+    help="row: every token of a row attends to all of it (RoBERTa's). document: only to "
+    "its own document, position ids restarting at each (doc-sentences semantics at "
+    "full-sentences packing; unpadded variable-length attention on CUDA).",
+)
+@click.option("--lr", type=float, help="Peak learning rate.  [default: 6e-4]")
 @click.option("--warmup", type=int, help="Warmup steps [default: 6% of the run].")
 @click.option("--steps", type=int, help="Optimizer steps [default: one epoch].")
 @click.option("--epochs", type=float, help="Epochs instead of --steps.")
@@ -521,9 +549,13 @@ def pretrain_command(
     out: Path,
     model: str,
     config_file: Path | None,
+    recipe: str | None,
     micro_batch: int,
-    batch_size: int,
-    lr: float,
+    batch_size: int | None,
+    batch_tokens: int | None,
+    micro_batch_tokens: int | None,
+    attention: str,
+    lr: float | None,
     warmup: int | None,
     steps: int | None,
     epochs: float | None,
@@ -547,14 +579,18 @@ def pretrain_command(
 ) -> None:
     """Train a RoBERTa masked-LM on a dataset made by `rbprep shard`.
 
-    Epoch e reads copy e % dup of the masks, rows shuffled from --seed. Logs loss,
-    learning rate, tokens/s and MFU to the terminal and OUT/metrics.jsonl; checkpoints
-    to OUT/checkpoints/; the final model to OUT/hf/ (RobertaForMaskedLM.from_pretrained).
-    Several GPUs: torchrun --nproc-per-node N -m rbprep pretrain ... (DDP).
+    Epoch e reads copy e % dup of the masks (copy e of a --masking dynamic dataset),
+    rows shuffled from --seed. Logs loss, learning rate, tokens/s and MFU to the
+    terminal and OUT/metrics.jsonl (with every step's tokens and sequences);
+    checkpoints to OUT/checkpoints/; the final model to OUT/hf/
+    (RobertaForMaskedLM.from_pretrained). Several GPUs: torchrun --nproc-per-node N -m
+    rbprep pretrain ... (DDP).
 
     \b
     Example:
+      rbprep pretrain data --out run --model base --recipe bsz8k
       rbprep pretrain data --out run --model base --batch-size 2048 --steps 100000
+      rbprep pretrain data --out run --attention document --batch-tokens 1000000
       rbprep pretrain data --out run --model tiny --device cpu --steps 200
     """
     try:
@@ -577,8 +613,12 @@ def pretrain_command(
     config = TrainConfig(
         model=model,
         model_config=model_config,
+        recipe=recipe,
         micro_batch=micro_batch,
         batch_size=batch_size,
+        batch_tokens=batch_tokens,
+        micro_batch_tokens=micro_batch_tokens,
+        attention=attention,
         lr=lr,
         warmup=warmup,
         steps=steps,

@@ -82,11 +82,10 @@ def _pretrain_section(data: Path, run: Path, progress: bool) -> str:
         import torch
     except ImportError:
         return "5. pretrain: skipped (torch is not installed: pip install 'rbprep[train]')"
-    from safetensors.torch import load_file
     from tokenizers import Tokenizer
 
+    from rbprep.train import load_model
     from rbprep.train.loop import TrainConfig, pretrain
-    from rbprep.train.model import ModelConfig, RobertaMLM
 
     config = TrainConfig(
         model="tiny",
@@ -101,15 +100,13 @@ def _pretrain_section(data: Path, run: Path, progress: bool) -> str:
     )
     summary = pretrain(data, run, config, force=True, progress=progress)
     hf_dir = Path(summary.hf_dir)
-    model = RobertaMLM(ModelConfig(**json.loads((run / "config.json").read_text())["model"]))
-    model.load_state_dict(load_file(str(hf_dir / "model.safetensors")), strict=False)
-    model.eval()
+    model = load_model(hf_dir)
     tokenizer = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
     encoding = tokenizer.encode(FILL_MASK_PROMPT)
     ids = torch.tensor([encoding.ids])
     with torch.no_grad():
         mask_id = json.loads((data / "manifest.json").read_text())["tokenizer"]["mask_id"]
-        logits = model.logits(ids, torch.ones_like(ids))[0, encoding.ids.index(mask_id)]
+        logits = model(ids, torch.ones_like(ids))[0, encoding.ids.index(mask_id)]
     guesses = [tokenizer.decode([int(i)]).strip() for i in logits.topk(5).indices]
     return "\n".join(
         [

@@ -100,7 +100,7 @@ def test_batches(bpe_dataset):
     )
     indices = np.array([len(dataset) - 1, 0, 5, 5])
     plain = dataset.batch(indices, copy=None)
-    assert set(plain) == {"input_ids", "attention_mask"}
+    assert set(plain) == {"input_ids", "attention_mask", "document_ids"}
     masked = dataset.batch(indices, copy=3)
     for name in ("input_ids", "attention_mask", "labels"):
         assert masked[name].dtype == np.int64 and masked[name].shape == (4, 512)

@@ -22,7 +22,13 @@ from rbprep.cli import main  # noqa: E402
 from rbprep.dataset import open_dataset  # noqa: E402
 from rbprep.errors import RbprepError  # noqa: E402
 from rbprep.sharding import ShardConfig, shard  # noqa: E402
-from rbprep.train.data import Cursor, Loader, epoch_order  # noqa: E402
+from rbprep.train.data import (  # noqa: E402
+    Cursor,
+    FixedBatches,
+    Loader,
+    TokenBudget,
+    epoch_order,
+)
 from rbprep.train.loop import TrainConfig, lr_at, pretrain  # noqa: E402
 from rbprep.train.model import ModelConfig, RobertaMLM, flops_per_token, preset  # noqa: E402
 
@@ -73,7 +79,7 @@ def test_logits_match_transformers():
     assert unexpected == []
     ids, mask = padded_batch()
     with torch.no_grad():
-        a = ours.logits(ids, mask)
+        a = ours(ids, mask)
         b = theirs(input_ids=ids, attention_mask=mask).logits
     torch.testing.assert_close(a[mask.bool()], b[mask.bool()], atol=1e-5, rtol=1e-4)
 
@@ -87,11 +93,11 @@ def test_loss_is_computed_at_masked_positions_only():
     mask = torch.ones_like(ids)
     labels = torch.full_like(ids, -100)
     labels[0, 3], labels[1, 7] = 9, 11
-    logits = model.logits(ids, mask)
+    logits = model(ids, mask)
     expected = torch.nn.functional.cross_entropy(
         torch.stack([logits[0, 3], logits[1, 7]]), torch.tensor([9, 11])
     )
-    torch.testing.assert_close(model(ids, mask, labels), expected)
+    torch.testing.assert_close(model(ids, mask, labels=labels), expected)
 
 
 def test_a_step_is_the_same_however_it_is_split_into_micro_batches(tiny_data, tmp_path):
@@ -123,7 +129,7 @@ def test_a_micro_batch_with_nothing_masked_adds_nothing():
     )
     model = RobertaMLM(config)
     ids = torch.randint(5, 50, (2, 12))
-    loss = model(ids, torch.ones_like(ids), torch.full_like(ids, -100), reduction="sum")
+    loss = model(ids, torch.ones_like(ids), labels=torch.full_like(ids, -100), reduction="sum")
     loss.backward()
     assert loss.item() == 0.0
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -212,40 +218,105 @@ def test_lr_schedule():
     assert lr_at(100, 1.0, 10, 100) == 0.0
 
 
+def micro_batches(loader: Loader, cursor: Cursor) -> list[dict[str, torch.Tensor]]:
+    return [micro.tensors for micro in loader.step_at(cursor).micro_batches]
+
+
 def test_loader_order_copies_and_ranks(tiny_data):
     dataset = open_dataset(tiny_data)
     order0, order1 = epoch_order(len(dataset), 7, 0), epoch_order(len(dataset), 7, 1)
     assert sorted(order0) == list(range(len(dataset))) and (order0 != order1).any()
     np.testing.assert_array_equal(order0, epoch_order(len(dataset), 7, 0))
-    ranks = [Loader(dataset, 4, seed=7, rank=r, world=2) for r in (0, 1)]
-    first = [loader.batch_at(Cursor(0, 0))["input_ids"] for loader in ranks]
+    ranks = [Loader(dataset, FixedBatches(4), seed=7, rank=r, world=2) for r in (0, 1)]
+    first = [micro_batches(loader, Cursor(0, 0))[0]["input_ids"] for loader in ranks]
     expected = dataset.batch(order0[[0, 2, 4, 6]], copy=0)["input_ids"]
     np.testing.assert_array_equal(first[0].numpy(), expected)
     assert not torch.equal(first[0], first[1])
+    step = ranks[0].step_at(Cursor(0, 0))  # the step's counts are every rank's
+    lengths = dataset.lengths()[order0[:8]]
+    assert (step.tokens, step.sequences) == (lengths.sum(), 8)
+    assert step.local_tokens == lengths[::2].sum()
+    assert "document_ids" not in step.micro_batches[0].tensors  # only with documents=True
     # Epoch 1 reads copy 1 % dup of the masks.
     loader = ranks[0]
-    batch = loader.batch_at(Cursor(1, 0))
+    batch = micro_batches(loader, Cursor(1, 0))[0]
     expected = dataset.batch(order1[[0, 2, 4, 6]], copy=1)
     np.testing.assert_array_equal(batch["labels"].numpy(), expected["labels"])
-    # The prefetching iterator yields exactly what batch_at gives, cursor after cursor.
-    cursor = Cursor(0, loader.batches_per_epoch - 2)
+    # The prefetching iterator yields exactly what step_at gives, cursor after cursor,
+    # across the epoch's end; two micro-batches a step.
+    loader = Loader(dataset, FixedBatches(4, accumulation=2), seed=7, rank=0, world=2)
+    cursor = Cursor(0, loader.batches_per_epoch - 3)
     stream = loader(cursor)
     for _ in range(3):
-        after, got = next(stream)
-        torch.testing.assert_close(got["input_ids"], loader.batch_at(cursor)["input_ids"])
-        cursor = after
+        step = next(stream)
+        expected = micro_batches(loader, cursor)
+        got = [micro.tensors for micro in step.micro_batches]
+        assert len(got) == step.passes == 2
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a["input_ids"], b["input_ids"])
+        cursor = step.cursor
     stream.close()
-    assert cursor == Cursor(1, 1)
+    assert cursor == Cursor(1, 3)
+
+
+def test_token_budget_steps(builtin_corpus, small_vocab, tmp_path):
+    """Steps take rows in the epoch's order until their tokens would pass the budget;
+    ranks share each step, micro-batches stay within theirs, and every rank runs as
+    many passes; the rows that cannot make a whole step at the end are dropped."""
+    data = tmp_path / "doc"
+    config = ShardConfig(seq_len=64, dup=2, mode="doc-sentences")
+    shard([builtin_corpus], small_vocab / "bpe", data, config)
+    dataset = open_dataset(data)
+    lengths = dataset.lengths()
+    assert lengths.min() < 40  # doc-sentences: short rows at documents' ends
+    budget, micro_budget = 1000, 200
+    ranks = [
+        Loader(dataset, TokenBudget(budget, micro_budget), seed=3, rank=r, world=2) for r in (0, 1)
+    ]
+    order = epoch_order(len(dataset), 3, 0)
+    taken = 0
+    cursor = Cursor()
+    for _ in range(ranks[0].steps_per_epoch()):
+        steps = [loader.step_at(cursor) for loader in ranks]
+        rows = order[taken : taken + steps[0].sequences]
+        assert steps[0].tokens == lengths[rows].sum() <= budget
+        assert (
+            lengths[order[: taken + steps[0].sequences + 1]].sum() - lengths[order[:taken]].sum()
+            > budget
+        )  # the next row would pass the budget
+        assert steps[0].passes == steps[1].passes
+        assert steps[0].local_tokens + steps[1].local_tokens == steps[0].tokens
+        seen = []
+        for step in steps:
+            for micro in step.micro_batches:
+                real = int(micro.tensors["attention_mask"].sum())
+                assert real <= micro_budget or len(micro.tensors["input_ids"]) == 1
+                if micro.masked or (micro.tensors["labels"] != -100).any():
+                    seen.append(real)
+        assert sum(seen) <= steps[0].tokens
+        taken += steps[0].sequences
+        cursor = ranks[0].next_cursor(cursor)
+    assert cursor == Cursor(1, 0)
+    assert lengths[order[taken:]].sum() <= budget  # the rest, dropped
+    # Deterministic: the same step twice; the stream gives the same.
+    again = ranks[1].step_at(Cursor(0, 2))
+    stream = ranks[1](Cursor(0, 2))
+    streamed = next(stream)
+    for a, b in zip(streamed.micro_batches, again.micro_batches, strict=True):
+        torch.testing.assert_close(a.tensors["labels"], b.tensors["labels"])
+    stream.close()
+    with pytest.raises(ValueError, match="cannot hold one row"):
+        Loader(dataset, TokenBudget(100, 100), seed=3, world=2)
 
 
 def test_a_dynamic_dataset_gives_epoch_e_copy_e_and_trains(builtin_corpus, small_vocab, tmp_path):
     data = tmp_path / "dynamic"
     shard([builtin_corpus], small_vocab / "bpe", data, ShardConfig(seq_len=64, masking="dynamic"))
     dataset = open_dataset(data)
-    loader = Loader(dataset, 4, seed=7, rank=0, world=1)
+    loader = Loader(dataset, FixedBatches(4), seed=7, rank=0, world=1)
     for epoch in (0, 2, 13):  # not epoch % dup: every epoch its own masks
         expected = dataset.batch(epoch_order(len(dataset), 7, epoch)[:4], copy=epoch)
-        got = loader.batch_at(Cursor(epoch, 0))
+        got = micro_batches(loader, Cursor(epoch, 0))[0]
         np.testing.assert_array_equal(got["labels"].numpy(), expected["labels"])
     summary = pretrain(data, tmp_path / "run", TrainConfig(**{**TINY, "steps": 3}), progress=False)
     assert summary.steps == 3 and math.isfinite(summary.final_loss)
@@ -366,7 +437,7 @@ def assert_export_gives_the_checkpoints_logits(data: Path, run: Path, step: int)
     with torch.no_grad():
         torch.testing.assert_close(
             loaded(input_ids=ids, attention_mask=mask).logits,
-            ours.logits(ids, mask),
+            ours(ids, mask),
             atol=1e-5,
             rtol=1e-4,
         )
@@ -480,8 +551,8 @@ def test_cuda_logits_equal_cpu_logits():
     model = RobertaMLM(config).eval()
     ids, mask = padded_batch()
     with torch.no_grad():
-        on_cpu = model.logits(ids, mask)
-        on_cuda = model.to("cuda").logits(ids.cuda(), mask.cuda()).cpu()
+        on_cpu = model(ids, mask)
+        on_cuda = model.to("cuda")(ids.cuda(), mask.cuda()).cpu()
     keep = mask.bool()
     torch.testing.assert_close(on_cuda[keep], on_cpu[keep], atol=2e-3, rtol=2e-3)  # (TF32)
 

@@ -93,6 +93,12 @@ class Dataset:
             f"seq_len={self.seq_len}, dup={self.dup})"
         )
 
+    def lengths(self) -> np.ndarray:
+        """(rows,) int64: every row's real tokens (specials included, padding not)."""
+        if not self._tables:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([_lists(table.column("input_ids"))[0] for table in self._tables])
+
     @cached_property
     def tokenizer(self) -> Any:
         """The ``tokenizers.Tokenizer`` the dataset was made with (its own copy)."""

@@ -1,26 +1,89 @@
-"""Batches for the trainer from ``rbprep.open_dataset``: shuffled per epoch from the seed,
-copy ``epoch % dup`` of the masks (copy ``epoch`` of a dynamic dataset), rows sharded
-across ranks, loaded ahead on a thread."""
+"""Steps for the trainer from ``rbprep.open_dataset``: rows shuffled per epoch from the
+seed, masked as copy ``epoch % dup`` (copy ``epoch`` of a dynamic dataset), split over
+ranks and micro-batches, assembled ahead on a thread.
+
+A step is planned one of two ways, both a pure function of (seed, epoch, position):
+
+- ``FixedBatches(micro_batch, accumulation)``: each rank reads the rows ``r, r + world,
+  ...`` of the epoch's order, ``micro_batch`` at a time, ``accumulation`` micro-batches
+  a step (the cursor counts this rank's micro-batches; a rank's incomplete last
+  micro-batch of an epoch is dropped).
+- ``TokenBudget(batch_tokens, micro_batch_tokens)``: a step takes rows in the epoch's
+  order until their real tokens would pass ``batch_tokens`` (RoBERTa's variable batch
+  for DOC-SENTENCES); the rows left at an epoch's end that cannot pass it are dropped.
+  The step's rows are dealt to the ranks longest first, and each rank fills
+  micro-batches up to ``micro_batch_tokens`` real tokens; every rank runs as many
+  micro-batches as the busiest (splitting its own, or, having too few rows, running a
+  row that adds nothing), as DDP needs. The cursor counts the epoch's steps.
+
+Every step also carries its counts, from the CPU arrays (no device sync): the real
+tokens and sequences of the whole step (all ranks: every rank knows the plan), and this
+rank's masked positions and attended lengths for the loss and MFU.
+"""
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
-from rbprep.dataset.reader import Dataset
+from rbprep.dataset.reader import IGNORE_INDEX, Dataset
 
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where the loader is: the epoch and the micro-batches of it already taken."""
+    """Where the loader is: the epoch, and what of it was taken (this rank's
+    micro-batches under fixed batches, the steps under a token budget)."""
 
     epoch: int = 0
     batch: int = 0
+
+
+@dataclass(frozen=True)
+class FixedBatches:
+    """``accumulation`` micro-batches of ``micro_batch`` rows per rank make a step."""
+
+    micro_batch: int
+    accumulation: int = 1
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """A step of at most ``batch_tokens`` real tokens, micro-batches of at most
+    ``micro_batch_tokens`` (each at least one row)."""
+
+    batch_tokens: int
+    micro_batch_tokens: int
+
+
+@dataclass
+class MicroBatch:
+    """One forward pass: ``tensors`` (input_ids, attention_mask, labels, and
+    document_ids when asked for), its masked positions, and its sum of squared attended
+    lengths (rows, or documents under document attention; T = squares / tokens)."""
+
+    tensors: dict[str, torch.Tensor]
+    masked: int
+    squares: int
+
+
+@dataclass
+class Step:
+    """A step: the cursor after it, the real tokens and sequences of the whole step (all
+    ranks), this rank's real tokens, and this rank's micro-batches (a list, or, from the
+    loader's stream, an iterator to take whole before the next step)."""
+
+    cursor: Cursor
+    tokens: int
+    sequences: int
+    local_tokens: int
+    passes: int  # this rank's micro-batches (the same on every rank)
+    micro_batches: Iterable[MicroBatch]
 
 
 def epoch_order(rows: int, seed: int, epoch: int) -> np.ndarray:
@@ -29,62 +92,211 @@ def epoch_order(rows: int, seed: int, epoch: int) -> np.ndarray:
 
 
 class Loader:
-    """Micro-batches of ``micro_batch`` rows for one rank of ``world``.
+    """Steps for one rank of ``world``, planned by ``plan`` (see the module's docstring).
 
-    Each epoch shuffles all rows (the same order on every rank), gives rank ``r`` the
-    rows ``r, r + world, ...`` of it, and masks them as copy ``epoch % dup``, so every
-    sequence is seen with a different mask in each of ``dup`` epochs; a dynamic dataset
-    (``dup`` None) computes copy ``epoch``, a new mask every epoch. A rank's
-    incomplete last batch is dropped, so all ranks take the same number of steps.
-    """
+    ``documents`` adds ``document_ids`` to each micro-batch and counts attended lengths
+    per document (``--attention document``)."""
 
     def __init__(
         self,
         dataset: Dataset,
-        micro_batch: int,
+        plan: FixedBatches | TokenBudget,
         seed: int,
         rank: int = 0,
         world: int = 1,
         device: torch.device | str = "cpu",
+        documents: bool = False,
         prefetch: int = 4,
     ):
         self.dataset = dataset
-        self.micro_batch = micro_batch
+        self.plan = plan
         self.seed = seed
         self.rank = rank
         self.world = world
         self.device = torch.device(device)
+        self.documents = documents
         self.prefetch = prefetch
         self._order: tuple[int, np.ndarray] = (-1, np.zeros(0, dtype=np.int64))  # (epoch, rows)
-        self.batches_per_epoch = len(dataset) // world // micro_batch
-        if self.batches_per_epoch == 0:
-            raise ValueError(
-                f"{len(dataset)} rows make no micro-batch of {micro_batch} on {world} ranks"
-            )
+        self._steps: tuple[int, np.ndarray] = (-1, np.zeros(1, dtype=np.int64))  # (epoch, bounds)
+        if isinstance(plan, FixedBatches):
+            self.batches_per_epoch = len(dataset) // world // plan.micro_batch
+            if self.batches_per_epoch == 0:
+                raise ValueError(
+                    f"{len(dataset)} rows make no micro-batch of {plan.micro_batch} on "
+                    f"{world} ranks"
+                )
+        else:
+            longest = dataset.seq_len
+            if plan.batch_tokens < longest * world:
+                raise ValueError(
+                    f"a step of {plan.batch_tokens:,} tokens cannot hold one row of "
+                    f"{longest} tokens per rank on {world} ranks"
+                )
+            if plan.micro_batch_tokens < longest:
+                raise ValueError(
+                    f"a micro-batch of {plan.micro_batch_tokens:,} tokens cannot hold a row of "
+                    f"{longest} tokens"
+                )
+            if len(self._step_bounds(0)) < 2:
+                raise ValueError(
+                    f"{len(dataset)} rows hold no step of {plan.batch_tokens:,} tokens"
+                )
 
-    def batch_at(self, cursor: Cursor) -> dict[str, torch.Tensor]:
-        """The micro-batch at ``cursor`` (CPU tensors; pinned when feeding a GPU)."""
-        if self._order[0] != cursor.epoch:  # one permutation per epoch, not per batch
-            order = epoch_order(len(self.dataset), self.seed, cursor.epoch)
-            self._order = (cursor.epoch, order[self.rank :: self.world])
-        order = self._order[1]
-        start = cursor.batch * self.micro_batch
-        dup = self.dataset.dup
-        copy = cursor.epoch if dup is None else cursor.epoch % dup
-        arrays = self.dataset.batch(order[start : start + self.micro_batch], copy=copy)
-        tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
-        if self.device.type == "cuda":
-            tensors = {name: t.pin_memory() for name, t in tensors.items()}
-        return tensors
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        """(rows,) int64: the real tokens of every row."""
+        return self.dataset.lengths()
+
+    def steps_per_epoch(self) -> float:
+        """Steps in an epoch (under a token budget, epoch 0's; others differ slightly)."""
+        if isinstance(self.plan, FixedBatches):
+            return self.batches_per_epoch / self.plan.accumulation
+        return len(self._step_bounds(0)) - 1
+
+    def copy_of(self, epoch: int) -> int:
+        """The masked copy an epoch reads: ``epoch % dup``, or ``epoch`` (dynamic)."""
+        return epoch if self.dataset.dup is None else epoch % self.dataset.dup
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if self._order[0] != epoch:  # one permutation per epoch, not per step
+            self._order = (epoch, epoch_order(len(self.dataset), self.seed, epoch))
+        return self._order[1]
+
+    def _step_bounds(self, epoch: int) -> np.ndarray:
+        """(steps + 1,) int64: where each step of ``epoch`` starts in its order (token
+        budget): rows while their tokens stay within the budget; the rest is dropped."""
+        if self._steps[0] != epoch:
+            budget = self.plan.batch_tokens
+            totals = np.cumsum(self.lengths[self._epoch_order(epoch)])  # (rows,)
+            bounds = [0]
+            taken = 0  # tokens before the open step
+            while len(totals) and totals[-1] - taken > budget:  # another step passes it
+                end = int(np.searchsorted(totals, taken + budget, side="right"))
+                bounds.append(end)
+                taken = int(totals[end - 1])
+            self._steps = (epoch, np.asarray(bounds, dtype=np.int64))
+        return self._steps[1]
 
     def next_cursor(self, cursor: Cursor) -> Cursor:
-        if cursor.batch + 1 < self.batches_per_epoch:
+        """The cursor after the step at ``cursor``."""
+        if isinstance(self.plan, FixedBatches):
+            epoch, batch = cursor.epoch, cursor.batch
+            for _ in range(self.plan.accumulation):
+                epoch, batch = (epoch, batch + 1)
+                if batch == self.batches_per_epoch:
+                    epoch, batch = epoch + 1, 0
+            return Cursor(epoch, batch)
+        if cursor.batch + 1 < len(self._step_bounds(cursor.epoch)) - 1:
             return Cursor(cursor.epoch, cursor.batch + 1)
         return Cursor(cursor.epoch + 1, 0)
 
-    def __call__(self, start: Cursor) -> Iterator[tuple[Cursor, dict[str, torch.Tensor]]]:
-        """Yield (cursor after the batch, batch) from ``start`` on, loading ahead on a
-        thread (NumPy and Arrow release the GIL) so loading overlaps compute."""
+    def step_at(self, cursor: Cursor) -> Step:
+        """The step at ``cursor``, its micro-batches assembled (CPU tensors; pinned when
+        feeding a GPU)."""
+        step, parts, copies = self._plan(cursor)
+        step.micro_batches = [
+            self._micro_batch(part, c) for part, c in zip(parts, copies, strict=True)
+        ]
+        return step
+
+    def _plan(self, cursor: Cursor) -> tuple[Step, list[np.ndarray], list[int]]:
+        """The step at ``cursor`` without its micro-batches, and their rows and copies."""
+        if isinstance(self.plan, FixedBatches):
+            return self._fixed_plan(cursor)
+        return self._budget_plan(cursor)
+
+    def _fixed_plan(self, cursor: Cursor) -> tuple[Step, list[np.ndarray], list[int]]:
+        micro_batch = self.plan.micro_batch
+        parts, copies, tokens, sequences, local_tokens = [], [], 0, 0, 0
+        at = cursor
+        for _ in range(self.plan.accumulation):  # a step may run into the next epoch
+            order = self._epoch_order(at.epoch)
+            start = at.batch * micro_batch * self.world
+            every_rank = order[start : start + micro_batch * self.world]
+            mine = order[self.rank :: self.world][at.batch * micro_batch :][:micro_batch]
+            tokens += int(self.lengths[every_rank].sum())
+            sequences += len(every_rank)
+            local_tokens += int(self.lengths[mine].sum())
+            parts.append(mine)
+            copies.append(self.copy_of(at.epoch))
+            batch = at.batch + 1
+            at = Cursor(at.epoch, batch) if batch < self.batches_per_epoch else Cursor(at.epoch + 1)
+        return Step(at, tokens, sequences, local_tokens, len(parts), []), parts, copies
+
+    def _budget_plan(self, cursor: Cursor) -> tuple[Step, list[np.ndarray], list[int]]:
+        bounds = self._step_bounds(cursor.epoch)
+        rows = self._epoch_order(cursor.epoch)[bounds[cursor.batch] : bounds[cursor.batch + 1]]
+        lengths = self.lengths[rows]
+        # Dealt longest first (stable, so ties keep the epoch's order): ranks get near
+        # equal tokens, and each rank's micro-batches hold rows of like lengths.
+        dealt = rows[np.argsort(-lengths, kind="stable")]
+        shares = [dealt[rank :: self.world] for rank in range(self.world)]
+        plans = [self._micro_plan(share) for share in shares]
+        parts = _split_to(plans[self.rank], max(len(plan) for plan in plans))
+        step = Step(
+            self.next_cursor(cursor),
+            int(lengths.sum()),
+            len(rows),
+            int(self.lengths[shares[self.rank]].sum()),
+            len(parts),
+            [],
+        )
+        return step, parts, [self.copy_of(cursor.epoch)] * len(parts)
+
+    def _micro_plan(self, rows: np.ndarray) -> list[np.ndarray]:
+        """``rows`` cut in order into micro-batches of at most micro_batch_tokens."""
+        totals = np.cumsum(self.lengths[rows])
+        parts, start, taken = [], 0, 0
+        while start < len(rows):
+            end = int(np.searchsorted(totals, taken + self.plan.micro_batch_tokens, "right"))
+            end = max(end, start + 1)
+            parts.append(rows[start:end])
+            taken, start = int(totals[end - 1]), end
+        return parts
+
+    def _micro_batch(self, rows: np.ndarray, copy: int) -> MicroBatch:
+        """The micro-batch of ``rows`` masked as ``copy`` (no rows: one row that adds
+        nothing)."""
+        if len(rows) == 0:
+            return self._idle_micro_batch()
+        arrays = self.dataset.batch(rows, copy=copy)
+        lengths = arrays["attention_mask"].sum(axis=1)
+        squares = int((lengths * lengths).sum())
+        if self.documents:
+            document_ids = arrays["document_ids"]
+            real = document_ids >= 0
+            keys = np.nonzero(real)[0] * self.dataset.seq_len + document_ids[real]
+            per_document = np.unique(keys, return_counts=True)[1]
+            squares = int((per_document * per_document).sum())
+        else:
+            del arrays["document_ids"]
+        masked = int((arrays["labels"] != IGNORE_INDEX).sum())
+        tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
+        if self.device.type == "cuda":
+            tensors = {name: t.pin_memory() for name, t in tensors.items()}
+        return MicroBatch(tensors, masked, squares)
+
+    def _idle_micro_batch(self) -> MicroBatch:
+        """One short row whose labels are all ignored: a rank with no row left for a
+        micro-batch runs it, so every rank runs as many passes as DDP expects."""
+        seq_len = self.dataset.seq_len
+        ids = np.full((1, seq_len), self.dataset.pad_id, dtype=np.int64)
+        ids[0, :2] = (self.dataset.manifest["tokenizer"]["cls_id"], self.dataset.sep_id)
+        attention = np.zeros((1, seq_len), dtype=np.int64)
+        attention[0, :2] = 1
+        arrays = {
+            "input_ids": ids,
+            "attention_mask": attention,
+            "labels": np.full((1, seq_len), IGNORE_INDEX, dtype=np.int64),
+        }
+        if self.documents:
+            arrays["document_ids"] = np.where(attention == 1, 0, -1).astype(np.int32)
+        return MicroBatch({name: torch.from_numpy(a) for name, a in arrays.items()}, 0, 0)
+
+    def __call__(self, start: Cursor) -> Iterator[Step]:
+        """Yield the steps from ``start`` on, their micro-batches assembled ahead on a
+        thread (NumPy and Arrow release the GIL, so loading overlaps compute) and moved
+        to the device as they are taken; at most ``prefetch`` micro-batches wait."""
         ready: queue.Queue = queue.Queue(self.prefetch)
         stop = threading.Event()
 
@@ -92,24 +304,35 @@ class Loader:
             cursor = start
             try:
                 while not stop.is_set():
-                    batch = self.batch_at(cursor)
-                    cursor = self.next_cursor(cursor)
-                    ready.put((cursor, batch))
+                    step, parts, copies = self._plan(cursor)
+                    ready.put(step)
+                    for part, copy in zip(parts, copies, strict=True):
+                        ready.put(self._micro_batch(part, copy))
+                    cursor = step.cursor
             except Exception as exc:  # handed to the consumer, which raises it
                 ready.put(exc)
+
+        def take() -> object:
+            item = ready.get()
+            if isinstance(item, Exception):
+                raise item
+            return item
+
+        def micro_batches(count: int) -> Iterator[MicroBatch]:
+            for _ in range(count):
+                micro = take()
+                micro.tensors = {
+                    name: t.to(self.device, non_blocking=True) for name, t in micro.tensors.items()
+                }
+                yield micro
 
         thread = threading.Thread(target=produce, daemon=True)
         thread.start()
         try:
             while True:
-                item = ready.get()
-                if isinstance(item, Exception):
-                    raise item
-                cursor, batch = item
-                yield (
-                    cursor,
-                    {name: t.to(self.device, non_blocking=True) for name, t in batch.items()},
-                )
+                step = take()
+                step.micro_batches = micro_batches(step.passes)
+                yield step
         finally:
             stop.set()
             while thread.is_alive():  # unblock a producer waiting on a full queue
@@ -117,3 +340,17 @@ class Loader:
                     ready.get_nowait()
                 except queue.Empty:
                     thread.join(0.01)
+
+
+def _split_to(parts: list[np.ndarray], count: int) -> list[np.ndarray]:
+    """``parts`` made ``count`` micro-batches: the one with the most rows halved until
+    there are enough, then empty ones (idle passes) where no part has two rows."""
+    parts = list(parts)
+    while len(parts) < count:
+        largest = max(range(len(parts)), key=lambda i: len(parts[i]))
+        if len(parts[largest]) < 2:
+            parts.extend([np.zeros(0, dtype=np.int64)] * (count - len(parts)))
+            break
+        half = len(parts[largest]) // 2
+        parts[largest : largest + 1] = [parts[largest][:half], parts[largest][half:]]
+    return parts

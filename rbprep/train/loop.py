@@ -1,11 +1,16 @@
 """``pretrain``: the training loop over rbprep shards, on CPU or CUDA, one or many ranks.
 
-A step takes ``batch_size`` sequences: ``micro_batch`` per forward pass, accumulated
-over ranks and passes. AdamW (fused on CUDA) with RoBERTa's betas, eps and weight decay;
-the learning rate is a pure function of the step (linear warmup, then linear decay to
-0). Checkpoints hold model, optimizer, step, data cursor and RNG state, written
-atomically and loaded with ``weights_only=True`` (no arbitrary unpickling); a resumed
-run continues exactly where the saved one was.
+Laid out as it runs: ``_setup`` (dataset, model, optimizer, loader, resume), ``_step``
+(one optimizer step over its micro-batches), ``_evaluate`` (validation loss) and
+``_save`` (checkpoints), tied together by ``_train``.
+
+A step takes ``batch_size`` sequences (``micro_batch`` per forward pass, accumulated
+over ranks and passes) or, with ``batch_tokens``, rows until their real tokens would pass
+it (micro-batches of at most ``micro_batch_tokens``). AdamW (fused on CUDA) with
+RoBERTa's betas, eps and weight decay; the learning rate is a pure function of the step
+(linear warmup, then linear decay to 0). Checkpoints hold model, optimizer, step, data
+cursor and RNG state, written atomically and loaded with ``weights_only=True`` (no
+arbitrary unpickling); a resumed run continues exactly where the saved one was.
 """
 
 from __future__ import annotations
@@ -18,17 +23,17 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 
-from rbprep.dataset.reader import open_dataset
+from rbprep.dataset.reader import Dataset, open_dataset
 from rbprep.errors import RbprepError
 from rbprep.storage import Location, check_output_directory
 from rbprep.train import distributed
-from rbprep.train.data import Cursor, Loader
+from rbprep.train.data import Cursor, FixedBatches, Loader, Step, TokenBudget
 from rbprep.train.export import export_hf
 from rbprep.train.model import (
     PRESETS,
@@ -57,16 +62,46 @@ PEAK_BF16_FLOPS = {  # matched in the device name, longest name first ("L40S", "
     "RTX 4090": 165e12,
 }
 
+ATTENTIONS = ("row", "document")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A batch recipe: sequences per step, steps, peak learning rate, warmup steps."""
+
+    batch_size: int
+    steps: int
+    lr: float
+    warmup: int
+
+
+# RoBERTa (Liu et al. 2019), Table 3: batch sizes trained on the same number of
+# sequences. The paper gives no warmup for these rows: 10K is BERT's (for 1M steps) and
+# fairseq's RoBERTa-base recipe's (for 125K); for 31K steps rbprep takes 2.5K (8%).
+RECIPES = {
+    "bsz256": Recipe(batch_size=256, steps=1_000_000, lr=1e-4, warmup=10_000),
+    "bsz2k": Recipe(batch_size=2048, steps=125_000, lr=7e-4, warmup=10_000),
+    "bsz8k": Recipe(batch_size=8192, steps=31_000, lr=1e-3, warmup=2_500),
+}
+DEFAULT_BATCH_SIZE = 256
+DEFAULT_LR = 6e-4
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Parameters of ``pretrain``; CLI options carry the same names."""
+    """Parameters of ``pretrain``; CLI options carry the same names. ``batch_size``,
+    ``steps``, ``lr`` and ``warmup`` left None come from ``recipe`` where one is named,
+    else from the defaults (256 sequences, one epoch, 6e-4, 6% of the run)."""
 
     model: str = "base"  # a preset name, or ignored when model_config is given
     model_config: dict[str, Any] | None = None  # from --config config.json
+    recipe: str | None = None  # a name in RECIPES
     micro_batch: int = 32
-    batch_size: int = 256
-    lr: float = 6e-4
+    batch_size: int | None = None  # sequences per step (default 256)
+    batch_tokens: int | None = None  # real tokens per step instead of batch_size
+    micro_batch_tokens: int | None = None  # with batch_tokens; default micro_batch x seq_len
+    attention: str = "row"  # "row" (RoBERTa's) or "document" (within each document)
+    lr: float | None = None  # peak (default 6e-4)
     warmup: int | None = None  # steps; default 6% of the run
     steps: int | None = None
     epochs: float | None = None
@@ -84,10 +119,30 @@ class TrainConfig:
     save_every: int = 1000
     stop_at: int | None = None  # stop (with a checkpoint) after this step; --resume goes on
 
+    def resolved(self) -> TrainConfig:
+        """This config with the recipe's values and the defaults filled in where None
+        (explicit values win; a token budget replaces the recipe's batch size)."""
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise RbprepError(f"--recipe must be one of {', '.join(RECIPES)}, not {self.recipe}")
+        recipe = RECIPES.get(self.recipe)
+        batch_size = self.batch_size
+        if batch_size is None and self.batch_tokens is None:
+            batch_size = recipe.batch_size if recipe else DEFAULT_BATCH_SIZE
+        use_recipe_length = recipe is not None and self.epochs is None
+        return replace(
+            self,
+            batch_size=batch_size,
+            lr=self.lr if self.lr is not None else (recipe.lr if recipe else DEFAULT_LR),
+            steps=self.steps if self.steps is not None or not use_recipe_length else recipe.steps,
+            warmup=self.warmup if self.warmup is not None or not recipe else recipe.warmup,
+        )
+
     def check(self) -> None:
         counts = {
             "--micro-batch": self.micro_batch,
             "--batch-size": self.batch_size,
+            "--batch-tokens": self.batch_tokens,
+            "--micro-batch-tokens": self.micro_batch_tokens,
             "--log-every": self.log_every,
             "--eval-every": self.eval_every,
             "--eval-batches": self.eval_batches,
@@ -98,10 +153,18 @@ class TrainConfig:
         for option, value in counts.items():
             if value is not None and value < 1:
                 raise RbprepError(f"{option} must be at least 1, got {value}")
+        if self.batch_tokens is not None and self.batch_size is not None:
+            raise RbprepError("give --batch-size (sequences) or --batch-tokens, not both")
+        if self.micro_batch_tokens is not None and self.batch_tokens is None:
+            raise RbprepError("--micro-batch-tokens goes with --batch-tokens")
+        if self.attention not in ATTENTIONS:
+            raise RbprepError(f"--attention must be one of {', '.join(ATTENTIONS)}")
         if self.epochs is not None and self.epochs <= 0:
             raise RbprepError(f"--epochs must be positive, got {self.epochs}")
-        if self.lr <= 0 or (self.warmup is not None and self.warmup < 0):
-            raise RbprepError("--lr must be positive and --warmup at least 0")
+        if self.lr is not None and self.lr <= 0:
+            raise RbprepError("--lr must be positive")
+        if self.warmup is not None and self.warmup < 0:
+            raise RbprepError("--warmup must be at least 0")
 
 
 def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
@@ -160,58 +223,77 @@ def pretrain(
     check_output_directory(out)
     rank, world, device = distributed.setup(config.device)
     try:
-        return _pretrain(
+        training = _setup(
             data,
             Path(out),
             config,
             rank,
             world,
             device,
-            resume,
-            force,
-            progress,
-            checksums,
-            log_stream if log_stream is not None else sys.stdout,
+            resume=resume,
+            force=force,
+            checksums=checksums,
         )
+        return _train(training, progress, log_stream if log_stream is not None else sys.stdout)
     finally:
         distributed.teardown()
 
 
-def _pretrain(
+@dataclass
+class _Training:
+    """What a run is made of once set up, and where it stands (``step``, ``cursor``)."""
+
+    run: Path
+    config: TrainConfig  # resolved: recipe and defaults filled in
+    rank: int
+    world: int
+    device: torch.device
+    precision: str  # "bf16" or "fp32"
+    train_set: Dataset
+    valid_set: Dataset | None
+    dataset: dict[str, Any]  # its identity, for --resume
+    model_config: ModelConfig
+    model: RobertaMLM
+    forward: torch.nn.Module  # the model as called: DDP-wrapped, compiled
+    optimizer: torch.optim.Optimizer
+    loader: Loader
+    total: int  # steps of the whole run
+    warmup: int
+    step: int = 0
+    cursor: Cursor = field(default_factory=Cursor)
+    started: float = 0.0
+
+    @property
+    def documents(self) -> bool:
+        return self.config.attention == "document"
+
+
+def _setup(
     data: str | os.PathLike,
     run: Path,
     config: TrainConfig,
     rank: int,
     world: int,
     device: torch.device,
+    *,
     resume: bool,
     force: bool,
-    progress: bool,
     checksums: bool,
-    log_stream: TextIO,
-) -> TrainSummary:
+) -> _Training:
+    """Open the dataset, build model, optimizer and loader, prepare the run directory
+    and, with ``resume``, restore the latest checkpoint."""
     started = time.perf_counter()
+    config.check()
+    config = config.resolved()
     config.check()
     train_set = open_dataset(data, "train", checksums=checksums)
     train_set.tokenizer  # noqa: B018  (a damaged tokenizer.json stops the run before a step)
-    dataset = _dataset_identity(train_set)
     valid_set = (
         open_dataset(data, "valid", checksums=checksums) if _has_rows(data, "valid") else None
     )
     model_config = _model_config(config, train_set)
-    per_step = config.micro_batch * world
-    if config.batch_size % per_step:
-        raise RbprepError(
-            f"--batch-size {config.batch_size} is not a multiple of --micro-batch x ranks "
-            f"({per_step})"
-        )
-    accumulation = config.batch_size // per_step
-    try:
-        loader = Loader(train_set, config.micro_batch, config.seed, rank, world, device)
-    except ValueError as exc:
-        raise RbprepError(f"{data}: {exc}; use a smaller --micro-batch") from exc
-    total = _total_steps(config, loader, accumulation)
-    warmup = config.warmup if config.warmup is not None else max(1, round(0.06 * total))
+    loader = _loader(data, config, train_set, rank, world, device)
+    total = _total_steps(config, loader)
     precision = config.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
@@ -226,110 +308,193 @@ def _pretrain(
         eps=config.eps,
         fused=device.type == "cuda",
     )
-    step, cursor = 0, Cursor()
-    checkpoints = run / "checkpoints"
+    training = _Training(
+        run=run,
+        config=config,
+        rank=rank,
+        world=world,
+        device=device,
+        precision=precision,
+        train_set=train_set,
+        valid_set=valid_set,
+        dataset=_dataset_identity(train_set),
+        model_config=model_config,
+        model=model,
+        forward=model,
+        optimizer=optimizer,
+        loader=loader,
+        total=total,
+        warmup=config.warmup if config.warmup is not None else max(1, round(0.06 * total)),
+        started=started,
+    )
     distributed.on_rank_zero(lambda: _prepare_run(run, resume=resume, force=force))
     if resume:
-        _check_resumable(run, config, model_config, world, dataset)
-        state = _load_latest(checkpoints, device)
-        if state is None:
-            raise RbprepError(f"{run}: no checkpoint to resume from")
-        distributed.on_rank_zero(
-            lambda: _drop_metrics_after(run / "metrics.jsonl", int(state["step"]))
-        )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, cursor = int(state["step"]), Cursor(*state["cursor"])
-        _restore_rng(state, rank, device)
+        _resume(training)
     trained = distributed.wrap(model, device)
-    forward = torch.compile(trained) if config.compile else trained
+    training.forward = torch.compile(trained) if config.compile else trained
     run_record = {
         "train": asdict(config),
         "model": model_config.as_dict(),
         "data": str(data),
         "world": world,
-        "dataset": dataset,
+        "dataset": training.dataset,
     }
     distributed.on_rank_zero(lambda: _write_atomically(run / "config.json", run_record))
-    peak = _peak_flops(device)
-    metrics = open(run / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115
+    return training
+
+
+def _loader(
+    data: str | os.PathLike,
+    config: TrainConfig,
+    train_set: Dataset,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> Loader:
+    """The loader of fixed batches (``batch_size`` sequences) or token budgets."""
+    if config.batch_tokens is not None:
+        micro_tokens = config.micro_batch_tokens or config.micro_batch * train_set.seq_len
+        plan: FixedBatches | TokenBudget = TokenBudget(config.batch_tokens, micro_tokens)
+        advice = "use a larger --batch-tokens or --micro-batch-tokens"
+    else:
+        per_step = config.micro_batch * world
+        if config.batch_size % per_step:
+            raise RbprepError(
+                f"--batch-size {config.batch_size} is not a multiple of --micro-batch x ranks "
+                f"({per_step})"
+            )
+        plan = FixedBatches(config.micro_batch, config.batch_size // per_step)
+        advice = "use a smaller --micro-batch"
+    try:
+        return Loader(
+            train_set, plan, config.seed, rank, world, device, config.attention == "document"
+        )
+    except ValueError as exc:
+        raise RbprepError(f"{data}: {exc}; {advice}") from exc
+
+
+def _resume(training: _Training) -> None:
+    """Restore model, optimizer, step, cursor and this rank's RNG from the latest
+    checkpoint that loads, after checking the run is resumable with these options."""
+    run = training.run
+    _check_resumable(run, training.config, training.model_config, training.world, training.dataset)
+    state = _load_latest(run / "checkpoints", training.device)
+    if state is None:
+        raise RbprepError(f"{run}: no checkpoint to resume from")
+    distributed.on_rank_zero(lambda: _drop_metrics_after(run / "metrics.jsonl", int(state["step"])))
+    training.model.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.step, training.cursor = int(state["step"]), Cursor(*state["cursor"])
+    _restore_rng(state, training.rank, training.device)
+
+
+def _train(training: _Training, progress: bool, log_stream: TextIO) -> TrainSummary:
+    """Steps until the run's end (or ``stop_at``), logging, evaluating and saving."""
+    config, rank, total = training.config, training.rank, training.total
+    peak = _peak_flops(training.device)
+    metrics = open(training.run / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115
     last = {"loss": None, "val_loss": None, "tokens_per_s": None, "mfu": None}
     window = _Window()
-    batches = loader(cursor)
+    steps = training.loader(training.cursor)
     try:
         end = min(total, config.stop_at) if config.stop_at is not None else total
-        while step < end:
-            lr = lr_at(step, config.lr, warmup, total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            micro_batches = [next(batches) for _ in range(accumulation)]
-            cursor = micro_batches[-1][0]
-            # The step's loss is the mean over all its masked positions, on all ranks:
-            # each micro-batch adds its sum over that count, so how a step is split into
-            # micro-batches and ranks changes nothing (DDP averages over ranks: x world).
-            masked = sum((b["labels"] != -100).sum() for _, b in micro_batches)
-            step_masked = distributed.all_sum(masked.float()).clamp(min=1)
-            step_loss = torch.zeros((), device=device)
-            for micro, (_, batch) in enumerate(micro_batches):
-                sync = micro == accumulation - 1
-                with distributed.no_sync(trained, sync), _autocast(device, precision):
-                    loss_sum = forward(
-                        batch["input_ids"], batch["attention_mask"], batch["labels"], "sum"
-                    )
-                share = loss_sum * world / step_masked
-                share.backward()
-                step_loss += share.detach()
-                window.add(batch)
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            record: dict[str, Any] = {}
+        while training.step < end:
+            step = next(steps)
+            lr = lr_at(training.step, config.lr, training.warmup, total)
+            loss = _step(training, step, lr, window)
+            training.step += 1
+            training.cursor = step.cursor
+            record: dict[str, Any] = {
+                "step": training.step,
+                "epoch": step.cursor.epoch,
+                "tokens": step.tokens,
+                "sequences": step.sequences,
+            }
             # The last step of this invocation (--stop-at included) always has its loss.
-            if step % config.log_every == 0 or step == end:
-                loss_value = distributed.all_mean(step_loss).item()
-                tokens_per_s, mfu = window.rates(model_config, world, peak, device)
-                record = {
-                    "step": step,
-                    "epoch": cursor.epoch,
-                    "loss": loss_value,
-                    "lr": lr,
-                    "tokens_per_s": tokens_per_s,
-                    "mfu": mfu,
-                }
+            if training.step % config.log_every == 0 or training.step == end:
+                loss_value = distributed.all_mean(loss).item()
+                tokens_per_s, mfu = window.rates(
+                    training.model_config, training.world, peak, training.device
+                )
+                record.update(loss=loss_value, lr=lr, tokens_per_s=tokens_per_s, mfu=mfu)
                 last.update(loss=loss_value, tokens_per_s=tokens_per_s, mfu=mfu)
-            if valid_set is not None and (step % config.eval_every == 0 or step == total):
-                val_loss = _evaluate(model, valid_set, config, rank, world, device, precision)
-                record = {**record, "step": step, "val_loss": val_loss}
-                last["val_loss"] = val_loss
+            if training.valid_set is not None and (
+                training.step % config.eval_every == 0 or training.step == total
+            ):
+                record["val_loss"] = last["val_loss"] = _evaluate(training)
                 window.restart()  # no credit or blame for evaluation time
-            if record and rank == 0:
+            if metrics is not None:
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
-                if progress:
+                if progress and ("loss" in record or "val_loss" in record):
                     print(_log_line(record, total), file=log_stream, flush=True)
-            if step % config.save_every == 0 or step == end:
-                _save(run, model, optimizer, step, cursor, device, train_set.root, dataset)
+            if training.step % config.save_every == 0 or training.step == end:
+                _save(training)
                 window.restart()
     finally:
-        batches.close()
+        steps.close()
         if metrics is not None:
             metrics.close()
-    hf_dir = run / "hf"
-    if step == total:
-        distributed.on_rank_zero(lambda: export_hf(model, hf_dir, train_set.root))
+    hf_dir = training.run / "hf"
+    if training.step == total:
+        distributed.on_rank_zero(lambda: export_hf(training.model, hf_dir, training.train_set.root))
     return TrainSummary(
-        run=str(run),
-        steps=step,
+        run=str(training.run),
+        steps=training.step,
         total_steps=total,
         final_loss=last["loss"],
         val_loss=last["val_loss"],
         tokens_per_s=last["tokens_per_s"],
         mfu=last["mfu"],
-        seconds=round(time.perf_counter() - started, 3),
+        seconds=round(time.perf_counter() - training.started, 3),
         hf_dir=str(hf_dir),
     )
+
+
+def _step(training: _Training, step: Step, lr: float, window: _Window) -> torch.Tensor:
+    """One optimizer step over ``step``'s micro-batches; returns this rank's share of
+    the step's loss (the mean over all its masked positions, on all ranks, once summed).
+
+    Each micro-batch adds the sum of its losses; the gradients are then scaled by ranks
+    over masked positions (DDP averages over ranks), so how a step is split into
+    micro-batches and ranks changes nothing. Counts come from the loader's CPU arrays:
+    no device sync here."""
+    for group in training.optimizer.param_groups:
+        group["lr"] = lr
+    device, world = training.device, training.world
+    loss_sum = torch.zeros((), device=device)
+    masked = squares = 0
+    for index, micro in enumerate(step.micro_batches):
+        batch = micro.tensors
+        sync = index == step.passes - 1
+        with (
+            distributed.no_sync(training.forward, sync),
+            _autocast(device, training.precision),
+        ):
+            loss = training.forward(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                document_ids=batch.get("document_ids"),
+                labels=batch["labels"],
+                reduction="sum",
+            )
+        loss.backward()
+        loss_sum += loss.detach()
+        masked += micro.masked
+        squares += micro.squares
+    if world > 1:
+        step_masked = distributed.all_sum(torch.tensor(float(masked), device=device))
+        scale = world / step_masked.clamp(min=1)
+    else:
+        scale = torch.tensor(1.0 / max(1, masked), device=device)
+    gradients = [p.grad for p in training.model.parameters() if p.grad is not None]
+    torch._foreach_mul_(gradients, scale)
+    if training.config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(training.model.parameters(), training.config.grad_clip)
+    training.optimizer.step()
+    training.optimizer.zero_grad(set_to_none=True)
+    window.add(step.tokens, step.local_tokens, squares, masked)
+    return loss_sum * scale
 
 
 def _has_rows(data: str | os.PathLike, split: str) -> bool:
@@ -374,11 +539,11 @@ def _model_problem(model: ModelConfig, vocab: int, pad: int, positions: int) -> 
     return None
 
 
-def _total_steps(config: TrainConfig, loader: Loader, accumulation: int) -> int:
+def _total_steps(config: TrainConfig, loader: Loader) -> int:
     if config.steps is not None:
         return config.steps
     epochs = config.epochs if config.epochs is not None else 1.0
-    return max(1, math.floor(epochs * loader.batches_per_epoch / accumulation))
+    return max(1, math.floor(epochs * loader.steps_per_epoch()))
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -400,7 +565,8 @@ def peak_flops(device_name: str) -> float | None:
 
 
 class _Window:
-    """Real tokens, masked positions and attended length since the last restart."""
+    """Real tokens (all ranks), and this rank's real tokens, squared attended lengths
+    and masked positions, since the last restart: plain integers from the loader."""
 
     def __init__(self) -> None:
         self.restart()
@@ -408,14 +574,15 @@ class _Window:
     def restart(self) -> None:
         self.started = time.perf_counter()
         self.tokens = 0
+        self.local_tokens = 0
         self.squares = 0
         self.masked = 0
 
-    def add(self, batch: dict[str, torch.Tensor]) -> None:
-        lengths = batch["attention_mask"].sum(dim=1)
-        self.tokens += int(lengths.sum())
-        self.squares += int((lengths * lengths).sum())
-        self.masked += int((batch["labels"] != -100).sum())
+    def add(self, tokens: int, local_tokens: int, squares: int, masked: int) -> None:
+        self.tokens += tokens
+        self.local_tokens += local_tokens
+        self.squares += squares
+        self.masked += masked
 
     def rates(
         self, config: ModelConfig, world: int, peak: float | None, device: torch.device
@@ -423,38 +590,42 @@ class _Window:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - self.started
-        if not self.tokens or seconds <= 0:
+        if not self.local_tokens or seconds <= 0:
             return None, None
-        tokens_per_s = self.tokens * world / seconds
-        attended = self.squares / self.tokens  # T: mean squared length over mean length
-        flops = flops_per_token(config, attended, self.masked / self.tokens)
+        tokens_per_s = self.tokens / seconds
+        # T: mean squared attended length (rows, or documents) over mean length.
+        attended = self.squares / self.local_tokens
+        flops = flops_per_token(config, attended, self.masked / self.local_tokens)
         mfu = tokens_per_s * flops / (peak * world) if peak else None
         self.restart()
         return round(tokens_per_s, 1), (round(mfu, 4) if mfu is not None else None)
 
 
 @torch.no_grad()
-def _evaluate(
-    model: RobertaMLM,
-    dataset: Any,
-    config: TrainConfig,
-    rank: int,
-    world: int,
-    device: torch.device,
-    precision: str,
-) -> float:
-    """Mean masked-LM loss on valid/ (copy 0, in order), at most eval_batches batches."""
+def _evaluate(training: _Training) -> float:
+    """Mean masked-LM loss on valid/ (copy 0, in order), at most eval_batches batches
+    of micro_batch rows, with the run's attention."""
+    model, dataset, config = training.model, training.valid_set, training.config
+    device, rank, world = training.device, training.rank, training.world
     model.eval()
     rows = torch.arange(len(dataset))[rank::world][: config.eval_batches * config.micro_batch]
     total = torch.zeros(2, device=device)  # (loss sum, masked count)
     for start in range(0, len(rows), config.micro_batch):
         arrays = dataset.batch(rows[start : start + config.micro_batch].numpy(), copy=0)
-        batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
-        masked = int((batch["labels"] != -100).sum())
+        if not training.documents:
+            del arrays["document_ids"]
+        masked = int((arrays["labels"] != -100).sum())
         if masked:
-            with _autocast(device, precision):
-                loss = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
-            total += torch.stack([loss.float() * masked, torch.tensor(masked, device=device)])
+            batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+            with _autocast(device, training.precision):
+                loss = model(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    document_ids=batch.get("document_ids"),
+                    labels=batch["labels"],
+                    reduction="sum",
+                )
+            total += torch.stack([loss.float(), torch.tensor(float(masked), device=device)])
     model.train()
     total = distributed.all_sum(total)
     return (total[0] / total[1]).item() if total[1] else float("nan")
@@ -477,8 +648,16 @@ def _log_line(record: dict[str, Any], total: int) -> str:
 # --- checkpoints ---------------------------------------------------------------------
 
 
-# What fixes the order of the data and the shape of the model: a resumed run must keep it.
-_RESUME_FIXED = ("seed", "micro_batch", "batch_size")
+# What fixes the order of the data, the shape of the model and what it learns: a
+# resumed run must keep it.
+_RESUME_FIXED = (
+    "seed",
+    "micro_batch",
+    "batch_size",
+    "batch_tokens",
+    "micro_batch_tokens",
+    "attention",
+)
 
 
 def _dataset_identity(train_set: Any) -> dict[str, Any]:
@@ -563,23 +742,24 @@ def _prepare_run(run: Path, *, resume: bool, force: bool) -> None:
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
 
 
-def _save(
-    run: Path,
-    model: RobertaMLM,
-    optimizer: torch.optim.Optimizer,
-    step: int,
-    cursor: Cursor,
-    device: torch.device,
-    data_root: Location,
-    dataset: dict[str, Any],
-) -> None:
+def _save(training: _Training) -> None:
     """Write checkpoints/step-N/{trainer.pt, Hugging Face files} atomically: rank 0
     writes, with every rank's random state (all ranks call this)."""
+    device = training.device
     rng = distributed.gather_objects(
         (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
     )
     distributed.on_rank_zero(
-        lambda: _write_checkpoint(run, model, optimizer, step, cursor, rng, data_root, dataset)
+        lambda: _write_checkpoint(
+            training.run,
+            training.model,
+            training.optimizer,
+            training.step,
+            training.cursor,
+            rng,
+            training.train_set.root,
+            training.dataset,
+        )
     )
 
 

@@ -1,19 +1,31 @@
 """A compact RoBERTa encoder for masked-LM pretraining, readable in one sitting.
 
 Parameter names and shapes match ``transformers``' ``RobertaForMaskedLM`` (so a
-state dict exports as it is), built bottom-up: embeddings, self-attention with
-``scaled_dot_product_attention`` and a padding mask, the feed-forward block, the
-encoder, and the MLM head, which is computed only at the masked positions.
+state dict exports as it is), built bottom-up: embeddings, self-attention, the
+feed-forward block, the encoder, and the MLM head, which is computed only at the masked
+positions.
+
+Attention comes in two shapes. Padded: (batch, seq_len) rows through
+``scaled_dot_product_attention`` with a mask, over the whole row (RoBERTa's) or, given
+``document_ids``, block-diagonal within each document. Packed: given ``document_ids``
+on CUDA under autocast, the padding is dropped and every document of every row is one
+variable-length sequence (``flash_attn_varlen_func`` when flash-attn is installed, else
+PyTorch's ``varlen_attn``), so a row costs its real length. With ``document_ids`` the
+position ids restart at each document (RoBERTa's ``pad_id + 1 + offset``), so every
+document is encoded exactly as it would be alone.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+logger = logging.getLogger("rbprep")
 
 
 @dataclass(frozen=True)
@@ -64,19 +76,89 @@ def preset(name: str, vocab_size: int, pad_id: int, seq_len: int) -> ModelConfig
     )
 
 
+def position_ids(
+    attention_mask: torch.Tensor, document_ids: torch.Tensor | None, pad_id: int
+) -> torch.Tensor:
+    """RoBERTa's position ids (B, T): real tokens numbered from ``pad_id + 1`` from the
+    row's start, or from each document's start where ``document_ids`` are given;
+    ``pad_id`` on padding."""
+    if document_ids is None:
+        return torch.cumsum(attention_mask, dim=1) * attention_mask + pad_id
+    index = torch.arange(document_ids.shape[1], device=document_ids.device).expand_as(document_ids)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)  # (B, T): a document begins
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    first = torch.where(starts, index, 0).cummax(dim=1).values  # its document's first
+    return torch.where(attention_mask.bool(), index - first + pad_id + 1, pad_id)
+
+
+class Padded(NamedTuple):
+    """Attention over padded rows: ``mask`` (B, 1, 1 or T, T) bool, True where a query
+    may attend a key."""
+
+    mask: torch.Tensor
+
+
+class Packed(NamedTuple):
+    """Attention over packed tokens (N, ...), one sequence per document of each row:
+    ``cu_seqlens`` (sequences + 1,) int32 their bounds, ``max_len`` a bound on their
+    lengths, ``sequence_of`` (N,) each token's sequence (for the reference kernel)."""
+
+    cu_seqlens: torch.Tensor
+    max_len: int
+    sequence_of: torch.Tensor
+
+
+def _flash_attn_varlen() -> Any:
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except ImportError:
+        return None
+    return flash_attn_varlen_func
+
+
+_WARNED: set[str] = set()
+
+
+def varlen_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packed: Packed, dropout_p: float
+) -> torch.Tensor:
+    """Attention within each packed sequence; q, k, v and the result (N, heads, d).
+
+    On CUDA in half precision: flash-attn's kernel where installed, else PyTorch's
+    ``varlen_attn`` (which has no attention dropout: it is left out, with a warning).
+    Elsewhere the reference: SDPA over all N tokens with a block-diagonal mask, for
+    CPU checks of the packed path (memory N^2)."""
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        flash = _flash_attn_varlen()
+        cu, bound = packed.cu_seqlens, packed.max_len
+        if flash is not None:
+            return flash(q, k, v, cu, cu, bound, bound, dropout_p=dropout_p)
+        from torch.nn.attention.varlen import varlen_attn
+
+        if dropout_p and "varlen" not in _WARNED:
+            _WARNED.add("varlen")
+            logger.warning(
+                "document attention on torch's varlen_attn has no attention dropout; "
+                "pip install flash-attn for it"
+            )
+        return varlen_attn(q, k, v, cu, cu, bound, bound)
+    same = packed.sequence_of[:, None] == packed.sequence_of[None, :]  # (N, N)
+    y = F.scaled_dot_product_attention(
+        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=same, dropout_p=dropout_p
+    )  # (heads, N, d)
+    return y.transpose(0, 1)
+
+
 class Embeddings(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.pad_id = config.pad_id
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden, config.pad_id)
         self.position_embeddings = nn.Embedding(config.max_positions, config.hidden, config.pad_id)
         self.token_type_embeddings = nn.Embedding(1, config.hidden)
         self.LayerNorm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # RoBERTa numbers real tokens from pad_id + 1; padding sits at pad_id.
-        positions = torch.cumsum(attention_mask, dim=1) * attention_mask + self.pad_id
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = (
             self.word_embeddings(input_ids)
             + self.position_embeddings(positions)
@@ -94,20 +176,23 @@ class SelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden, config.hidden)
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        batch, length, hidden = x.shape
+    def forward(self, x: torch.Tensor, attend: Padded | Packed) -> torch.Tensor:
+        dropout_p = self.dropout if self.training else 0.0
+        hidden = x.shape[-1]
+        if isinstance(attend, Packed):  # (N, H) -> (N, heads, H/heads)
+            q, k, v = (t.view(-1, self.heads, hidden // self.heads) for t in self._qkv(x))
+            return varlen_attention(q, k, v, attend, dropout_p).reshape(x.shape)
+        batch, length, _ = x.shape
 
         def split(t: torch.Tensor) -> torch.Tensor:  # (B, T, H) -> (B, heads, T, H/heads)
             return t.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)
 
-        y = F.scaled_dot_product_attention(
-            split(self.query(x)),
-            split(self.key(x)),
-            split(self.value(x)),
-            attn_mask=padding,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        q, k, v = (split(t) for t in self._qkv(x))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend.mask, dropout_p=dropout_p)
         return y.transpose(1, 2).reshape(batch, length, hidden)
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.query(x), self.key(x), self.value(x)
 
 
 class AttentionOutput(nn.Module):
@@ -127,8 +212,8 @@ class Attention(nn.Module):
         self.self = SelfAttention(config)
         self.output = AttentionOutput(config)
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        return self.output(self.self(x, padding), x)
+    def forward(self, x: torch.Tensor, attend: Padded | Packed) -> torch.Tensor:
+        return self.output(self.self(x, attend), x)
 
 
 class Intermediate(nn.Module):
@@ -158,8 +243,8 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = Output(config)
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        x = self.attention(x, padding)
+    def forward(self, x: torch.Tensor, attend: Padded | Packed) -> torch.Tensor:
+        x = self.attention(x, attend)
         return self.output(self.intermediate(x), x)
 
 
@@ -168,22 +253,49 @@ class Encoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(Layer(config) for _ in range(config.layers))
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attend: Padded | Packed) -> torch.Tensor:
         for layer in self.layer:
-            x = layer(x, padding)
+            x = layer(x, attend)
         return x
 
 
 class Roberta(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.pad_id = config.pad_id
         self.embeddings = Embeddings(config)
         self.encoder = Encoder(config)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # (B, 1, 1, T) bool: True where a key may be attended to.
-        padding = attention_mask.bool()[:, None, None, :]
-        return self.encoder(self.embeddings(input_ids, attention_mask), padding)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        document_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states (B, T, H) of padded rows: attending over each row's real
+        tokens, or (``document_ids`` given) within each document only."""
+        positions = position_ids(attention_mask, document_ids, self.pad_id)
+        if document_ids is None:
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): real keys
+        else:  # (B, 1, T, T): same document (padding attends padding: no empty row)
+            mask = (document_ids[:, :, None] == document_ids[:, None, :])[:, None]
+        return self.encoder(self.embeddings(input_ids, positions), Padded(mask))
+
+    def packed(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, document_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states (N, H) of the N real tokens, padding dropped, each document of
+        each row attended as its own sequence; and their flat indices (N,) in (B*T)."""
+        length = input_ids.shape[1]
+        kept = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,)
+        positions = position_ids(attention_mask, document_ids, self.pad_id).reshape(-1)[kept]
+        rows, documents = kept // length, document_ids.reshape(-1)[kept]
+        begins = torch.ones_like(kept, dtype=torch.bool)  # (N,): a sequence begins here
+        begins[1:] = (rows[1:] != rows[:-1]) | (documents[1:] != documents[:-1])
+        bounds = torch.cat([begins.nonzero().squeeze(1), kept.new_tensor([len(kept)])])
+        attend = Packed(bounds.to(torch.int32), length, torch.cumsum(begins, 0) - 1)
+        x = self.embeddings(input_ids.reshape(-1)[kept], positions)
+        return self.encoder(x, attend), kept
 
 
 class LMHead(nn.Module):
@@ -200,14 +312,23 @@ class LMHead(nn.Module):
 
 
 class RobertaMLM(nn.Module):
-    """RoBERTa with its masked-LM head; ``forward`` returns the mean loss over the
-    masked positions (labels != -100), computing the head only there."""
+    """RoBERTa with its masked-LM head.
+
+    ``forward(input_ids, attention_mask, document_ids=None)`` returns the logits
+    (B, T, vocab); with ``labels`` the loss over the masked positions (labels != -100)
+    instead, computing the head only there. ``document_ids`` (B, T), as
+    ``Dataset.batch`` gives them, keep attention and position ids within each document
+    of a row. ``packed`` chooses how: None (the default) drops the padding on CUDA under
+    autocast and masks padded rows elsewhere; True or False forces one (both give the
+    same results).
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.roberta = Roberta(config)
         self.lm_head = LMHead(config, self.roberta.embeddings.word_embeddings)
+        self.packed: bool | None = None
         self.apply(self._init_weights)
 
     @staticmethod
@@ -228,19 +349,32 @@ class RobertaMLM(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        labels: torch.Tensor,
+        document_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
         reduction: str = "mean",
     ) -> torch.Tensor:
-        """The loss over the masked positions: their mean, or with ``reduction="sum"``
-        their sum (0 where nothing is masked)."""
-        hidden = self.roberta(input_ids, attention_mask)
+        """Logits (B, T, vocab), or given ``labels`` the loss over the masked positions:
+        their mean, or with ``reduction="sum"`` their sum (0 where nothing is masked).
+        Packed, the logits at padding are 0."""
+        if document_ids is not None and self._packs(input_ids):
+            hidden, kept = self.roberta.packed(input_ids, attention_mask, document_ids)
+            if labels is None:
+                logits = self.lm_head(hidden)  # (N, vocab)
+                full = logits.new_zeros(input_ids.numel(), logits.shape[-1])
+                return full.index_copy(0, kept, logits).view(*input_ids.shape, -1)
+            labels = labels.reshape(-1)[kept]  # (N,): as the hidden states
+        else:
+            hidden = self.roberta(input_ids, attention_mask, document_ids)
+            if labels is None:
+                return self.lm_head(hidden)
         chosen = labels != -100
         logits = self.lm_head(hidden[chosen])  # (masked, vocab): the head only where needed
         return F.cross_entropy(logits.float(), labels[chosen], reduction=reduction)
 
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits at every position (B, T, vocab), for checks and inference."""
-        return self.lm_head(self.roberta(input_ids, attention_mask))
+    def _packs(self, input_ids: torch.Tensor) -> bool:
+        if self.packed is not None:
+            return self.packed
+        return input_ids.is_cuda and torch.is_autocast_enabled(input_ids.device.type)
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights under RobertaForMaskedLM's names (tied decoder written once)."""
