@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -28,14 +28,22 @@ import numpy as np
 from rbprep import __version__
 from rbprep.corpus import Corpus, Partition, ReadStats, document_coin, open_corpus
 from rbprep.dataset.format import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
     MANIFEST,
     SPLITS,
     read_json,
     shard_table,
     write_json_atomically,
     write_shard,
+)
+from rbprep.dataset.manifest import (
+    CorpusRecord,
+    EncoderRecord,
+    Manifest,
+    ShardParameters,
+    ShardRecord,
+    SplitRecord,
+    TokenizerRecord,
+    Totals,
 )
 from rbprep.dataset.masking import (
     STREAMS,
@@ -113,10 +121,18 @@ class ShardConfig:
             return None
         return DEFAULT_DUP if self.dup is None else self.dup
 
-    def parameters(self) -> dict[str, Any]:
+    def parameters(self) -> ShardParameters:
         """The manifest's ``parameters``: the fields (``dup`` as stored copies, None
         under dynamic masking) and ``max_predictions``."""
-        return {**asdict(self), "dup": self.copies, "max_predictions": self.max_predictions}
+        return ShardParameters(
+            **{**asdict(self), "dup": self.copies, "max_predictions": self.max_predictions}
+        )
+
+    @classmethod
+    def of(cls, parameters: ShardParameters) -> ShardConfig:
+        """The config a dataset with these ``parameters`` was made with."""
+        names = {field.name for field in fields(cls)}
+        return cls(**{k: v for k, v in asdict(parameters).items() if k in names})
 
     def check(self) -> None:
         if not 8 <= self.seq_len <= 65535:
@@ -149,7 +165,7 @@ class ShardSummary:
     """What ``shard`` did; ``as_dict()`` is the ``--json`` output."""
 
     out: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     partitions: int
     partitions_resumed: int
     seconds: float
@@ -157,44 +173,44 @@ class ShardSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "manifest": self.manifest.to_json()}
 
     def report(self) -> str:
-        totals = self.manifest["totals"]
+        totals = self.manifest.totals
         lines = [
             f"Sharded {format_size(self.text_bytes)} read in {self.seconds:.1f} s "
             f"({self.text_bytes / 1e6 / max(self.seconds, 1e-9):.2f} MB/s): "
-            f"{totals['documents']:,} documents, {totals['content_tokens']:,} tokens of text",
+            f"{totals.documents:,} documents, {totals.content_tokens:,} tokens of text",
         ]
         for split in SPLITS:
-            info = self.manifest["splits"][split]
+            info = self.manifest.splits[split]
             lines.append(
-                f"  {split:<6} {info['rows']:>9,} rows  {info['tokens']:>12,} tokens with "
-                f"specials  {counted(len(info['shards']), 'shard'):<10}  "
-                f"{format_size(info['bytes'])}"
+                f"  {split:<6} {info.rows:>9,} rows  {info.tokens:>12,} tokens with "
+                f"specials  {counted(len(info.shards), 'shard'):<10}  "
+                f"{format_size(info.bytes)}"
             )
-        valid_fraction = self.manifest["parameters"]["valid_fraction"]
-        if valid_fraction and not self.manifest["splits"]["valid"]["rows"]:
+        valid_fraction = self.manifest.parameters.valid_fraction
+        if valid_fraction and not self.manifest.splits["valid"].rows:
             lines.append(
-                f"  valid is empty: of {counted(totals['documents'], 'document')}, none fell to "
+                f"  valid is empty: of {counted(totals.documents, 'document')}, none fell to "
                 f"--valid-fraction {valid_fraction}; pretrain will have no validation loss"
             )
         lines.append(
-            f"Padding {totals['padding_share']:.1%} of {totals['slots']:,} slots; "
-            f"{totals['bytes_per_token']:.2f} bytes on disk per stored token "
+            f"Padding {totals.padding_share:.1%} of {totals.slots:,} slots; "
+            f"{totals.bytes_per_token:.2f} bytes on disk per stored token "
             + (
                 f"({counted(dup, 'masked copy', 'masked copies')})."
-                if (dup := self.manifest["parameters"]["dup"]) is not None
+                if (dup := self.manifest.parameters.dup) is not None
                 else "(ids only: masks are computed for each epoch, --masking dynamic)."
             )
         )
-        problems = ReadStats.from_dict(totals["read"]).problems()
+        problems = ReadStats.from_dict(totals.read).problems()
         if problems:
             lines.append(problems)
-        encoder = self.manifest["encoder"]
+        encoder = self.manifest.encoder
         note = self.extra.get("encoder_note")
         lines.append(
-            f"Encoded by {encoder['name']} {encoder['version']}" + (f" ({note})." if note else ".")
+            f"Encoded by {encoder.name} {encoder.version}" + (f" ({note})." if note else ".")
         )
         if self.partitions_resumed:
             lines.append(f"Resumed: {counted(self.partitions_resumed, 'partition')} already done.")
@@ -469,7 +485,7 @@ def _pack_and_mask_stage(
         row_offsets,
         row_tokens,
         work.mask_tables,
-        MaskParameters.of(config.parameters()),
+        config.parameters().masks,
         split,
         partition_id,
         range(config.copies),
@@ -677,13 +693,13 @@ def shard(
                 encoder_id = _work_for(tokenizer_copy, info, chosen).encoder.id
         ordered = [records[p.id] for p in corpus.partitions]
         manifest = _manifest(corpus, info, config, ordered, encoder_id)
-        if manifest["totals"]["documents"] == 0:
+        if manifest.totals.documents == 0:
             _clear(out_dir)  # nothing to resume: the next run starts afresh
             raise RbprepError(
                 f"the corpus holds no text: {counted(len(corpus.files), 'readable file')}, "
                 f"no document; nothing written to {out_dir}"
             )
-        write_json_atomically(manifest, out_dir.child(MANIFEST))
+        write_json_atomically(manifest.to_json(), out_dir.child(MANIFEST))
     seconds = time.perf_counter() - started
     return ShardSummary(
         out=str(out_dir),
@@ -691,7 +707,7 @@ def shard(
         partitions=len(corpus.partitions),
         partitions_resumed=sum("seconds" not in records[p] for p in done),
         seconds=round(seconds, 3),
-        text_bytes=manifest["totals"]["read"]["text_bytes"],
+        text_bytes=manifest.totals.read["text_bytes"],
         extra={
             "encoder": encoder_id.as_dict(),
             "encoder_note": fallback,
@@ -714,7 +730,7 @@ def _locked(out_dir: Location) -> contextlib.AbstractContextManager[None]:
 def _run_state(corpus: Corpus, info: TokenizerInfo, config: ShardConfig) -> dict[str, Any]:
     """What must not change between an interrupted run and its --resume."""
     return {
-        "parameters": config.parameters(),
+        "parameters": asdict(config.parameters()),
         "tokenizer_sha256": info.sha256,
         "partition_size": corpus.partition_size,
         "files": [file.path for file in corpus.files],
@@ -818,12 +834,12 @@ def _manifest(
     config: ShardConfig,
     records: list[dict[str, Any]],
     encoder: EncoderId,
-) -> dict[str, Any]:
+) -> Manifest:
     """The dataset's description: parameters, tokenizer, shards and totals (no timings,
     so the same corpus and parameters always give the same manifest)."""
     read = ReadStats()
     corpus.count_skipped(read)
-    splits: dict[str, Any] = {}
+    splits: dict[str, SplitRecord] = {}
     for split in SPLITS:
         shards = []
         histogram: dict[str, int] = {}
@@ -839,61 +855,58 @@ def _manifest(
                 histogram[bucket] = histogram.get(bucket, 0) + count
             if part["rows"]:
                 shards.append(
-                    {
-                        "file": part["file"],
-                        "partition": record["partition"],
-                        "rows": part["rows"],
-                        "tokens": part["tokens"],
-                        "bytes": part["bytes"],
-                        "sha256": part["sha256"],
-                    }
+                    ShardRecord(
+                        file=part["file"],
+                        partition=record["partition"],
+                        rows=part["rows"],
+                        tokens=part["tokens"],
+                        bytes=part["bytes"],
+                        sha256=part["sha256"],
+                    )
                 )
-        splits[split] = {**totals, "length_histogram": histogram, "shards": shards}
+        splits[split] = SplitRecord(**totals, length_histogram=histogram, shards=shards)
     for record in records:
         read.merge(ReadStats(**record["read"]))
-    rows = sum(splits[s]["rows"] for s in SPLITS)
-    tokens = sum(splits[s]["tokens"] for s in SPLITS)
+    rows = sum(splits[s].rows for s in SPLITS)
+    tokens = sum(splits[s].tokens for s in SPLITS)
     slots = rows * config.seq_len
-    stored = sum(splits[s]["bytes"] for s in SPLITS)
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "rbprep_version": __version__,
-        "masking": config.masking,
-        "parameters": config.parameters(),
-        "tokenizer": {
-            "file": "tokenizer.json",
-            "sha256": info.sha256,
-            "vocab_size": info.vocab_size,
-            "cls_id": info.cls_id,
-            "sep_id": info.sep_id,
-            "pad_id": info.pad_id,
-            "mask_id": info.mask_id,
-            "unk_id": info.unk_id,
-            "special_ids": list(info.special_ids),
-            "word_prefix": info.word_prefix,
-            "continuation_prefix": info.continuation_prefix,
-        },
-        "encoder": encoder.as_dict(),
-        "corpus": {
-            "files": [file.path for file in corpus.files],
-            "text_field": corpus.options.text_field,
-            "bytes": corpus.size,
-            "partition_size": corpus.partition_size,
-            "partitions": len(corpus.partitions),
-        },
-        "splits": splits,
-        "totals": {
-            "documents": sum(splits[s]["documents"] for s in SPLITS),
-            "units": sum(splits[s]["units"] for s in SPLITS),
-            "content_tokens": sum(splits[s]["content_tokens"] for s in SPLITS),
-            "rows": rows,
-            "tokens": tokens,
-            "slots": slots,
-            "padding_tokens": slots - tokens,
-            "padding_share": (slots - tokens) / slots if slots else 0.0,
-            "bytes": stored,
-            "bytes_per_token": stored / tokens if tokens else 0.0,
-            "read": read.as_dict(),
-        },
-    }
+    stored = sum(splits[s].bytes for s in SPLITS)
+    return Manifest(
+        rbprep_version=__version__,
+        parameters=config.parameters(),
+        tokenizer=TokenizerRecord(
+            file="tokenizer.json",
+            sha256=info.sha256,
+            vocab_size=info.vocab_size,
+            cls_id=info.cls_id,
+            sep_id=info.sep_id,
+            pad_id=info.pad_id,
+            mask_id=info.mask_id,
+            unk_id=info.unk_id,
+            special_ids=list(info.special_ids),
+            word_prefix=info.word_prefix,
+            continuation_prefix=info.continuation_prefix,
+        ),
+        encoder=EncoderRecord(encoder.name, encoder.version),
+        corpus=CorpusRecord(
+            files=[file.path for file in corpus.files],
+            text_field=corpus.options.text_field,
+            bytes=corpus.size,
+            partition_size=corpus.partition_size,
+            partitions=len(corpus.partitions),
+        ),
+        splits=splits,
+        totals=Totals(
+            documents=sum(splits[s].documents for s in SPLITS),
+            units=sum(splits[s].units for s in SPLITS),
+            content_tokens=sum(splits[s].content_tokens for s in SPLITS),
+            rows=rows,
+            tokens=tokens,
+            slots=slots,
+            padding_tokens=slots - tokens,
+            padding_share=(slots - tokens) / slots if slots else 0.0,
+            bytes=stored,
+            bytes_per_token=stored / tokens if tokens else 0.0,
+            read=read.as_dict(),
+        ),
+    )

@@ -118,7 +118,7 @@ def test_packed_and_padded_document_attention_agree_in_loss_and_gradients(docume
     dataset = open_dataset(documents_data)
     batch = dataset.batch(np.arange(12), copy=0)
     tensors = {name: torch.from_numpy(array) for name, array in batch.items()}
-    config = preset("tiny", dataset.manifest["tokenizer"]["vocab_size"], dataset.pad_id, 64)
+    config = preset("tiny", dataset.manifest.tokenizer.vocab_size, dataset.pad_id, 64)
     torch.manual_seed(0)
     model = RobertaMLM(config).eval()  # dropout off: the two paths draw differently
     results = []

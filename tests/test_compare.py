@@ -333,10 +333,10 @@ def test_rows_and_padding_are_what_shard_makes(tmp_path, builtin_corpus, small_v
             ShardConfig(seq_len=128, dup=1, valid_fraction=0),
             workers=1,
         )
-        totals = summary.manifest["totals"]
-        assert tokenizer["overall"]["rows"] == totals["rows"]
-        assert tokenizer["overall"]["padding"] == pytest.approx(totals["padding_share"])
-        assert tokenizer["overall"]["tokens"] == totals["content_tokens"]
+        totals = summary.manifest.totals
+        assert tokenizer["overall"]["rows"] == totals.rows
+        assert tokenizer["overall"]["padding"] == pytest.approx(totals.padding_share)
+        assert tokenizer["overall"]["tokens"] == totals.content_tokens
         # A file's rows are what shard makes of that file alone (same partition size:
         # rows never cross a partition; a.txt is cut in two).
         first = str(tmp_path / "corpus" / "a.txt")
@@ -347,7 +347,7 @@ def test_rows_and_padding_are_what_shard_makes(tmp_path, builtin_corpus, small_v
             ShardConfig(seq_len=128, dup=1, valid_fraction=0),
             workers=1,
         )
-        assert tokenizer["per_file"][first]["rows"] == alone.manifest["totals"]["rows"]
+        assert tokenizer["per_file"][first]["rows"] == alone.manifest.totals.rows
     bpe, wordpiece = (t["overall"]["rows"] for t in data["tokenizers"])
     assert data["pairs"][0]["ratios"]["rows"] == pytest.approx(bpe / wordpiece)
 

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -80,7 +81,7 @@ def test_rows_decode_to_the_input_text_in_order(bpe_dataset, builtin_corpus):
         batch = dataset.batch(np.arange(len(dataset)), copy=None)
         lengths = batch["attention_mask"].sum(axis=1)
         rows = [ids[1 : n - 1] for ids, n in zip(batch["input_ids"], lengths, strict=True)]
-        sep = dataset.manifest["tokenizer"]["sep_id"]
+        sep = dataset.manifest.tokenizer.sep_id
         # Row breaks fall inside documents or between them; inner </s> only between them.
         content = np.concatenate(rows)
         pieces = np.split(content, np.flatnonzero(content == sep))
@@ -96,7 +97,7 @@ def test_batches(bpe_dataset):
     assert (dataset.seq_len, dataset.dup, len(dataset)) == (
         512,
         10,
-        dataset.manifest["splits"]["train"]["rows"],
+        dataset.manifest.splits["train"].rows,
     )
     indices = np.array([len(dataset) - 1, 0, 5, 5])
     plain = dataset.batch(indices, copy=None)
@@ -142,7 +143,7 @@ def test_mask_statistics_over_the_dataset(bpe_dataset):
 
 
 def test_verify_passes_and_catches_a_flipped_byte(bpe_dataset, tmp_path):
-    assert verify(bpe_dataset).rows == open_dataset(bpe_dataset).manifest["totals"]["rows"]
+    assert verify(bpe_dataset).rows == open_dataset(bpe_dataset).manifest.totals.rows
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     for name, data in dataset_files(bpe_dataset).items():
@@ -161,10 +162,8 @@ def test_verify_passes_and_catches_a_flipped_byte(bpe_dataset, tmp_path):
     assert "shard-00000.arrow: checksum differs" in json.loads(failed.stdout)["error"]
     passed = json.loads(run("verify", bpe_dataset, "--json", "--retokenize", "0.01").stdout)
     assert passed["ok"] is True and passed["retokenized_partitions"] == 1
-    assert (
-        passed["rows"]
-        == open_dataset(bpe_dataset).manifest["splits"]["train"]["rows"]
-        + (open_dataset(bpe_dataset, "valid").manifest["splits"]["valid"]["rows"])
+    assert passed["rows"] == open_dataset(bpe_dataset).manifest.splits["train"].rows + (
+        open_dataset(bpe_dataset, "valid").manifest.splits["valid"].rows
     )
 
 
@@ -369,7 +368,7 @@ def test_specials_in_text_are_ordinary_text(tmp_path, small_vocab):
     shard([corpus], small_vocab / "bpe", tmp_path / "d", ShardConfig(valid_fraction=0))
     dataset = open_dataset(tmp_path / "d")
     ids = dataset.batch([0], copy=None)["input_ids"][0]
-    content = ids[1 : dataset.manifest["totals"]["tokens"] - 1]
+    content = ids[1 : dataset.manifest.totals.tokens - 1]
     assert ids[0] == 0
     assert set(content[content <= 4].tolist()) == {2}  # only the document separator
     assert (content == 2).sum() == 1
@@ -431,10 +430,10 @@ def test_roles_from_tokenizer_config_hold_in_worker_processes(tmp_path, small_vo
     assert outputs[0] == outputs[1]
     assert len([name for name in outputs[0] if name.startswith("train/")]) > 5
     dataset = open_dataset(tmp_path / "w5")
-    row = dataset.batch([0], copy=None)["input_ids"][0][: dataset.manifest["totals"]["tokens"]]
+    row = dataset.batch([0], copy=None)["input_ids"][0][: dataset.manifest.totals.tokens]
     assert tokenizer.id_to_token(int(row[0])) == "<cls>"
     assert "<eos>" in {tokenizer.id_to_token(int(i)) for i in row[1:40]}
-    assert verify(tmp_path / "w5").rows == dataset.manifest["totals"]["rows"]
+    assert verify(tmp_path / "w5").rows == dataset.manifest.totals.rows
 
 
 def test_text_that_encodes_as_a_special_token_is_refused(tmp_path, small_corpus, small_vocab):
@@ -481,14 +480,14 @@ def test_a_tokenizer_whose_ids_skip(tmp_path, small_corpus, small_vocab):
     out = tmp_path / "d"
     shard([small_corpus], skipping, out, ShardConfig(dup=3, valid_fraction=0))
     dataset = open_dataset(out)
-    tokenizer = dataset.manifest["tokenizer"]
-    assert tokenizer["vocab_size"] == 70_001 and tokenizer["mask_id"] == 70_000
+    tokenizer = dataset.manifest.tokenizer
+    assert tokenizer.vocab_size == 70_001 and tokenizer.mask_id == 70_000
     assert (
         pa.ipc.open_file(next(out.rglob("*.arrow"))).schema.field("input_ids").type.value_type
         == pa.uint32()
     )
     real = set(Tokenizer.from_file(str(skipping)).get_vocab(with_added_tokens=True).values())
-    real -= set(tokenizer["special_ids"])
+    real -= set(tokenizer.special_ids)
     replaced = []
     for copy in range(3):
         batch = dataset.batch(np.arange(len(dataset)), copy=copy)
@@ -502,7 +501,7 @@ def test_a_tokenizer_whose_ids_skip(tmp_path, small_corpus, small_vocab):
 def test_wordpiece_whole_word_doc_sentences(tmp_path, builtin_corpus, small_vocab):
     config = ShardConfig(seq_len=128, dup=3, mode="doc-sentences", whole_word=True)
     summary = shard([builtin_corpus], small_vocab / "wordpiece", tmp_path / "wp", config)
-    assert summary.manifest["tokenizer"]["continuation_prefix"] == "##"
+    assert summary.manifest.tokenizer.continuation_prefix == "##"
     verify(tmp_path / "wp")
     dataset = open_dataset(tmp_path / "wp")
     plain = dataset.batch(np.arange(200), copy=None)["input_ids"]
@@ -849,7 +848,7 @@ def test_wordpiece_encodes_with_the_reference(tmp_path, builtin_corpus, small_vo
     summary = shard(
         _hard_corpus(tmp_path, builtin_corpus), small_vocab / "wordpiece", tmp_path / "wp"
     )
-    assert summary.manifest["encoder"]["name"] == "tokenizers"
+    assert summary.manifest.encoder.name == "tokenizers"
     assert "not tested to match on a WordPiece model" in summary.report()
 
 
@@ -871,7 +870,7 @@ def test_a_fast_encoder_that_disagrees_falls_back_and_redoes_its_partitions(
             corpus, tokenizer, tmp_path / encoder, ShardConfig(dup=1), encoder=encoder, workers=1
         )
         outputs[encoder] = dataset_files(tmp_path / encoder)
-        assert summary.manifest["encoder"]["name"] == "tokenizers"
+        assert summary.manifest.encoder.name == "tokenizers"
     assert len(corpus.partitions) > 2
     [warning] = [r.getMessage() for r in caplog.records if "otherwise than" in r.getMessage()]
     assert "zz-odd.txt" in warning and "'Every line here spells zq once.'" in warning
@@ -1101,3 +1100,49 @@ def test_document_ids_say_which_document_each_position_is_of(tmp_path, small_voc
     # Copies and the unmasked rows share the document ids.
     masked = dataset.batch(np.arange(len(dataset)), copy=0)
     np.testing.assert_array_equal(masked["document_ids"], document_ids)
+
+
+# --- the typed manifest -------------------------------------------------------------------
+
+
+def test_the_manifest_reads_and_writes_back_key_for_key(bpe_dataset, dynamic_and_static):
+    from rbprep.dataset.manifest import Manifest
+
+    for root in (bpe_dataset, *dynamic_and_static):
+        on_disk = json.loads((root / "manifest.json").read_text())
+        manifest = Manifest.read(root)
+        assert json.dumps(manifest.to_json()) == json.dumps(on_disk)  # order included
+        assert manifest.masking == on_disk["masking"]
+        assert manifest.parameters.masks.max_predictions == on_disk["parameters"]["max_predictions"]
+
+
+def test_older_manifests_still_open_and_bad_ones_are_one_line_errors(bpe_dataset, tmp_path):
+    from rbprep.dataset.manifest import Manifest
+
+    older = tmp_path / "older"
+    shutil.copytree(bpe_dataset, older)
+    data = json.loads((older / "manifest.json").read_text())
+    # As written before masking, the encoder and the corpus's text field and size.
+    for key in ("masking", "encoder"):
+        del data[key]
+    del data["parameters"]["masking"]
+    del data["corpus"]["text_field"], data["corpus"]["bytes"]
+    (older / "manifest.json").write_text(json.dumps(data))
+    manifest = Manifest.read(older)
+    assert manifest.masking == "static" and manifest.encoder is None
+    assert manifest.corpus.text_field is None and manifest.corpus.bytes is None
+    assert verify(older).rows == manifest.totals.rows
+    assert len(open_dataset(older).batch([0], copy=9)["labels"]) == 1
+    for damage, message in (
+        (lambda d: d.update(format_version=99), "format version 99, this rbprep reads 1"),
+        (lambda d: d.update(format="other"), "not an rbprep dataset manifest"),
+        (lambda d: d["splits"].pop("valid"), "damaged manifest (KeyError: 'valid')"),
+        (lambda d: d["tokenizer"].pop("sep_id"), "damaged manifest (TypeError"),
+    ):
+        broken = json.loads(json.dumps(data))
+        damage(broken)
+        (older / "manifest.json").write_text(json.dumps(broken))
+        with pytest.raises(RbprepError, match=re.escape(message)):
+            open_dataset(older)
+        result = run("verify", older)
+        assert result.exit_code == 1 and "Traceback" not in result.output

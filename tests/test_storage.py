@@ -175,7 +175,7 @@ def test_shard_library_call_with_a_uri(object_store, small_corpus, small_vocab):
     out = object_store.uri("datasets/library")
     summary = shard([small_corpus], small_vocab / "wordpiece", out, ShardConfig(dup=2))
     assert summary.out == out
-    assert len(open_dataset(out)) == summary.manifest["splits"]["train"]["rows"]
+    assert len(open_dataset(out)) == summary.manifest.splits["train"].rows
 
 
 def test_locations_name_local_paths_file_uris_and_remote_children(object_store, tmp_path):

@@ -104,7 +104,7 @@ def test_a_step_is_the_same_however_it_is_split_into_micro_batches(tiny_data, tm
     """The step's loss is the mean over all its masked positions: one micro-batch of 16
     rows or four of 4 give the same loss and the same weights (dropout off)."""
     dataset = open_dataset(tiny_data)
-    tiny = preset("tiny", dataset.manifest["tokenizer"]["vocab_size"], dataset.pad_id, 64)
+    tiny = preset("tiny", dataset.manifest.tokenizer.vocab_size, dataset.pad_id, 64)
     runs = {}
     for micro in (16, 4):
         config = TrainConfig(

@@ -78,36 +78,36 @@ def inspect(
     The split's shards are checked as ``open_dataset`` checks them (``checksums``)."""
     root = as_location(root)
     manifest = read_manifest(root)
-    totals = manifest["totals"]
-    parameters = manifest["parameters"]
+    totals = manifest.totals
+    parameters = asdict(manifest.parameters)
     summary = {
-        "format_version": manifest["format_version"],
-        "rbprep_version": manifest["rbprep_version"],
+        "format_version": manifest.format_version,
+        "rbprep_version": manifest.rbprep_version,
         "parameters": parameters,
         "parameters_line": ", ".join(
             f"{key}={parameters[key]}"
             for key in ("seq_len", "dup", "mode", "mask_prob", "whole_word", "seed")
             if parameters[key] is not None
         )
-        + (", masking=dynamic" if parameters["dup"] is None else ""),
-        "vocab_size": manifest["tokenizer"]["vocab_size"],
-        "tokenizer_sha256": manifest["tokenizer"]["sha256"],
-        "documents": totals["documents"],
-        "units": totals["units"],
-        "text_bytes": totals["read"]["text_bytes"],
-        "partitions": manifest["corpus"]["partitions"],
-        "padding_share": totals["padding_share"],
-        "bytes_per_token": totals["bytes_per_token"],
-        "input_problems": ReadStats.from_dict(totals["read"]).problems(),
-        "length_histogram": manifest["splits"]["train"]["length_histogram"],
+        + (", masking=dynamic" if manifest.masking == "dynamic" else ""),
+        "vocab_size": manifest.tokenizer.vocab_size,
+        "tokenizer_sha256": manifest.tokenizer.sha256,
+        "documents": totals.documents,
+        "units": totals.units,
+        "text_bytes": totals.read["text_bytes"],
+        "partitions": manifest.corpus.partitions,
+        "padding_share": totals.padding_share,
+        "bytes_per_token": totals.bytes_per_token,
+        "input_problems": ReadStats.from_dict(totals.read).problems(),
+        "length_histogram": manifest.splits["train"].length_histogram,
         "splits": {
             split_name: {
-                "rows": info["rows"],
-                "tokens": info["tokens"],
-                "shards": len(info["shards"]),
-                "bytes": info["bytes"],
+                "rows": info.rows,
+                "tokens": info.tokens,
+                "shards": len(info.shards),
+                "bytes": info.bytes,
             }
-            for split_name, info in manifest["splits"].items()
+            for split_name, info in manifest.splits.items()
         },
     }
     result = Inspection(str(root), split, copy, summary)

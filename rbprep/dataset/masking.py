@@ -8,9 +8,8 @@ same whether it is computed with copies ``0..N-1`` or alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,7 +18,7 @@ STREAMS = {"train": 0, "valid": 1}  # separates the splits' mask streams
 
 @dataclass(frozen=True)
 class MaskParameters:
-    """What decides the masks besides the rows: a manifest's ``parameters`` hold them."""
+    """What decides the masks besides the rows (``ShardParameters.masks``)."""
 
     seed: int
     mask_prob: float
@@ -27,19 +26,6 @@ class MaskParameters:
     keep_prob: float
     max_predictions: int
     whole_word: bool
-
-    @classmethod
-    def of(cls, parameters: Mapping[str, Any]) -> MaskParameters:
-        """The mask parameters among ``parameters`` (a manifest's, or a ShardConfig's
-        fields with its ``max_predictions``)."""
-        return cls(
-            seed=int(parameters["seed"]),
-            mask_prob=float(parameters["mask_prob"]),
-            random_prob=float(parameters["random_prob"]),
-            keep_prob=float(parameters["keep_prob"]),
-            max_predictions=int(parameters["max_predictions"]),
-            whole_word=bool(parameters["whole_word"]),
-        )
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,13 @@ import numpy as np
 import pyarrow as pa
 
 from rbprep.dataset.format import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MANIFEST,
     SPLITS,
     arrow_array,
     as_location,
     shard_schema,
 )
-from rbprep.dataset.masking import MaskParameters, Masks, MaskTables, mask_partition_rows
+from rbprep.dataset.manifest import Manifest, ShardRecord
+from rbprep.dataset.masking import Masks, MaskTables, mask_partition_rows
 from rbprep.errors import RbprepError
 from rbprep.storage import Location
 from rbprep.tokenizer_info import replacement_ids, word_start_table
@@ -65,15 +63,15 @@ class Dataset:
         self.manifest = read_manifest(self.root)
         if split not in SPLITS:
             raise RbprepError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-        parameters = self.manifest["parameters"]
-        self.seq_len: int = parameters["seq_len"]
-        self.dup: int | None = parameters["dup"]
-        self.masking: str = self.manifest.get("masking", "static")
-        tokenizer = self.manifest["tokenizer"]
-        self.pad_id: int = tokenizer["pad_id"]
-        self.mask_id: int = tokenizer["mask_id"]
-        self.sep_id: int = tokenizer["sep_id"]  # ends each document in a row
-        self.shards = self.manifest["splits"][split]["shards"]
+        parameters = self.manifest.parameters
+        self.seq_len: int = parameters.seq_len
+        self.dup: int | None = parameters.dup
+        self.masking: str = self.manifest.masking
+        tokenizer = self.manifest.tokenizer
+        self.pad_id: int = tokenizer.pad_id
+        self.mask_id: int = tokenizer.mask_id
+        self.sep_id: int = tokenizer.sep_id  # ends each document in a row
+        self.shards = self.manifest.splits[split].shards
         if not checksums and str(self.root) not in _UNHASHED:
             _UNHASHED.add(str(self.root))
             logger.warning(
@@ -113,31 +111,31 @@ class Dataset:
             raise RbprepError(
                 f"{location}: missing or damaged ({str(exc)[:120]}); {advice}"
             ) from exc
-        if hashlib.sha256(data).hexdigest() != self.manifest["tokenizer"]["sha256"]:
+        if hashlib.sha256(data).hexdigest() != self.manifest.tokenizer.sha256:
             raise RbprepError(f"{location}: changed since shard (sha256 differs); {advice}")
         return tokenizer
 
-    def _open_shard(self, shard: dict[str, Any], checksums: bool) -> pa.Table:
-        location = self.root.child(shard["file"])
+    def _open_shard(self, shard: ShardRecord, checksums: bool) -> pa.Table:
+        location = self.root.child(shard.file)
         advice = f"run `rbprep verify {self.root}`, and shard again if it fails"
         try:
             size = location.size()
         except FileNotFoundError as exc:
             raise RbprepError(f"{location}: missing; {advice}") from exc
-        if size != shard["bytes"]:
+        if size != shard.bytes:
             raise RbprepError(
-                f"{location}: {size:,} bytes, the manifest says {shard['bytes']:,} "
+                f"{location}: {size:,} bytes, the manifest says {shard.bytes:,} "
                 f"(truncated or replaced); {advice}"
             )
         if checksums:
-            _check_sha256(location, shard["sha256"], advice)
+            _check_sha256(location, shard.sha256, advice)
         try:
             table = pa.ipc.open_file(location.arrow_file()).read_all()
             table.validate(full=True)
         except pa.ArrowException as exc:
             raise RbprepError(f"{location}: not a readable Arrow file ({exc}); {advice}") from exc
-        tokenizer = self.manifest["tokenizer"]
-        problem = _shard_problem(table, shard, tokenizer["vocab_size"], self.seq_len, self.dup)
+        vocab_size = self.manifest.tokenizer.vocab_size
+        problem = _shard_problem(table, shard, vocab_size, self.seq_len, self.dup)
         if problem:
             raise RbprepError(f"{location}: {problem}; {advice}")
         return table
@@ -188,15 +186,15 @@ class Dataset:
     @cached_property
     def mask_tables(self) -> MaskTables:
         """The tokenizer's tables for masking (dynamic masking computes with them)."""
-        info = self.manifest["tokenizer"]
+        info = self.manifest.tokenizer
         vocab = self.tokenizer.get_vocab(with_added_tokens=True)
-        special = np.zeros(info["vocab_size"], dtype=np.bool_)  # (vocab,) bool
-        special[info["special_ids"]] = True
+        special = np.zeros(info.vocab_size, dtype=np.bool_)  # (vocab,) bool
+        special[info.special_ids] = True
         return MaskTables(
             special=special,
-            replacements=replacement_ids(vocab, info["vocab_size"], info["special_ids"]),
+            replacements=replacement_ids(vocab, info.vocab_size, info.special_ids),
             word_starts=word_start_table(
-                vocab, info["vocab_size"], info["word_prefix"], info["continuation_prefix"]
+                vocab, info.vocab_size, info.word_prefix, info.continuation_prefix
             ),
         )
 
@@ -210,9 +208,9 @@ class Dataset:
             np.concatenate(([0], np.cumsum(lengths))),
             values.astype(np.uint32),
             self.mask_tables,
-            MaskParameters.of(self.manifest["parameters"]),
+            self.manifest.parameters.masks,
             self.split,
-            self.shards[shard]["partition"],
+            self.shards[shard].partition,
             range(copy, copy + 1),
             rows_in_shard.astype(np.uint64),
         )
@@ -297,14 +295,14 @@ def _check_sha256(location: Location, sha256: str, advice: str) -> None:
 
 
 def _shard_problem(
-    table: pa.Table, shard: dict[str, Any], vocab_size: int, seq_len: int, dup: int | None
+    table: pa.Table, shard: ShardRecord, vocab_size: int, seq_len: int, dup: int | None
 ) -> str | None:
     """What in ``table`` would make a wrong batch or a crash, or None. Vectorised: one
     pass over each column, no loop per row. ``dup`` None: ids alone (dynamic masking)."""
     if not table.schema.equals(shard_schema(vocab_size, dup)):
         return "its columns differ from the format's"
-    if table.num_rows != shard["rows"]:
-        return f"{table.num_rows:,} rows, the manifest says {shard['rows']:,}"
+    if table.num_rows != shard.rows:
+        return f"{table.num_rows:,} rows, the manifest says {shard.rows:,}"
     lengths, ids = _lists(table.column("input_ids"))
     rows = (
         ((lengths < 3) | (lengths > seq_len), f"a length outside 3..{seq_len}"),
@@ -353,27 +351,9 @@ def _any_per_row(flags: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return bad
 
 
-def read_manifest(root: Location | str | os.PathLike) -> dict[str, Any]:
+def read_manifest(root: Location | str | os.PathLike) -> Manifest:
     """The manifest of the dataset at ``root`` (a local path or a URI), checked."""
-    root = as_location(root)
-    path = root.child(MANIFEST)
-    try:
-        manifest = path.read_json()
-    except FileNotFoundError as exc:
-        raise RbprepError(
-            f"{path}: no manifest; {root} is not a finished `rbprep shard` output "
-            "(rerun shard, with --resume if it was interrupted)"
-        ) from exc
-    except ValueError as exc:
-        raise RbprepError(f"{path}: not valid JSON ({exc})") from exc
-    if manifest.get("format") != FORMAT_NAME:
-        raise RbprepError(f"{path}: not an rbprep dataset manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise RbprepError(
-            f"{path}: format version {manifest.get('format_version')}, this rbprep reads "
-            f"{FORMAT_VERSION}; reshard with this version"
-        )
-    return manifest
+    return Manifest.read(root)
 
 
 def _lists(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

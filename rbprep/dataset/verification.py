@@ -18,14 +18,15 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from rbprep.corpus import Corpus, Partition, open_corpus
 from rbprep.dataset.format import MANIFEST, SPLITS, as_location, file_sha256, shard_schema
-from rbprep.dataset.masking import MaskParameters, MaskTables, mask_partition_rows
+from rbprep.dataset.manifest import Manifest, ShardParameters, ShardRecord, TokenizerRecord
+from rbprep.dataset.masking import MaskTables, mask_partition_rows
 from rbprep.dataset.reader import read_manifest
 from rbprep.encoding import ReferenceEncoder, line_break_id
 from rbprep.errors import RbprepError
@@ -88,41 +89,41 @@ def verify(
         ) from exc
 
 
-def _verify(root: Location, manifest: dict, progress: bool) -> VerifyReport:
-    parameters = manifest["parameters"]
-    tokenizer = manifest["tokenizer"]
-    tokenizer_path = root.child(tokenizer["file"])
-    if tokenizer_path.kind() != "file" or file_sha256(tokenizer_path) != tokenizer["sha256"]:
+def _verify(root: Location, manifest: Manifest, progress: bool) -> VerifyReport:
+    parameters = manifest.parameters
+    tokenizer = manifest.tokenizer
+    tokenizer_path = root.child(tokenizer.file)
+    if tokenizer_path.kind() != "file" or file_sha256(tokenizer_path) != tokenizer.sha256:
         raise RbprepError(f"{tokenizer_path}: missing or changed (sha256 differs from manifest)")
-    vocab_size = tokenizer["vocab_size"]
+    vocab_size = tokenizer.vocab_size
     special = np.zeros(vocab_size, dtype=np.bool_)  # (vocab,) bool
-    special[tokenizer["special_ids"]] = True
+    special[tokenizer.special_ids] = True
     vocab = _vocab(tokenizer_path)
     tables = MaskTables(
         special=special,
-        replacements=replacement_ids(vocab, vocab_size, tokenizer["special_ids"]),
+        replacements=replacement_ids(vocab, vocab_size, tokenizer.special_ids),
         word_starts=word_start_table(
-            vocab, vocab_size, tokenizer["word_prefix"], tokenizer["continuation_prefix"]
+            vocab, vocab_size, tokenizer.word_prefix, tokenizer.continuation_prefix
         ),
     )
-    schema = shard_schema(vocab_size, parameters["dup"])
+    schema = shard_schema(vocab_size, parameters.dup)
     report = VerifyReport(0, 0, 0, 0)
-    shards = [(split, shard) for split in SPLITS for shard in manifest["splits"][split]["shards"]]
-    with ByteProgress("verify", sum(s["bytes"] for _, s in shards), enabled=progress) as bar:
+    shards = [(split, shard) for split in SPLITS for shard in manifest.splits[split].shards]
+    with ByteProgress("verify", sum(s.bytes for _, s in shards), enabled=progress) as bar:
         for split, shard in shards:
-            path = root.child(shard["file"])
+            path = root.child(shard.file)
             if path.kind() != "file":
                 raise RbprepError(f"{path}: missing; the dataset is incomplete")
-            if file_sha256(path) != shard["sha256"]:
+            if file_sha256(path) != shard.sha256:
                 raise RbprepError(f"{path}: checksum differs from the manifest (damaged file)")
             try:
                 table = pa.ipc.open_file(path.arrow_file()).read_all()
             except pa.ArrowException as exc:
                 raise RbprepError(f"{path}: not a readable Arrow file ({exc})") from exc
-            if not table.schema.equals(schema) or table.num_rows != shard["rows"]:
+            if not table.schema.equals(schema) or table.num_rows != shard.rows:
                 raise RbprepError(f"{path}: schema or row count differs from the manifest")
             _check_rows(path, table, parameters, tokenizer)
-            if parameters["dup"] is None:
+            if parameters.dup is None:
                 report.masked_positions += _check_computed_masks(
                     path, table, parameters, tables, split, shard
                 )
@@ -133,51 +134,48 @@ def _verify(root: Location, manifest: dict, progress: bool) -> VerifyReport:
                 )
             report.shards += 1
             report.rows += table.num_rows
-            report.tokens += shard["tokens"]
-            bar.update(shard["bytes"])
-    splits = manifest["splits"]
+            report.tokens += shard.tokens
+            bar.update(shard.bytes)
     for split in SPLITS:
-        listed = sum(shard["rows"] for shard in splits[split]["shards"])
-        if listed != splits[split]["rows"]:
+        listed = sum(shard.rows for shard in manifest.splits[split].shards)
+        if listed != manifest.splits[split].rows:
             raise RbprepError(
                 f"{root.child(MANIFEST)}: the {split} shards listed hold {listed:,} rows, "
-                f"the split says {splits[split]['rows']:,}: a shard is missing from the list"
+                f"the split says {manifest.splits[split].rows:,}: a shard is missing from "
+                "the list"
             )
-    if report.rows != manifest["totals"]["rows"]:
+    if report.rows != manifest.totals.rows:
         raise RbprepError(
             f"{root.child(MANIFEST)}: the shards hold {report.rows:,} rows, the totals say "
-            f"{manifest['totals']['rows']:,}"
+            f"{manifest.totals.rows:,}"
         )
     return report
 
 
 def _retokenize(
-    root: Location, manifest: dict, fraction: float, report: VerifyReport, progress: bool
+    root: Location, manifest: Manifest, fraction: float, report: VerifyReport, progress: bool
 ) -> None:
     """Read a deterministic ``fraction`` of the partitions again, encode them with the
     reference and pack them as ``shard`` does; every row must equal the stored one."""
     from rbprep.sharding import ShardConfig, partition_rows
 
     corpus = _original_corpus(root, manifest)
-    data = root.child(manifest["tokenizer"]["file"]).read_bytes()  # checked by _verify
-    tokenizer = encoding_tokenizer(root.child(manifest["tokenizer"]["file"]), data)
+    data = root.child(manifest.tokenizer.file).read_bytes()  # checked by _verify
+    tokenizer = encoding_tokenizer(root.child(manifest.tokenizer.file), data)
     encoder = ReferenceEncoder(tokenizer, line_break_id(tokenizer, json.loads(data)))
-    names = {f.name for f in fields(ShardConfig)}
-    config = ShardConfig(**{k: v for k, v in manifest["parameters"].items() if k in names})
+    config = ShardConfig.of(manifest.parameters)
     shards = {
-        (split, shard["partition"]): shard
+        (split, shard.partition): shard
         for split in SPLITS
-        for shard in manifest["splits"][split]["shards"]
+        for shard in manifest.splits[split].shards
     }
     chosen = _chosen_partitions(len(corpus.partitions), fraction)
-    info = manifest["tokenizer"]
+    info = manifest.tokenizer
     with ByteProgress(
         "retokenize", sum(corpus.partitions[p].size for p in chosen), enabled=progress
     ) as bar:
         for partition in (corpus.partitions[p] for p in chosen):
-            rows = partition_rows(
-                corpus, partition, config, encoder, info["cls_id"], info["sep_id"]
-            )
+            rows = partition_rows(corpus, partition, config, encoder, info.cls_id, info.sep_id)
             for split in SPLITS:
                 row_offsets = rows[split][0]
                 shard = shards.get((split, partition.id))
@@ -189,7 +187,7 @@ def _retokenize(
                             f"{split} shard for it"
                         )
                     continue
-                path = root.child(shard["file"])
+                path = root.child(shard.file)
                 table = pa.ipc.open_file(path.arrow_file()).read_all()
                 stored_offsets, stored_ids = _flat(table.column("input_ids"))
                 _compare_rows(path, corpus, partition, stored_offsets, stored_ids, rows[split])
@@ -200,21 +198,21 @@ def _retokenize(
     report.encoder = f"{encoder.id.name} {encoder.id.version}"
 
 
-def _original_corpus(root: Location, manifest: dict) -> Corpus:
+def _original_corpus(root: Location, manifest: Manifest) -> Corpus:
     """The corpus as ``shard`` planned it: its files, text field and partitions."""
-    recorded = manifest["corpus"]
+    recorded = manifest.corpus
     try:
         corpus = open_corpus(
-            recorded["files"],
-            text_field=recorded.get("text_field", "text"),
-            partition_size=recorded["partition_size"],
+            recorded.files,
+            text_field=recorded.text_field or "text",
+            partition_size=recorded.partition_size,
         )
     except RbprepError as exc:
         raise RbprepError(
             f"--retokenize reads the corpus the dataset was made from, and cannot: {exc}"
         ) from exc
     planned = (len(corpus.partitions), corpus.size)
-    expected = (recorded["partitions"], recorded.get("bytes", corpus.size))
+    expected = (recorded.partitions, recorded.bytes if recorded.bytes is not None else corpus.size)
     if planned != expected:
         raise RbprepError(
             f"{root.child(MANIFEST)}: the corpus changed since it was sharded "
@@ -271,7 +269,9 @@ def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return offsets - offsets[0], array.values.to_numpy()[offsets[0] : offsets[-1]]
 
 
-def _check_rows(path: Location, table: pa.Table, parameters: dict, tokenizer: dict) -> None:
+def _check_rows(
+    path: Location, table: pa.Table, parameters: ShardParameters, tokenizer: TokenizerRecord
+) -> None:
     offsets, ids = _flat(table.column("input_ids"))
     lengths = np.diff(offsets)
     starts, ends = offsets[:-1], offsets[1:] - 1
@@ -280,17 +280,17 @@ def _check_rows(path: Location, table: pa.Table, parameters: dict, tokenizer: di
         if rows.size:
             raise RbprepError(f"{path}: row {int(rows[0])}: {problem}")
 
-    fail(np.flatnonzero((lengths < 3) | (lengths > parameters["seq_len"])), "bad row length")
-    fail(np.flatnonzero(ids[starts] != tokenizer["cls_id"]), "does not start with <s>/[CLS]")
-    fail(np.flatnonzero(ids[ends] != tokenizer["sep_id"]), "does not end with </s>/[SEP]")
+    fail(np.flatnonzero((lengths < 3) | (lengths > parameters.seq_len)), "bad row length")
+    fail(np.flatnonzero(ids[starts] != tokenizer.cls_id), "does not start with <s>/[CLS]")
+    fail(np.flatnonzero(ids[ends] != tokenizer.sep_id), "does not end with </s>/[SEP]")
     row_of = np.repeat(np.arange(len(lengths)), lengths)
     inner = np.ones(len(ids), dtype=np.bool_)
     inner[starts] = inner[ends] = False
-    fail(row_of[inner & (ids == tokenizer["cls_id"])], "<s>/[CLS] inside the row")
-    fail(row_of[(ids == tokenizer["pad_id"]) | (ids == tokenizer["mask_id"])], "pad or mask id")
-    fail(row_of[ids >= tokenizer["vocab_size"]], "id outside the vocabulary")
-    separators = inner & (ids == tokenizer["sep_id"])
-    if parameters["mode"] == "doc-sentences":
+    fail(row_of[inner & (ids == tokenizer.cls_id)], "<s>/[CLS] inside the row")
+    fail(row_of[(ids == tokenizer.pad_id) | (ids == tokenizer.mask_id)], "pad or mask id")
+    fail(row_of[ids >= tokenizer.vocab_size], "id outside the vocabulary")
+    separators = inner & (ids == tokenizer.sep_id)
+    if parameters.mode == "doc-sentences":
         fail(row_of[separators], "document separator in a doc-sentences row")
     # A separator stands between two documents: never first or last of the content,
     # never two in a row.
@@ -308,20 +308,20 @@ def _check_rows(path: Location, table: pa.Table, parameters: dict, tokenizer: di
 def _check_masks(
     path: Location,
     table: pa.Table,
-    parameters: dict,
+    parameters: ShardParameters,
     tables: MaskTables,
     split: str,
-    shard: dict,
+    shard: ShardRecord,
 ) -> None:
     offsets, ids = _flat(table.column("input_ids"))
     positions, groups, random_tokens, position_offsets, random_offsets = mask_partition_rows(
         offsets,
         ids.astype(np.uint32),
         tables,
-        MaskParameters.of(parameters),
+        parameters.masks,
         split,
-        shard["partition"],
-        range(parameters["dup"]),
+        shard.partition,
+        range(parameters.dup),
     )
     stored_position_offsets, stored_positions = _flat(table.column("mask_positions"))
     stored_random_offsets, stored_random = _flat(table.column("random_tokens"))
@@ -357,22 +357,22 @@ DYNAMIC_COPIES = (0, 1, 2, 99)
 def _check_computed_masks(
     path: Location,
     table: pa.Table,
-    parameters: dict,
+    parameters: ShardParameters,
     tables: MaskTables,
     split: str,
-    shard: dict,
+    shard: ShardRecord,
 ) -> int:
     """A dynamic dataset stores no masks: compute copies ``DYNAMIC_COPIES`` and check
     each against the masking rules (positions distinct, inside the row, never special;
     at most ``max_predictions``; replacements non-special ids). Returns the positions."""
     offsets, ids = _flat(table.column("input_ids"))
     ids = ids.astype(np.uint32)
-    mask_parameters = MaskParameters.of(parameters)
+    mask_parameters = parameters.masks
     lengths = np.diff(offsets)
     total = 0
     for copy in DYNAMIC_COPIES:
         masks = mask_partition_rows(
-            offsets, ids, tables, mask_parameters, split, shard["partition"], range(copy, copy + 1)
+            offsets, ids, tables, mask_parameters, split, shard.partition, range(copy, copy + 1)
         )
         counts = np.diff(masks.position_offsets)  # (rows,) positions of this copy
         row_of = np.repeat(np.arange(len(lengths)), counts)

@@ -281,7 +281,7 @@ class Loader:
         micro-batch runs it, so every rank runs as many passes as DDP expects."""
         seq_len = self.dataset.seq_len
         ids = np.full((1, seq_len), self.dataset.pad_id, dtype=np.int64)
-        ids[0, :2] = (self.dataset.manifest["tokenizer"]["cls_id"], self.dataset.sep_id)
+        ids[0, :2] = (self.dataset.manifest.tokenizer.cls_id, self.dataset.sep_id)
         attention = np.zeros((1, seq_len), dtype=np.int64)
         attention[0, :2] = 1
         arrays = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -24,8 +25,8 @@ def export_hf(model: RobertaMLM, directory: Path, data_root: Location | str | Pa
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config
     manifest = read_manifest(data_root)
-    tokenizer = manifest["tokenizer"]
-    seq_len = manifest["parameters"]["seq_len"]
+    tokenizer = manifest.tokenizer
+    seq_len = manifest.parameters.seq_len
     hf_config = {
         "architectures": ["RobertaForMaskedLM"],
         "model_type": "roberta",
@@ -41,9 +42,9 @@ def export_hf(model: RobertaMLM, directory: Path, data_root: Location | str | Pa
         "type_vocab_size": 1,
         "initializer_range": 0.02,
         "layer_norm_eps": config.layer_norm_eps,
-        "pad_token_id": tokenizer["pad_id"],
-        "bos_token_id": tokenizer["cls_id"],
-        "eos_token_id": tokenizer["sep_id"],
+        "pad_token_id": tokenizer.pad_id,
+        "bos_token_id": tokenizer.cls_id,
+        "eos_token_id": tokenizer.sep_id,
         "tie_word_embeddings": True,
     }
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
@@ -52,8 +53,8 @@ def export_hf(model: RobertaMLM, directory: Path, data_root: Location | str | Pa
     }
     save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
     tokenizer_json = directory / "tokenizer.json"
-    tokenizer_json.write_bytes(as_location(data_root).child(tokenizer["file"]).read_bytes())
-    _write_tokenizer_configs(directory, tokenizer_json, tokenizer, seq_len)
+    tokenizer_json.write_bytes(as_location(data_root).child(tokenizer.file).read_bytes())
+    _write_tokenizer_configs(directory, tokenizer_json, asdict(tokenizer), seq_len)
 
 
 def _write_tokenizer_configs(

@@ -500,11 +500,11 @@ def _step(training: _Training, step: Step, lr: float, window: _Window) -> torch.
 def _has_rows(data: str | os.PathLike, split: str) -> bool:
     from rbprep.dataset.reader import read_manifest
 
-    return read_manifest(data)["splits"].get(split, {}).get("rows", 0) > 0
+    return read_manifest(data).splits[split].rows > 0
 
 
 def _model_config(config: TrainConfig, dataset: Any) -> ModelConfig:
-    vocab = dataset.manifest["tokenizer"]["vocab_size"]
+    vocab = dataset.manifest.tokenizer.vocab_size
     pad = dataset.pad_id
     positions = dataset.seq_len + pad + 1
     if config.model_config is None:
@@ -670,8 +670,8 @@ def _dataset_identity(train_set: Any) -> dict[str, Any]:
             train_set.root.child("manifest.json").read_bytes()
         ).hexdigest(),
         "seq_len": train_set.seq_len,
-        "tokenizer_sha256": manifest["tokenizer"]["sha256"],
-        "rows": manifest["totals"]["rows"],
+        "tokenizer_sha256": manifest.tokenizer.sha256,
+        "rows": manifest.totals.rows,
     }
 
 
