@@ -751,7 +751,7 @@ def _prepare(
     if force:
         _clear(out_dir)
     elif resume and previous is not None:
-        if previous != run_state:
+        if _as_now(previous) != run_state:
             raise RbprepError(
                 f"{out_dir}: the interrupted run used other parameters, tokenizer or corpus; "
                 "rerun it as it was, or use --force to start over"
@@ -781,6 +781,20 @@ def _prepare(
         for marker in markers
         if marker.name.endswith(".json")
     }
+
+
+def _as_now(run_state: dict[str, Any]) -> dict[str, Any]:
+    """A run state as this version writes it: one written before masking modes has no
+    ``masking`` and no ``max_predictions`` among its parameters (static, and the cap its
+    options give)."""
+    parameters = run_state.get("parameters")
+    if not isinstance(parameters, dict) or "masking" in parameters:
+        return run_state
+    try:
+        config = ShardConfig(**{**parameters, "masking": "static"})
+    except TypeError:
+        return run_state  # not a run state this version can read: it will not match
+    return {**run_state, "parameters": asdict(config.parameters())}
 
 
 def _clear(out_dir: Location) -> None:

@@ -215,7 +215,7 @@ def test_recipes_set_batch_steps_lr_and_warmup_and_explicit_options_win():
         10_000,
     )
     config = TrainConfig(recipe="bsz8k", lr=5e-4, steps=10).resolved()
-    assert (config.batch_size, config.steps, config.lr, config.warmup) == (8192, 10, 5e-4, 2_500)
+    assert (config.batch_size, config.steps, config.lr, config.warmup) == (8192, 10, 5e-4, 1)
     config = TrainConfig(recipe="bsz256", batch_tokens=100_000).resolved()
     assert config.batch_size is None and config.steps == 1_000_000
     config = TrainConfig().resolved()
@@ -329,3 +329,13 @@ def test_cuda_document_attention_with_a_token_budget_learns(documents_data, tmp_
     losses = [r["loss"] for r in records]
     assert np.mean(losses[-5:]) < losses[0] - 1.0 and summary.steps == 30
     print("cuda document attention:", torch.cuda.get_device_name(), records[-1])
+
+
+def test_a_recipe_keeps_its_warmup_share_when_the_run_is_shorter():
+    config = TrainConfig(recipe="bsz2k", steps=2_000).resolved()
+    assert config.warmup == 160  # 10K of 125K steps: 8%
+    by_epochs = TrainConfig(recipe="bsz8k", epochs=2).resolved()
+    assert by_epochs.steps is None and by_epochs.warmup is None
+    assert by_epochs.warmup_steps(1_000) == round(2_500 / 31_000 * 1_000)
+    assert TrainConfig().resolved().warmup_steps(1_000) == 60  # 6% without a recipe
+    assert TrainConfig(warmup=7).resolved().warmup_steps(1_000) == 7

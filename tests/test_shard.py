@@ -1113,6 +1113,8 @@ def test_the_manifest_reads_and_writes_back_key_for_key(bpe_dataset, dynamic_and
         manifest = Manifest.read(root)
         assert json.dumps(manifest.to_json()) == json.dumps(on_disk)  # order included
         assert manifest.masking == on_disk["masking"]
+        # A dynamic dataset is format 2, so that older readers refuse it cleanly.
+        assert on_disk["format_version"] == (2 if manifest.masking == "dynamic" else 1)
         assert manifest.parameters.masks.max_predictions == on_disk["parameters"]["max_predictions"]
 
 
@@ -1134,7 +1136,7 @@ def test_older_manifests_still_open_and_bad_ones_are_one_line_errors(bpe_dataset
     assert verify(older).rows == manifest.totals.rows
     assert len(open_dataset(older).batch([0], copy=9)["labels"]) == 1
     for damage, message in (
-        (lambda d: d.update(format_version=99), "format version 99, this rbprep reads 1"),
+        (lambda d: d.update(format_version=99), "format version 99, this rbprep reads 1 and 2"),
         (lambda d: d.update(format="other"), "not an rbprep dataset manifest"),
         (lambda d: d["splits"].pop("valid"), "damaged manifest (KeyError: 'valid')"),
         (lambda d: d["tokenizer"].pop("sep_id"), "damaged manifest (TypeError"),
@@ -1146,3 +1148,19 @@ def test_older_manifests_still_open_and_bad_ones_are_one_line_errors(bpe_dataset
             open_dataset(older)
         result = run("verify", older)
         assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_resume_accepts_a_run_state_written_before_masking_modes(small_corpus, small_vocab):
+    from dataclasses import asdict
+
+    from rbprep.sharding import _as_now, _run_state
+
+    corpus = open_corpus([small_corpus])
+    _, info = load_tokenizer(small_vocab / "bpe")
+    config = ShardConfig(dup=4, seq_len=64)
+    now = _run_state(corpus, info, config)
+    older = json.loads(json.dumps(now))  # as that version wrote it: no masking, no cap
+    older["parameters"] = {k: v for k, v in asdict(config).items() if k != "masking"}
+    assert older != now and _as_now(older) == now
+    other = {**older, "parameters": {**older["parameters"], "dup": 5}}
+    assert _as_now(other) != now  # other options still refuse

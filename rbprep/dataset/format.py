@@ -30,7 +30,11 @@ from rbprep.dataset.masking import Masks
 from rbprep.storage import Location
 
 FORMAT_NAME = "rbprep-mlm-shards"
-FORMAT_VERSION = 1
+# 1: masks stored (static); 2: a dataset that may store none (dynamic masking), so that
+# a reader from before dynamic masking refuses it with its version message, not a crash.
+# Static datasets are still written as 1, readable by every version.
+FORMAT_VERSION = 2
+STATIC_FORMAT_VERSION = 1
 SPLITS = ("train", "valid")
 MANIFEST = "manifest.json"
 COLUMNS = ("input_ids", "mask_positions", "mask_groups", "random_tokens")

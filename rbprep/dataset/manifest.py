@@ -13,7 +13,14 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from rbprep.dataset.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SPLITS, as_location
+from rbprep.dataset.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    SPLITS,
+    STATIC_FORMAT_VERSION,
+    as_location,
+)
 from rbprep.dataset.masking import MaskParameters
 from rbprep.errors import RbprepError
 from rbprep.storage import Location
@@ -152,12 +159,17 @@ class Manifest:
     corpus: CorpusRecord
     splits: dict[str, SplitRecord]
     totals: Totals
-    format_version: int = FORMAT_VERSION
 
     @property
     def masking(self) -> str:
         """ "static" (``dup`` copies stored) or "dynamic" (masks computed per epoch)."""
         return self.parameters.masking
+
+    @property
+    def format_version(self) -> int:
+        """2 for a dynamic dataset (no masks stored), 1 for a static one, which every
+        rbprep version reads."""
+        return FORMAT_VERSION if self.masking == "dynamic" else STATIC_FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as JSON data, in the documented key order."""
@@ -188,10 +200,10 @@ class Manifest:
         ``where`` for another format, another version or a missing field."""
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise RbprepError(f"{where}: not an rbprep dataset manifest")
-        if data.get("format_version") != FORMAT_VERSION:
+        if data.get("format_version") not in (STATIC_FORMAT_VERSION, FORMAT_VERSION):
             raise RbprepError(
                 f"{where}: format version {data.get('format_version')}, this rbprep reads "
-                f"{FORMAT_VERSION}; reshard with this version"
+                f"{STATIC_FORMAT_VERSION} and {FORMAT_VERSION}; reshard with this version"
             )
         try:
             encoder = data.get("encoder")
@@ -203,7 +215,6 @@ class Manifest:
                 corpus=CorpusRecord(**_known(CorpusRecord, data["corpus"])),
                 splits={split: SplitRecord.from_json(data["splits"][split]) for split in SPLITS},
                 totals=Totals(**_known(Totals, data["totals"])),
-                format_version=data["format_version"],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RbprepError(

@@ -121,21 +121,29 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """This config with the recipe's values and the defaults filled in where None
-        (explicit values win; a token budget replaces the recipe's batch size)."""
+        (explicit values win; a token budget replaces the recipe's batch size; a run
+        whose length is set otherwise keeps the recipe's warmup share, not its steps)."""
         if self.recipe is not None and self.recipe not in RECIPES:
             raise RbprepError(f"--recipe must be one of {', '.join(RECIPES)}, not {self.recipe}")
         recipe = RECIPES.get(self.recipe)
-        batch_size = self.batch_size
+        batch_size, steps, warmup = self.batch_size, self.steps, self.warmup
         if batch_size is None and self.batch_tokens is None:
             batch_size = recipe.batch_size if recipe else DEFAULT_BATCH_SIZE
-        use_recipe_length = recipe is not None and self.epochs is None
-        return replace(
-            self,
-            batch_size=batch_size,
-            lr=self.lr if self.lr is not None else (recipe.lr if recipe else DEFAULT_LR),
-            steps=self.steps if self.steps is not None or not use_recipe_length else recipe.steps,
-            warmup=self.warmup if self.warmup is not None or not recipe else recipe.warmup,
-        )
+        if recipe is not None:
+            if steps is None and self.epochs is None:
+                steps = recipe.steps
+            if warmup is None and steps is not None:  # with --epochs: warmup_steps
+                warmup = max(1, round(recipe.warmup * steps / recipe.steps))
+        lr = self.lr if self.lr is not None else (recipe.lr if recipe else DEFAULT_LR)
+        return replace(self, batch_size=batch_size, steps=steps, warmup=warmup, lr=lr)
+
+    def warmup_steps(self, total: int) -> int:
+        """Warmup steps of a run of ``total`` steps: ``warmup`` where set, else the
+        recipe's share of its own length (6% without a recipe), at least 1."""
+        if self.warmup is not None:
+            return self.warmup
+        share = RECIPES[self.recipe].warmup / RECIPES[self.recipe].steps if self.recipe else 0.06
+        return max(1, round(share * total))
 
     def check(self) -> None:
         counts = {
@@ -254,6 +262,7 @@ class _Training:
     dataset: dict[str, Any]  # its identity, for --resume
     model_config: ModelConfig
     model: RobertaMLM
+    wrapped: torch.nn.Module  # the model under DDP (its no_sync skips the all-reduce)
     forward: torch.nn.Module  # the model as called: DDP-wrapped, compiled
     optimizer: torch.optim.Optimizer
     loader: Loader
@@ -320,18 +329,19 @@ def _setup(
         dataset=_dataset_identity(train_set),
         model_config=model_config,
         model=model,
+        wrapped=model,
         forward=model,
         optimizer=optimizer,
         loader=loader,
         total=total,
-        warmup=config.warmup if config.warmup is not None else max(1, round(0.06 * total)),
+        warmup=config.warmup_steps(total),
         started=started,
     )
     distributed.on_rank_zero(lambda: _prepare_run(run, resume=resume, force=force))
     if resume:
         _resume(training)
-    trained = distributed.wrap(model, device)
-    training.forward = torch.compile(trained) if config.compile else trained
+    training.wrapped = distributed.wrap(model, device)
+    training.forward = torch.compile(training.wrapped) if config.compile else training.wrapped
     run_record = {
         "train": asdict(config),
         "model": model_config.as_dict(),
@@ -468,7 +478,7 @@ def _step(training: _Training, step: Step, lr: float, window: _Window) -> torch.
         batch = micro.tensors
         sync = index == step.passes - 1
         with (
-            distributed.no_sync(training.forward, sync),
+            distributed.no_sync(training.wrapped, sync),  # a compiled module has none
             _autocast(device, training.precision),
         ):
             loss = training.forward(

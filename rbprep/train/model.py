@@ -17,6 +17,7 @@ document is encoded exactly as it would be alone.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
@@ -108,15 +109,32 @@ class Packed(NamedTuple):
     sequence_of: torch.Tensor
 
 
-def _flash_attn_varlen() -> Any:
+@functools.cache
+def varlen_kernel() -> tuple[str, Any] | None:
+    """The variable-length attention kernel this install has: ("flash-attn",
+    flash_attn_varlen_func), else ("torch", varlen_attn) on torch 2.10 or later, else
+    None (document attention then runs padded, with a block-diagonal mask)."""
     try:
         from flash_attn import flash_attn_varlen_func
+
+        return "flash-attn", flash_attn_varlen_func
+    except ImportError:
+        pass
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+
+        return "torch", varlen_attn
     except ImportError:
         return None
-    return flash_attn_varlen_func
 
 
 _WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logger.warning(message)
 
 
 def varlen_attention(
@@ -125,23 +143,22 @@ def varlen_attention(
     """Attention within each packed sequence; q, k, v and the result (N, heads, d).
 
     On CUDA in half precision: flash-attn's kernel where installed, else PyTorch's
-    ``varlen_attn`` (which has no attention dropout: it is left out, with a warning).
-    Elsewhere the reference: SDPA over all N tokens with a block-diagonal mask, for
+    ``varlen_attn`` (torch 2.10 or later; it has no attention dropout: it is left out,
+    with a warning). Elsewhere the reference: SDPA over all N tokens with a block-diagonal mask, for
     CPU checks of the packed path (memory N^2)."""
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        flash = _flash_attn_varlen()
+    kernel = varlen_kernel()
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and kernel is not None:
+        name, attend = kernel
         cu, bound = packed.cu_seqlens, packed.max_len
-        if flash is not None:
-            return flash(q, k, v, cu, cu, bound, bound, dropout_p=dropout_p)
-        from torch.nn.attention.varlen import varlen_attn
-
-        if dropout_p and "varlen" not in _WARNED:
-            _WARNED.add("varlen")
-            logger.warning(
+        if name == "flash-attn":
+            return attend(q, k, v, cu, cu, bound, bound, dropout_p=dropout_p)
+        if dropout_p:
+            _warn_once(
+                "varlen-dropout",
                 "document attention on torch's varlen_attn has no attention dropout; "
-                "pip install flash-attn for it"
+                "pip install flash-attn for it",
             )
-        return varlen_attn(q, k, v, cu, cu, bound, bound)
+        return attend(q, k, v, cu, cu, bound, bound)
     same = packed.sequence_of[:, None] == packed.sequence_of[None, :]  # (N, N)
     y = F.scaled_dot_product_attention(
         q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=same, dropout_p=dropout_p
@@ -374,7 +391,16 @@ class RobertaMLM(nn.Module):
     def _packs(self, input_ids: torch.Tensor) -> bool:
         if self.packed is not None:
             return self.packed
-        return input_ids.is_cuda and torch.is_autocast_enabled(input_ids.device.type)
+        if not (input_ids.is_cuda and torch.is_autocast_enabled(input_ids.device.type)):
+            return False
+        if varlen_kernel() is None:
+            _warn_once(
+                "no-varlen",
+                "no variable-length attention kernel (flash-attn, or torch 2.10 or later): "
+                "document attention runs padded, with a block-diagonal mask",
+            )
+            return False
+        return True
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights under RobertaForMaskedLM's names (tied decoder written once)."""
