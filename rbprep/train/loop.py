@@ -16,6 +16,7 @@ arbitrary unpickling); a resumed run continues exactly where the saved one was.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -230,6 +231,7 @@ def pretrain(
     """
     check_output_directory(out)
     rank, world, device = distributed.setup(config.device)
+    training = None
     try:
         training = _setup(
             data,
@@ -244,6 +246,11 @@ def pretrain(
         )
         return _train(training, progress, log_stream if log_stream is not None else sys.stdout)
     finally:
+        # DDP sits in a reference cycle that holds the process group: left to the
+        # collector, it may be freed at interpreter exit, after the group is destroyed,
+        # and abort the process ("terminate called without an active exception").
+        del training
+        gc.collect()
         distributed.teardown()
 
 
