@@ -244,51 +244,22 @@ def test_bad_budget_options_are_one_line_errors(documents_data, tmp_path, args, 
     assert "Traceback" not in result.output
 
 
+def pretrain_cli(data: Path, run: Path, *options: str):
+    """``rbprep pretrain`` of the tiny model on the CPU, quiet."""
+    args = ["pretrain", str(data), "--out", str(run), "--model", "tiny", "--device", "cpu"]
+    return CliRunner().invoke(main, [*args, "--quiet", *options])
+
+
 def test_cli_document_attention_with_a_token_budget_trains_and_exports(documents_data, tmp_path):
     run = tmp_path / "run"
-    result = CliRunner().invoke(
-        main,
-        [
-            "pretrain",
-            str(documents_data),
-            "--out",
-            str(run),
-            "--model",
-            "tiny",
-            "--device",
-            "cpu",
-            "--attention",
-            "document",
-            "--batch-tokens",
-            "2000",
-            "--steps",
-            "3",
-            "--quiet",
-        ],
-    )
+    budget = ("--batch-tokens", "2000")
+    result = pretrain_cli(documents_data, run, "--attention", "document", *budget, "--steps", "3")
     assert result.exit_code == 0, result.output
     saved = json.loads((run / "config.json").read_text())["train"]
     assert saved["attention"] == "document" and saved["batch_tokens"] == 2000
     assert (run / "hf" / "model.safetensors").is_file()
     # --resume with the other attention is refused: it would change what is learnt.
-    result = CliRunner().invoke(
-        main,
-        [
-            "pretrain",
-            str(documents_data),
-            "--out",
-            str(run),
-            "--resume",
-            "--batch-tokens",
-            "2000",
-            "--model",
-            "tiny",
-            "--device",
-            "cpu",
-            "--steps",
-            "4",
-        ],
-    )
+    result = pretrain_cli(documents_data, run, "--resume", *budget, "--steps", "4")
     assert result.exit_code == 1 and "--attention document -> row" in result.output
 
 
