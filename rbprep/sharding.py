@@ -74,9 +74,7 @@ from rbprep.tokenizer_info import (
     TokenizerInfo,
     encoding_tokenizer,
     load_tokenizer,
-    replacement_ids,
     tokenizer_file,
-    word_start_table,
 )
 
 MODES = ("full-sentences", "doc-sentences")
@@ -297,13 +295,7 @@ def _make_work(
         checker=None
         if isinstance(chosen, ReferenceEncoder)
         else ReferenceEncoder(reference, info.line_break_id),
-        mask_tables=MaskTables(
-            special=special,
-            replacements=replacement_ids(vocab, info.vocab_size, info.special_ids),
-            word_starts=word_start_table(
-                vocab, info.vocab_size, info.word_prefix, info.continuation_prefix
-            ),
-        ),
+        mask_tables=MaskTables.of(vocab, info),
         injectable=injectable,
         not_fast=reason,
     )

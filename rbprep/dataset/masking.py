@@ -8,8 +8,9 @@ same whether it is computed with copies ``0..N-1`` or alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,6 +36,23 @@ class MaskTables:
     special: np.ndarray  # (vocab,) bool: never masked
     replacements: np.ndarray  # (non-special,) uint32, sorted: random replacements
     word_starts: np.ndarray  # (vocab,) bool: pieces that start a word (whole-word masking)
+
+    @classmethod
+    def of(cls, vocab: Mapping[str, int], roles: Any) -> MaskTables:
+        """The tables of the tokenizer whose ``vocab`` (with added tokens) this is;
+        ``roles`` (a ``TokenizerInfo`` or a manifest's ``TokenizerRecord``) gives its
+        ``vocab_size``, ``special_ids``, ``word_prefix`` and ``continuation_prefix``."""
+        from rbprep.tokenizer_info import replacement_ids, word_start_table
+
+        special = np.zeros(roles.vocab_size, dtype=np.bool_)  # (vocab,) bool
+        special[list(roles.special_ids)] = True
+        return cls(
+            special=special,
+            replacements=replacement_ids(vocab, roles.vocab_size, roles.special_ids),
+            word_starts=word_start_table(
+                vocab, roles.vocab_size, roles.word_prefix, roles.continuation_prefix
+            ),
+        )
 
 
 class Masks(NamedTuple):

@@ -33,7 +33,6 @@ from rbprep.dataset.manifest import Manifest, ShardRecord
 from rbprep.dataset.masking import Masks, MaskTables, mask_partition_rows
 from rbprep.errors import RbprepError
 from rbprep.storage import Location
-from rbprep.tokenizer_info import replacement_ids, word_start_table
 
 logger = logging.getLogger("rbprep")
 
@@ -186,17 +185,8 @@ class Dataset:
     @cached_property
     def mask_tables(self) -> MaskTables:
         """The tokenizer's tables for masking (dynamic masking computes with them)."""
-        info = self.manifest.tokenizer
         vocab = self.tokenizer.get_vocab(with_added_tokens=True)
-        special = np.zeros(info.vocab_size, dtype=np.bool_)  # (vocab,) bool
-        special[info.special_ids] = True
-        return MaskTables(
-            special=special,
-            replacements=replacement_ids(vocab, info.vocab_size, info.special_ids),
-            word_starts=word_start_table(
-                vocab, info.vocab_size, info.word_prefix, info.continuation_prefix
-            ),
-        )
+        return MaskTables.of(vocab, self.manifest.tokenizer)
 
     def _computed_masks(
         self, table: pa.Table, shard: int, rows_in_shard: np.ndarray, copy: int

@@ -33,7 +33,7 @@ from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
 from rbprep.sizes import counted
 from rbprep.storage import Location
-from rbprep.tokenizer_info import encoding_tokenizer, replacement_ids, word_start_table
+from rbprep.tokenizer_info import encoding_tokenizer
 
 
 @dataclass
@@ -96,16 +96,7 @@ def _verify(root: Location, manifest: Manifest, progress: bool) -> VerifyReport:
     if tokenizer_path.kind() != "file" or file_sha256(tokenizer_path) != tokenizer.sha256:
         raise RbprepError(f"{tokenizer_path}: missing or changed (sha256 differs from manifest)")
     vocab_size = tokenizer.vocab_size
-    special = np.zeros(vocab_size, dtype=np.bool_)  # (vocab,) bool
-    special[tokenizer.special_ids] = True
-    vocab = _vocab(tokenizer_path)
-    tables = MaskTables(
-        special=special,
-        replacements=replacement_ids(vocab, vocab_size, tokenizer.special_ids),
-        word_starts=word_start_table(
-            vocab, vocab_size, tokenizer.word_prefix, tokenizer.continuation_prefix
-        ),
-    )
+    tables = MaskTables.of(_vocab(tokenizer_path), tokenizer)
     schema = shard_schema(vocab_size, parameters.dup)
     report = VerifyReport(0, 0, 0, 0)
     shards = [(split, shard) for split in SPLITS for shard in manifest.splits[split].shards]

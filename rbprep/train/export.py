@@ -104,8 +104,9 @@ def load_model(path: str | os.PathLike) -> RobertaMLM:
         weights = load_file(str(weights_path))
     except Exception as exc:  # safetensors raises its own error types
         raise RbprepError(f"{weights_path}: not readable ({str(exc)[:120]})") from exc
-    weights = {name: tensor for name, tensor in weights.items() if name in _loaded_names(model)}
-    missing = _loaded_names(model) - set(weights)
+    names = set(model.hf_state_dict())  # the tied decoder is not among them
+    weights = {name: tensor for name, tensor in weights.items() if name in names}
+    missing = names - set(weights)
     if missing:
         raise RbprepError(
             f"{weights_path}: not a RobertaForMaskedLM of this shape ({len(missing)} weights "
@@ -117,10 +118,6 @@ def load_model(path: str | os.PathLike) -> RobertaMLM:
         said = str(exc).splitlines()[-1].strip()[:160]
         raise RbprepError(f"{weights_path}: weights do not fit its config.json ({said})") from exc
     return model.eval()
-
-
-def _loaded_names(model: RobertaMLM) -> set[str]:
-    return set(model.hf_state_dict())
 
 
 def _model_directory(path: Path) -> Path:

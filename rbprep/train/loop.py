@@ -299,7 +299,6 @@ def _setup(
     """Open the dataset, build model, optimizer and loader, prepare the run directory
     and, with ``resume``, restore the latest checkpoint."""
     started = time.perf_counter()
-    config.check()
     config = config.resolved()
     config.check()
     train_set = open_dataset(data, "train", checksums=checksums)
