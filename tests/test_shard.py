@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import pickle
+import platform
 import re
 import shutil
 import signal
@@ -531,6 +532,22 @@ def test_any_number_of_workers_gives_identical_bytes(tmp_path, builtin_corpus, s
         outputs.append(dataset_files(out))
     assert len([n for n in outputs[0] if n.endswith(".arrow")]) > 5
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="malloc arenas are glibc's",
+)
+def test_malloc_arenas_are_limited_unless_the_user_set_them():
+    """shard's CLI keeps an arena per partition thread (limit_malloc_arenas); a
+    MALLOC_ARENA_MAX the user set wins."""
+    code = "from rbprep.executors import limit_malloc_arenas; print(limit_malloc_arenas(2))"
+    env = {name: value for name, value in os.environ.items() if name != "MALLOC_ARENA_MAX"}
+    for user_set, expected in (({}, "True"), ({"MALLOC_ARENA_MAX": "8"}, "False")):
+        done = subprocess.run(
+            [sys.executable, "-c", code], env={**env, **user_set}, capture_output=True, text=True
+        )
+        assert done.stdout.strip() == expected, done.stderr
 
 
 @pytest.mark.slow
