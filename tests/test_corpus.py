@@ -8,9 +8,11 @@ import gzip
 import json
 import lzma
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -423,6 +425,34 @@ def test_partitioning_never_loses_splits_or_repeats_a_document(
     assert read == documents
     # Ids and bounds depend on the corpus and the size only.
     assert open_corpus([path], partition_size=partition_size).partitions == corpus.partitions
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    text=st.text(st.sampled_from(["a", "é", "中", " ", "\t", "\u3000", "\x0b", "\r", "\n"])),
+    block_size=st.integers(1, 40),
+)
+def test_documents_are_the_stripped_lines_between_blank_ones_whatever_the_blocks(
+    tmp_path_factory, text, block_size
+):
+    """The reader strips and groups a block's lines at once; blocks cut anywhere (inside
+    a "\r\n" too) must give what the rule gives line by line."""
+    import rbprep.corpus.formats as formats
+
+    path = tmp_path_factory.mktemp("b") / "a.txt"
+    path.write_bytes(text.encode())
+    expected, document = [], []
+    for line in re.split("\r\n|\r|\n", text):
+        if line.strip():
+            document.append(line.strip())
+        elif document:
+            expected.append(document)
+            document = []
+    expected += [document] if document else []
+    with mock.patch.object(formats, "BLOCK_SIZE", block_size):
+        documents, stats = read_documents([path])
+    assert documents == expected
+    assert stats.units == sum(map(len, expected))
 
 
 # --- long lines are cut before anything tokenises them ----------------------------------

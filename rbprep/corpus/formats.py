@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import itertools
 import json
 import logging
 import lzma
@@ -386,7 +387,9 @@ def replace_nuls(text: str, stats: ReadStats, strict: bool, where: str) -> str:
 def split_lines(text: str) -> list[str]:
     """Split on ``\n``, ``\r\n`` and ``\r`` only (not on the other characters that
     ``str.splitlines`` treats as line ends, which BERT-format text keeps inside a line)."""
-    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if "\r" in text:  # one scan, where most text has no "\r" for two replaces to find
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.split("\n")
 
 
 def _text_lines(
@@ -395,9 +398,9 @@ def _text_lines(
     chunks: Iterator[tuple[int, bytes, bool]],
     options: ReadOptions,
     stats: ReadStats,
-) -> Iterator[str]:
-    """Yield the lines of the text (``\\n``, ``\\r\\n`` and ``\\r`` all end a line, and
-    so does a chunk cut inside a long line)."""
+) -> Iterator[list[str]]:
+    """Yield the lines of the text, a chunk's at a time (``\\n``, ``\\r\\n`` and ``\\r``
+    all end a line, and so does a chunk cut inside a long line)."""
     decoder = _TextDecoder(file, encoding, options.strict, stats)
     carry = ""
     for offset, data, inside_a_line in chunks:
@@ -406,7 +409,7 @@ def _text_lines(
         if inside_a_line:
             stats.long_line_cuts += 1
             carry = ""
-            yield from split_lines(text)
+            yield split_lines(text)
             continue
         # Hold back a final "\r": its "\n" may start the next chunk.
         carry = "\r" if text.endswith("\r") else ""
@@ -414,11 +417,11 @@ def _text_lines(
             text = text[:-1]
         lines = split_lines(text)
         carry = lines.pop() + carry
-        yield from lines
+        yield lines
     if encoding not in ("utf-8", "utf-8-sig"):
         carry += decoder.decode(0, b"", final=True)
     if carry:
-        yield from split_lines(carry)
+        yield split_lines(carry)
 
 
 # --- formats -----------------------------------------------------------------------------
@@ -467,7 +470,13 @@ def read_file(
                 else:
                     first_line = 1 if start == 0 else None
                     yield from _jsonl_documents(
-                        lines, file, source, options, stats, start, first_line
+                        itertools.chain.from_iterable(lines),
+                        file,
+                        source,
+                        options,
+                        stats,
+                        start,
+                        first_line,
                     )
     except SkipFile as skip:
         report_skip(SkippedInput(file.path, skip.reason, skip.detail), stats, options.strict)
@@ -489,20 +498,28 @@ def _limited(blocks: Iterator[bytes], size: int) -> Iterator[bytes]:
 
 
 def _txt_documents(
-    lines: Iterator[str], source: int, longest: int, stats: ReadStats
+    chunks: Iterator[list[str]], source: int, longest: int, stats: ReadStats
 ) -> Iterator[Document]:
+    """Documents of the lines: a blank line ends one. A chunk's lines are stripped and
+    searched at once (``map``, ``list.index``): no Python step per line."""
     units: list[str] = []
-    for line in lines:
-        unit = line.strip()
-        if len(unit) > longest:
-            units.extend(_cut(unit, longest, stats))
-        elif unit:
-            units.append(unit)
-        elif units:
-            stats.documents += 1
-            stats.units += len(units)
-            yield Document(source, units)
-            units = []
+    for lines in chunks:
+        stripped = list(map(str.strip, lines))
+        if stripped and max(map(len, stripped)) > longest:
+            stripped = [piece for unit in stripped for piece in _cut(unit, longest, stats)]
+        start = 0
+        while start < len(stripped):
+            try:
+                blank = stripped.index("", start)
+            except ValueError:
+                blank = len(stripped)
+            units += stripped[start:blank]
+            if blank < len(stripped) and units:
+                stats.documents += 1
+                stats.units += len(units)
+                yield Document(source, units)
+                units = []
+            start = blank + 1
     if units:
         stats.documents += 1
         stats.units += len(units)
