@@ -1,5 +1,5 @@
 """``python -m rbprep`` runs the command line."""
 
-from rbprep.cli import main
+from rbprep.cli import run
 
-main()
+run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -29,6 +30,15 @@ def test_version_and_python_dash_m():
         [sys.executable, "-m", "rbprep", "--version"], capture_output=True, text=True, check=True
     )
     assert __version__ in result.stdout
+    # The program (rbprep.cli.run) keeps Click's exit codes: 1 for a user error.
+    failed = subprocess.run(
+        [sys.executable, "-m", "rbprep", "inspect", "/nonexistent/data"],
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == 1 and failed.stderr.count("\n") == 1, failed.stderr
+    scripts = importlib.metadata.entry_points(group="console_scripts")
+    assert scripts["rbprep"].value == "rbprep.cli:run"
 
 
 @pytest.mark.parametrize("command", [[], ["train-vocab"], ["demo"]])
