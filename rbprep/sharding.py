@@ -247,20 +247,29 @@ def _work_for(tokenizer_path: str, info: TokenizerInfo, encoder: str) -> _Tokeni
         return _tokenizer_work[key]
 
 
-def _fast_encoder_loading(
-    tokenizer: str | os.PathLike, encoder: str
-) -> tuple[Future[FastEncoder] | None, str | None]:
-    """tokie loading ``tokenizer`` on a thread while the caller loads it with tokenizers
-    (both let go of the GIL), and the sha256 of the bytes it loads; (None, None) where
-    it will not be used or the file is not one (``load_tokenizer`` then says why)."""
+@dataclass(frozen=True)
+class _Loading:
+    """The tokenizer.json as shard read it first: the sha256 of its bytes, the bytes
+    parsed, and tokie loading it on a thread (None where tokie will not be used)."""
+
+    sha256: str
+    config: dict[str, Any]
+    fast: Future[FastEncoder] | None
+
+
+def _fast_encoder_loading(tokenizer: str | os.PathLike, encoder: str) -> _Loading | None:
+    """Start tokie loading ``tokenizer`` on a thread while the caller loads it with
+    tokenizers (both let go of the GIL); None where the file is not a tokenizer.json
+    (``load_tokenizer`` then says why)."""
     try:
         data = tokenizer_file(tokenizer).read_bytes()
         config = json.loads(data)
         if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-            return None, None
-        return start_fast_encoder(config, encoder), hashlib.sha256(data).hexdigest()
+            return None
+        fast = start_fast_encoder(config, encoder)
+        return _Loading(hashlib.sha256(data).hexdigest(), config, fast)
     except (OSError, ValueError, TypeError, AttributeError, RbprepError):
-        return None, None
+        return None
 
 
 def _make_work(
@@ -268,18 +277,24 @@ def _make_work(
     info: TokenizerInfo,
     encoder: str,
     reference: Any = None,
-    loading: Future[FastEncoder] | None = None,
+    loading: _Loading | None = None,
 ) -> _TokenizerWork:
+    """``loading``: what the run read of this tokenizer at its start, if the same bytes."""
     data = Location(tokenizer_path).read_bytes()
     if hashlib.sha256(data).hexdigest() != info.sha256:
         raise RbprepError(
             f"{tokenizer_path}: changed while the run was going on; rerun with --resume"
         )
+    config = json.loads(data) if loading is None else loading.config
     if reference is None:
-        reference = encoding_tokenizer(Location(tokenizer_path), data)
-    config = json.loads(data)
+        reference = encoding_tokenizer(Location(tokenizer_path), data, config)
     chosen, reason = open_encoder(
-        reference, config, info.line_break_id, encoder, tokenizer_path, loading
+        reference,
+        config,
+        info.line_break_id,
+        encoder,
+        tokenizer_path,
+        None if loading is None else loading.fast,
     )
     vocab = reference.get_vocab(with_added_tokens=True)
     special = info.special_mask()
@@ -624,7 +639,7 @@ def shard(
         _kernels_warming()  # the tasks will run in this process
     if not isinstance(corpus, Corpus):
         corpus = open_corpus(corpus)
-    loading, loading_sha256 = _fast_encoder_loading(tokenizer, encoder)
+    loading = _fast_encoder_loading(tokenizer, encoder)
     loaded = load_tokenizer(tokenizer)
     info = loaded[1]
     if info.vocab_size > 2**32:
@@ -644,9 +659,10 @@ def shard(
         # Tasks read the dataset's own copy of the tokenizer: on a cluster it is in the
         # shared output location, where every worker can reach it.
         tokenizer_copy = str(out_dir.child("tokenizer.json"))
-        if loading_sha256 != info.sha256:  # the file changed in between: load it again
+        if loading is not None and loading.sha256 != info.sha256:  # changed in between
             loading = None
         work = _make_work(tokenizer_copy, info, encoder, reference=loaded[0], loading=loading)
+        del loading  # its parsed JSON: tens of MB the run no longer needs
         chosen = "reference" if work.checker is None else "fast"
         _tokenizer_work[(info.sha256, chosen)] = work
         encoder_id, fallback = work.encoder.id, work.not_fast
