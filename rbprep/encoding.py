@@ -20,6 +20,7 @@ is used only while they agree; see ``EncoderMismatch``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -29,11 +30,13 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from rbprep.cache import default_cache_dir
 from rbprep.errors import RbprepError
 
 ENCODER_CHOICES = ("auto", "fast", "reference")
@@ -51,6 +54,9 @@ JOINED_BATCH = 256  # joined texts per encode call, about 1 MB
 BATCH_CHARS = 2**20
 # The share of each partition's units that the reference re-encodes during a run.
 CHECK_FRACTION = 0.02
+# How FastEncoder makes tokie's tokenizer from a tokenizer.json: part of the name of
+# its cached form, so raise it whenever _tokie_tokenizer changes what it gives tokie.
+_TOKIE_FORM = 1
 
 # Text that encoders get wrong first: control characters, invisible and combining
 # characters, every Unicode space, astral characters, scripts without spaces, long runs.
@@ -206,20 +212,13 @@ class FastEncoder(Encoder):
     the text's UTF-8 bytes. No text is lost or doubled unseen, even outside the sample
     that ``check_sample`` compares with the reference."""
 
-    def __init__(self, config: dict[str, Any], line_break_id: int | None) -> None:
+    def __init__(
+        self, config: dict[str, Any], line_break_id: int | None, source_sha256: str | None = None
+    ) -> None:
+        """``source_sha256``: the sha256 of the JSON text ``config`` was parsed from,
+        where known; tokie's own form of the tokenizer is then cached under it."""
         super().__init__(line_break_id)
-        import tokie
-
-        plain = {**config, "added_tokens": [], "post_processor": None, "truncation": None}
-        plain["padding"] = None
-        # tokie reads a tokenizer from a file only.
-        handle, path = tempfile.mkstemp(suffix=".json", prefix="rbprep-tokenizer-")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(json.dumps(plain))  # dumps: the C encoder, 3x json.dump's speed
-            self.tokenizer = tokie.Tokenizer.from_json(path)
-        finally:
-            os.unlink(path)
+        self.tokenizer = _tokie_tokenizer(config, source_sha256)
         self.id = EncoderId(FAST_NAME, metadata.version("tokie"))
         self.byte_lengths = _spelled_bytes(config)
         # Encodes the texts tokie is known to get wrong (``_tokie_gets_wrong``): the
@@ -262,6 +261,49 @@ class FastEncoder(Encoder):
             raise EncoderMismatch.on(self.id, texts[first], "", int(per_text[first]))
 
 
+def tokie_cache_file(source_sha256: str) -> Path:
+    """Where tokie's binary form (.tkz) of the tokenizer.json with this sha256 is kept,
+    for the tokie installed; ``FastEncoder`` writes it on first use."""
+    name = f"{source_sha256}-{_TOKIE_FORM}-tokie-{metadata.version('tokie')}.tkz"
+    return default_cache_dir() / "tokie" / name
+
+
+def _tokie_tokenizer(config: dict[str, Any], source_sha256: str | None) -> Any:
+    """tokie's tokenizer for ``config`` less its added tokens, post-processor, truncation
+    and padding: from the cache where ``source_sha256`` finds it there (9 ms for a 50K
+    BPE), else from that JSON (0.2 s, holding the GIL), then cached. The probe set
+    checks it against the reference either way (``open_encoder``)."""
+    import tokie
+
+    cached = None if source_sha256 is None else tokie_cache_file(source_sha256)
+    if cached is not None and cached.is_file():
+        try:
+            return tokie.Tokenizer.from_file(str(cached))
+        except Exception:  # damaged (tokie raises plain exceptions): made again below
+            pass
+    plain = {**config, "added_tokens": [], "post_processor": None, "truncation": None}
+    plain["padding"] = None
+    # tokie reads a tokenizer from a file only.
+    handle, path = tempfile.mkstemp(suffix=".json", prefix="rbprep-tokenizer-")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(json.dumps(plain))  # dumps: the C encoder, 3x json.dump's speed
+        tokenizer = tokie.Tokenizer.from_json(path)
+    finally:
+        os.unlink(path)
+    if cached is not None:
+        # Written whole under another name, then renamed: a reader never sees a part.
+        partial = cached.with_name(f"{cached.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tokenizer.save(str(partial))
+            os.replace(partial, cached)
+        except Exception:  # a cache that cannot be written only costs the next run time
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+    return tokenizer
+
+
 def _tokie_gets_wrong(text: str) -> bool:
     """Text tokie 0.1.4 may encode otherwise than tokenizers: a vertical tab or form feed
     (after two spaces, with some BPE vocabularies; found by the differential tests)."""
@@ -299,11 +341,12 @@ def _spelled_bytes(config: dict[str, Any]) -> np.ndarray | None:
     return lengths
 
 
-def start_fast_encoder(config: dict[str, Any], choice: str) -> Future[FastEncoder] | None:
+def start_fast_encoder(
+    config: dict[str, Any], choice: str, source_sha256: str | None = None
+) -> Future[FastEncoder] | None:
     """tokie loading the tokenizer ``config`` describes on a thread of its own, where
-    ``open_encoder(..., choice, loading=...)`` would load it (else None): tokie lets go
-    of the GIL while it loads (a quarter of a second for a 50K BPE), so the caller loads
-    the reference meanwhile."""
+    ``open_encoder(..., choice, loading=...)`` would load it (else None), while the
+    caller loads the reference. ``source_sha256`` as ``FastEncoder`` takes it."""
     if choice == "reference" or _ids_skip(config) or _long_tokens(config):
         return None
     if choice == "auto" and unverified_kind(config):
@@ -312,7 +355,7 @@ def start_fast_encoder(config: dict[str, Any], choice: str) -> Future[FastEncode
 
     def load() -> None:
         try:
-            loading.set_result(FastEncoder(config, None))
+            loading.set_result(FastEncoder(config, None, source_sha256))
         except Exception as exc:  # open_encoder says why
             loading.set_exception(exc)
 
@@ -327,6 +370,7 @@ def open_encoder(
     choice: str = "auto",
     where: str = "tokenizer",
     loading: Future[FastEncoder] | None = None,
+    source_sha256: str | None = None,
 ) -> tuple[Encoder, str | None]:
     """The encoder ``choice`` names for this tokenizer, and why it is not the fast one
     (None when it is, or when the reference was asked for).
@@ -353,7 +397,11 @@ def open_encoder(
     if unverified:
         return slow, f"{where}: {unverified}"
     try:
-        fast = FastEncoder(config, line_break_id) if loading is None else loading.result()
+        fast = (
+            FastEncoder(config, line_break_id, source_sha256)
+            if loading is None
+            else loading.result()
+        )
         fast.line_break_id = line_break_id
         fast.fallback = slow
         probe_texts = [*_PROBE_TEXTS, *_special_spellings(reference)]

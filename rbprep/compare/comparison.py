@@ -16,6 +16,7 @@ a few numbers, per partition the token count of each unit. Definitions: docs/com
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import logging
@@ -203,9 +204,17 @@ def _contestant(name: str, path: str, encoder_choice: str) -> _Contestant:
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     limit = id_space(tokenizer)
     style = Style.of(tokenizer)
-    config = json.loads(tokenizer.to_str())
+    text = tokenizer.to_str()
+    config = json.loads(text)
     line_break = line_break_id(tokenizer, config)
-    encoder, note = open_encoder(tokenizer, config, line_break, encoder_choice, where=name)
+    encoder, note = open_encoder(
+        tokenizer,
+        config,
+        line_break,
+        encoder_choice,
+        where=name,
+        source_sha256=hashlib.sha256(text.encode()).hexdigest(),
+    )
     return _Contestant(
         name=name,
         path=file,

@@ -31,6 +31,8 @@ from importlib import metadata
 from pathlib import Path
 from pydoc_data.topics import topics as pydoc_topics
 
+from rbprep.cache import default_cache_dir
+
 BUILTIN_NAME = "builtin"
 # Part of the cache file's name: raise it whenever a change here changes the output.
 FORMAT_VERSION = 2
@@ -75,15 +77,6 @@ class BuiltinStats:
 def stdlib_dir() -> Path:
     """Return the directory of the running interpreter's standard library sources."""
     return Path(sysconfig.get_paths()["stdlib"])
-
-
-def default_cache_dir() -> Path:
-    """Return `$RBPREP_CACHE_DIR`, else `$XDG_CACHE_HOME/rbprep`, else `~/.cache/rbprep`."""
-    if os.environ.get("RBPREP_CACHE_DIR"):
-        return Path(os.environ["RBPREP_CACHE_DIR"]).expanduser()
-    xdg_cache_home = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg_cache_home).expanduser() if xdg_cache_home else Path.home() / ".cache"
-    return base / "rbprep"
 
 
 def builtin_corpus_path(cache_dir: Path | None = None) -> Path:
