@@ -1,9 +1,10 @@
 """Encode a corpus's units to token ids, as every command does: one rule, two encoders.
 
-A document is read as sentence units (lines). ``document_units`` gives the texts that are
-encoded: a document's later units carry a leading space, so they read as they would in
-running text ("Ġword"), at no token's cost. ``Encoder.encode_units`` turns units into
-their ids, concatenated (uint32), and each unit's length (int64).
+A document is read as sentence units (lines). ``document_units`` (``units_of`` for many
+documents) gives the texts that are encoded: a document's later units carry a leading
+space, so they read as they would in running text ("Ġword"), at no token's cost.
+``Encoder.encode_lines`` turns documents' lines into their units' ids, concatenated
+(uint32), and each unit's length (int64).
 
 Two encoders sit behind that interface:
 
@@ -130,8 +131,16 @@ def document_units(lines: Sequence[str]) -> list[str]:
     return [lines[0], *(" " + line for line in lines[1:])]
 
 
+def units_of(lines: Sequence[str], starts: np.ndarray) -> list[str]:
+    """``document_units`` of many documents' lines at once: ``starts`` (lines,) bool marks
+    the first line of each (a line it does not mark continues the one before)."""
+    return [
+        line if start else " " + line for line, start in zip(lines, starts.tolist(), strict=True)
+    ]
+
+
 class Encoder:
-    """Encodes texts with one tokenizer; ``encode_units`` is what commands call."""
+    """Encodes texts with one tokenizer; ``encode_lines`` is what commands call."""
 
     id: EncoderId
 
@@ -145,22 +154,25 @@ class Encoder:
         call, no special tokens added, text that spells a special token stays text."""
         raise NotImplementedError
 
-    def encode_units(
-        self, units: Sequence[str], starts: Sequence[bool]
+    def encode_lines(
+        self, lines: Sequence[str], starts: np.ndarray | Sequence[bool]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Ids of all units concatenated (uint32) and each unit's length (int64).
+        """Ids of the units of ``lines`` (``units_of``) concatenated (uint32), and each
+        unit's length (int64).
 
-        ``starts`` marks the units that start a document. With a line break id, a
-        document's units are encoded a few KB at a time, joined by newlines, and cut
-        apart at the breaks: the same ids, fewer inputs.
+        ``lines`` are documents' lines as read; ``starts`` (lines,) bool marks each
+        document's first. With a line break id, a document's lines are encoded a few KB
+        at a time, joined by breaks (``join_lines``), and cut apart at them: the same
+        ids, fewer inputs, and no unit made in Python.
         """
+        starts = np.asarray(starts, dtype=np.bool_)
         if self.line_break_id is not None:
-            texts, group_sizes = join_lines(units, starts)
+            texts, group_sizes = join_lines(lines, starts)
             ids, text_lengths = self._batched(texts, JOINED_BATCH)
             cut = cut_at_breaks(text_lengths, ids, group_sizes, self.line_break_id)
             if cut is not None:
                 return cut[1], cut[0]
-        return self._batched(units, UNIT_BATCH)
+        return self._batched(units_of(lines, starts), UNIT_BATCH)
 
     def _batched(self, texts: Sequence[str], batch: int) -> tuple[np.ndarray, np.ndarray]:
         bounds = batch_bounds(np.fromiter(map(len, texts), np.int64, len(texts)), batch)
@@ -494,30 +506,31 @@ def check_encoded(
 def check_sample(
     fast: Encoder,
     reference: Encoder,
-    units: Sequence[str],
-    starts: Sequence[bool],
+    lines: Sequence[str],
+    starts: np.ndarray | Sequence[bool],
     ids: np.ndarray | None = None,
     lengths: np.ndarray | None = None,
     chosen: Sequence[bool] | np.ndarray | None = None,
     where: str = "",
 ) -> None:
-    """Check that ``ids``/``lengths`` (``fast.encode_units(units, starts)``, computed
+    """Check that ``ids``/``lengths`` (``fast.encode_lines(lines, starts)``, computed
     here when None) hold the reference's ids for the units ``chosen`` marks (bool per
-    unit; all when None), each encoded alone by the reference; raise ``EncoderMismatch``
-    naming a unit that differs."""
+    line; all when None), each unit encoded alone by the reference; raise
+    ``EncoderMismatch`` naming a unit that differs."""
+    starts = np.asarray(starts, dtype=np.bool_)
     if ids is None or lengths is None:
-        ids, lengths = fast.encode_units(units, starts)
+        ids, lengths = fast.encode_lines(lines, starts)
     in_sample = (
-        np.ones(len(units), dtype=np.bool_) if chosen is None else np.asarray(chosen, np.bool_)
+        np.ones(len(lines), dtype=np.bool_) if chosen is None else np.asarray(chosen, np.bool_)
     )
     picked = np.flatnonzero(in_sample)
     if not picked.size:
         return
-    sample_units = [units[i] for i in picked]
-    reference_ids, reference_lengths = reference.encode_texts(sample_units)
+    units = units_of([lines[i] for i in picked.tolist()], starts[picked])
+    reference_ids, reference_lengths = reference.encode_texts(units)
     check_equal(
         fast.id,
-        sample_units,
+        units,
         ids[np.repeat(in_sample, lengths)],
         lengths[picked],
         reference_ids,
@@ -570,11 +583,9 @@ def _special_spellings(tokenizer: Tokenizer) -> list[str]:
 
 
 def _probe_document() -> tuple[list[str], list[bool]]:
-    """The probe texts as documents of lines, as a partition's units are encoded."""
+    """The probe texts as two documents of lines, as a partition's are encoded."""
     lines = [text.strip() for text in _PROBE_TEXTS if text.strip() and "\n" not in text]
-    units = document_units(lines[:7]) + document_units(lines[7:])
-    starts = [index in (0, 7) for index in range(len(units))]
-    return units, starts
+    return lines, [index in (0, 7) for index in range(len(lines))]
 
 
 def line_break_id(tokenizer: Tokenizer, config: dict[str, Any]) -> int | None:
@@ -604,24 +615,29 @@ def line_break_id(tokenizer: Tokenizer, config: dict[str, Any]) -> int | None:
     return ids[0] if len(ids) == 1 else None
 
 
-def join_lines(units: Sequence[str], starts: Sequence[bool]) -> tuple[list[str], np.ndarray]:
-    """Runs of one document's units joined by ``"\n"``, about ``JOIN_CHARS`` each, and
-    the number of units in each (``starts`` marks each document's first unit)."""
-    texts: list[str] = []
-    sizes: list[int] = []
-    group: list[str] = []
-    chars = 0
-    for unit, start in zip(units, starts, strict=True):
-        if group and (start or chars >= JOIN_CHARS):
-            texts.append("\n".join(group))
-            sizes.append(len(group))
-            group, chars = [], 0
-        group.append(unit)
-        chars += len(unit) + 1
-    if group:
-        texts.append("\n".join(group))
-        sizes.append(len(group))
-    return texts, np.array(sizes, dtype=np.int64)
+def join_lines(lines: Sequence[str], starts: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Runs of one document's units (``units_of(lines, starts)``) joined by ``"\\n"``,
+    about ``JOIN_CHARS`` each, and the number of units in each.
+
+    A run is one call to ``str.join`` over its lines with ``"\\n "`` (a later unit's
+    leading space comes with the break before it); where runs start is found for all
+    lines at once, so no Python step is taken per line.
+    """
+    if not len(lines):
+        return [], np.zeros(0, dtype=np.int64)
+    sizes = np.fromiter(map(len, lines), np.int64, len(lines)) + 2  # a line, " " and "\n"
+    begins = np.cumsum(sizes) - sizes  # (lines,) characters before each line
+    first = starts.copy()
+    first[0] = True  # the first line starts a run, whether or not it starts a document
+    document_begin = begins[np.flatnonzero(first)][np.cumsum(first) - 1]
+    run = (begins - document_begin) // JOIN_CHARS  # (lines,) run within its document
+    first[1:] |= run[1:] != run[:-1]
+    bounds = [*np.flatnonzero(first).tolist(), len(lines)]
+    texts = [
+        "\n ".join(lines[a:b]) if start else " " + "\n ".join(lines[a:b])
+        for a, b, start in zip(bounds[:-1], bounds[1:], starts[bounds[:-1]].tolist(), strict=True)
+    ]
+    return texts, np.diff(bounds)
 
 
 def cut_at_breaks(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -60,7 +59,6 @@ from rbprep.encoding import (
     FastEncoder,
     ReferenceEncoder,
     check_sample,
-    document_units,
     open_encoder,
     sample_units,
     start_fast_encoder,
@@ -320,11 +318,23 @@ def _make_work(
 
 @dataclass
 class _SplitText:
-    """One split of a partition as read: its units and where documents start."""
+    """One split of a partition as read: its documents' lines, one after another, and
+    where each document starts (``encoding.units_of`` gives the units encoded)."""
 
-    units: list[str] = field(default_factory=list)
-    starts: list[bool] = field(default_factory=list)  # (units,) a document starts here
-    documents: int = 0
+    lines: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # (documents,) lines in each
+
+    @property
+    def documents(self) -> int:
+        return len(self.sizes)
+
+    @functools.cached_property
+    def starts(self) -> np.ndarray:
+        """(lines,) bool: a document starts at this line."""
+        starts = np.zeros(len(self.lines), dtype=np.bool_)
+        sizes = np.asarray(self.sizes, dtype=np.int64)
+        starts[np.cumsum(sizes) - sizes] = True
+        return starts
 
 
 def _shard_partition_task(
@@ -389,7 +399,7 @@ def shard_partition(
         row_offsets, _, masks = rows
         split_record: dict[str, Any] = {
             "documents": texts[split].documents,
-            "units": len(texts[split].units),
+            "units": len(texts[split].lines),
             "content_tokens": int(unit_lengths.sum()),
             "rows": len(row_offsets) - 1,
             "tokens": int(row_offsets[-1]),
@@ -425,7 +435,7 @@ class _StageClock:
 def _read_stage(
     corpus: Corpus, partition: Partition, config: ShardConfig, stats: ReadStats
 ) -> dict[str, _SplitText]:
-    """The partition's documents as units, split into train and valid."""
+    """The partition's documents, split into train and valid."""
     texts = {split: _SplitText() for split in SPLITS}
     train, valid = texts["train"], texts["valid"]
     for index, document in enumerate(corpus.read_partition(partition, stats)):
@@ -435,10 +445,8 @@ def _read_stage(
             and document_coin(config.seed, "valid", partition.id, index, config.valid_fraction)
             else train
         )
-        chosen.units.extend(document_units(document.units))
-        chosen.starts.append(True)
-        chosen.starts.extend(itertools.repeat(False, len(document.units) - 1))
-        chosen.documents += 1
+        chosen.lines += document.units
+        chosen.sizes.append(len(document.units))
     return texts
 
 
@@ -454,18 +462,18 @@ def _encode_stage(
     for specials spelled by text."""
     where = f"{', '.join(_partition_files(corpus, partition))} (partition {partition.id})"
     try:
-        token_ids, unit_lengths = work.encoder.encode_units(text.units, text.starts)
+        token_ids, unit_lengths = work.encoder.encode_lines(text.lines, text.starts)
     except EncoderMismatch as mismatch:  # the fast encoder's own byte count check
         raise mismatch.at(where) from None
     if work.checker is not None:
         check_sample(
             work.encoder,
             work.checker,
-            text.units,
+            text.lines,
             text.starts,
             token_ids,
             unit_lengths,
-            sample_units(2 * partition.id + STREAMS[split], len(text.units)),
+            sample_units(2 * partition.id + STREAMS[split], len(text.lines)),
             where=where,
         )
     injected = work.injectable[token_ids]
@@ -481,7 +489,7 @@ def _pack_and_mask_stage(
     partition_id: int,
     token_ids: np.ndarray,
     unit_lengths: np.ndarray,
-    starts: list[bool],
+    starts: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, Masks | None]:
     """Rows of the split and their stored masks, as ``shard_table`` takes them: row
     offsets, row tokens, and the ``dup`` copies' masks (None under dynamic masking)."""
@@ -506,7 +514,7 @@ def _pack(
     config: ShardConfig,
     token_ids: np.ndarray,
     unit_lengths: np.ndarray,
-    starts: list[bool],
+    starts: np.ndarray,
     cls_id: int,
     sep_id: int,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -516,7 +524,7 @@ def _pack(
     return kernels.pack_rows(
         token_ids,
         unit_lengths,
-        np.array(starts, dtype=np.bool_),
+        np.asarray(starts, dtype=np.bool_),
         config.seq_len,
         config.mode == "full-sentences",
         cls_id,
@@ -538,7 +546,7 @@ def partition_rows(
     texts = _read_stage(corpus, partition, config, ReadStats())
     rows = {}
     for split in SPLITS:
-        token_ids, unit_lengths = encoder.encode_units(texts[split].units, texts[split].starts)
+        token_ids, unit_lengths = encoder.encode_lines(texts[split].lines, texts[split].starts)
         rows[split] = _pack(config, token_ids, unit_lengths, texts[split].starts, cls_id, sep_id)
     return rows
 

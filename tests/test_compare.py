@@ -657,8 +657,8 @@ def as_units(documents: list[list[str]]) -> list[list[str]]:
 
 
 def encoded_by_ids(contestant, documents: list[list[str]]):
-    """What compare-tokenizers' encode gives for a batch of documents (texts encoded,
-    ids, units per text), its untimed share on a thread as in a run."""
+    """What compare-tokenizers' encode gives for a batch of documents (each its lines as
+    read): texts encoded, ids, units per text; its untimed share on a thread as in a run."""
     from rbprep.compare.comparison import _EncodeIds, _Texts
 
     encode = _EncodeIds(contestant, _Texts.of(documents), batch_number=1)
@@ -680,8 +680,8 @@ def test_joined_encoding_gives_the_ids_of_units_one_by_one(small_vocab, document
     bpe = _contestant("bpe", str(small_vocab / "bpe"), encoder)
     assert bpe.line_break_id is not None
     assert bpe.encoder.id.name == ("tokie" if encoder == "auto" else "tokenizers")
-    for documents_ in (as_units(documents), [["first line", " with\na break", " last"]]):
-        units = [unit for doc in documents_ for unit in doc]
+    for documents_ in (documents, [["first line", "with\na break", "last"]]):
+        units = [unit for doc in as_units(documents_) for unit in doc]
         lengths, ids, text_units = encoded_by_ids(bpe, documents_)
         assert text_units.tolist() == [1] * len(units)
         expected = [bpe.tokenizer.encode(unit, add_special_tokens=False).ids for unit in units]
@@ -736,7 +736,7 @@ def placed_both_ways(tokenizer: Tokenizer, documents: list[list[str]]):
         words_tokens=np.zeros(1, dtype=np.int64),
     )
     assert contestant.pre_tokens is not None
-    units = [unit for doc in documents for unit in doc]
+    units = [unit for doc in as_units(documents) for unit in doc]
     words = m.Words.of(units)
     fast = c._placed_by_ids(contestant, words, *encoded_by_ids(contestant, documents))
     slow = c._placed_by_offsets(words, *c._encode_offsets(tokenizer, units))
@@ -750,8 +750,7 @@ def test_wordpiece_placed_by_pre_tokens_as_by_offsets(small_vocab, documents):
     tokens in units and words exactly as its offsets do, whatever its normaliser does;
     where it cannot tell (a pre-token over a character str.split calls whitespace) it
     says so and the offsets decide. Without those characters it always tells."""
-    told = as_units([[line.translate(PYTHON_ONLY_SPACES) for line in doc] for doc in documents])
-    documents = as_units(documents)
+    told = [[line.translate(PYTHON_ONLY_SPACES) for line in doc] for doc in documents]
     for name, tokenizer in wordpiece_variants(small_vocab).items():
         fast, slow = placed_both_ways(tokenizer, documents)
         if fast is not None:
@@ -772,13 +771,11 @@ def test_wordpiece_pre_tokens_serve_real_text(small_vocab):
     """On ordinary multilingual text (accents, CJK, emoji, odd spaces, punctuation,
     specials spelled out) the offsets are not needed, for every normaliser variant; a
     form feed inside a word, where the normaliser drops it, is where they are."""
-    documents = as_units(
-        [
-            [*MIXED["accents.txt"].split("\n")[:2], "x\u00a0y\u3000z \u200bw — «q»"],
-            [*MIXED["zh.txt"].split("\n")[:2], "Ｆｕｌｌ ｗｉｄｔｈ ﬁn [UNK] <s> ##a"],
-            ["Ελληνικά: ΣΊΣΥΦΟΣ; Иванов, 1234.5 e\u0301te İstanbul"],
-        ]
-    )
+    documents = [
+        [*MIXED["accents.txt"].split("\n")[:2], "x\u00a0y\u3000z \u200bw — «q»"],
+        [*MIXED["zh.txt"].split("\n")[:2], "Ｆｕｌｌ ｗｉｄｔｈ ﬁn [UNK] <s> ##a"],
+        ["Ελληνικά: ΣΊΣΥΦΟΣ; Иванов, 1234.5 e\u0301te İstanbul"],
+    ]
     for name, tokenizer in wordpiece_variants(small_vocab).items():
         fast, slow = placed_both_ways(tokenizer, documents)
         assert fast is not None, name

@@ -10,18 +10,23 @@ import json
 import re
 import unicodedata
 from pathlib import Path
+from unittest import mock
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from rbprep import encoding
 from rbprep.encoding import (
+    JOIN_CHARS,
     EncoderMismatch,
     FastEncoder,
     ReferenceEncoder,
     check_sample,
     document_units,
+    join_lines,
     line_break_id,
     open_encoder,
     tokie_cache_file,
@@ -166,13 +171,13 @@ def test_fast_ids_equal_the_reference_on_real_text(kinds, kind, builtin_corpus):
     fast, reference = _encoders(kinds[kind])
     with open(builtin_corpus, encoding="utf-8") as file:
         paragraphs = file.read(1_000_000).split("\n\n")
-    units, starts = [], []
+    lines, starts = [], []
     for paragraph in paragraphs:
-        lines = [line for line in paragraph.split("\n") if line]
-        units += document_units(lines)
-        starts += [i == 0 for i in range(len(lines))]
-    assert len(units) > 5_000
-    check_sample(fast, reference, units, starts, where="built-in corpus")
+        document = [line for line in paragraph.split("\n") if line]
+        lines += document
+        starts += [i == 0 for i in range(len(document))]
+    assert len(lines) > 5_000
+    check_sample(fast, reference, lines, starts, where="built-in corpus")
     characters = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) != "Cs"]
     check_sample(fast, reference, characters, [True] * len(characters), where="code points")
 
@@ -285,13 +290,12 @@ def test_the_sample_check_names_text_the_fast_encoder_gets_wrong(kinds):
     fast, reason = open_encoder(tokenizer, config, line_break_id(tokenizer, config), "fast")
     assert (fast.id.name, reason) == ("tokie", None)
     reference = ReferenceEncoder(tokenizer, None)
-    units = document_units(["A first document.", "Nothing odd here."])
-    units += document_units(["The second one", "spells lazqy here."])
+    lines = ["A first document.", "Nothing odd here.", "The second one", "spells lazqy here."]
     starts = [True, False, True, False]
-    ids, lengths = fast.encode_units(units, starts)
-    check_sample(fast, reference, units, starts, ids, lengths, chosen=[True, True, True, False])
+    ids, lengths = fast.encode_lines(lines, starts)
+    check_sample(fast, reference, lines, starts, ids, lengths, chosen=[True, True, True, False])
     with pytest.raises(EncoderMismatch, match=r"encodes ' spells lazqy here\.' otherwise"):
-        check_sample(fast, reference, units, starts, ids, lengths, where="partition 3")
+        check_sample(fast, reference, lines, starts, ids, lengths, where="partition 3")
 
 
 def test_joined_lines_encode_as_one_by_one(small_vocab):
@@ -305,7 +309,7 @@ def test_joined_lines_encode_as_one_by_one(small_vocab):
     for encoder in (ReferenceEncoder(tokenizer, breaks), _encoders(path)[0]):
         for lines in (["first line", "second", "  third  "], ["with\na break", "last"]):
             units = document_units(lines)
-            ids, lengths = encoder.encode_units(units, [i == 0 for i in range(len(units))])
+            ids, lengths = encoder.encode_lines(lines, [i == 0 for i in range(len(lines))])
             expected = [tokenizer.encode(unit, add_special_tokens=False).ids for unit in units]
             assert ids.tolist() == [i for unit_ids in expected for i in unit_ids]
             assert lengths.tolist() == [len(unit_ids) for unit_ids in expected]
@@ -323,20 +327,27 @@ DOCUMENTS = st.lists(st.lists(LINE_TEXT.filter(bool), min_size=1, max_size=8), m
 
 
 @settings(max_examples=300, deadline=None)
-@given(documents=DOCUMENTS)
-def test_joined_documents_encode_as_units_one_by_one(small_vocab, documents):
-    """Both encoders' joined path gives the ids and lengths of every unit alone."""
+@given(documents=DOCUMENTS, join_chars=st.sampled_from([1, 12, 50, JOIN_CHARS]))
+def test_joined_documents_encode_as_units_one_by_one(small_vocab, documents, join_chars):
+    """Both encoders' joined path gives the ids and lengths of every unit alone, however
+    long the runs a document is joined in (documents here are short: small runs cut
+    them, a run that continues a document leading with its unit's space)."""
     path = small_vocab / "bpe" / "tokenizer.json"
     fast, reference = _encoders(path)
     assert fast.line_break_id is not None
     one_by_one = ReferenceEncoder(reference.tokenizer, None)
-    units = [unit for lines in documents for unit in document_units(lines)]
-    starts = [i == 0 for lines in documents for i in range(len(lines))]
-    ids, lengths = one_by_one.encode_units(units, starts)
-    for encoder in (fast, reference):
-        joined_ids, joined_lengths = encoder.encode_units(units, starts)
-        assert joined_ids.tolist() == ids.tolist()
-        assert joined_lengths.tolist() == lengths.tolist()
+    lines = [line for document in documents for line in document]
+    starts = [i == 0 for document in documents for i in range(len(document))]
+    units = [unit for document in documents for unit in document_units(document)]
+    ids, lengths = one_by_one.encode_texts(units)
+    assert one_by_one.encode_lines(lines, starts)[0].tolist() == ids.tolist()
+    with mock.patch.object(encoding, "JOIN_CHARS", join_chars):
+        texts, sizes = join_lines(lines, np.array(starts, dtype=np.bool_))
+        assert "\n".join(texts) == "\n".join(units) and sum(sizes) == len(units)
+        for encoder in (fast, reference):
+            joined_ids, joined_lengths = encoder.encode_lines(lines, starts)
+            assert joined_ids.tolist() == ids.tolist()
+            assert joined_lengths.tolist() == lengths.tolist()
 
 
 def test_only_byte_level_bpe_joins_lines(small_vocab):

@@ -49,12 +49,12 @@ from rbprep.encoding import (
     check_encoded,
     check_equal,
     cut_at_breaks,
-    document_units,
     interleave,
     join_lines,
     line_break_id,
     open_encoder,
     sample_units,
+    units_of,
 )
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
@@ -264,28 +264,29 @@ class _Batch:
     once, and its round trip holds where it holds for every part."""
 
     file: int = -1
-    documents: list[list[str]] = field(default_factory=list)  # each: its units as encoded
+    documents: list[list[str]] = field(default_factory=list)  # each: its lines as read
     continues: list[bool] = field(default_factory=list)  # (documents,) a later part
     closes: list[bool] = field(default_factory=list)  # (documents,) a document's last part
     units: int = 0
-    chars: int = 0
+    chars: int = 0  # of the units encoded (a later unit's leading space included)
 
-    def add(self, units: list[str], continues: bool = False, closes: bool = True) -> None:
-        self.documents.append(units)
+    def add(self, lines: list[str], continues: bool = False, closes: bool = True) -> None:
+        self.documents.append(lines)
         self.continues.append(continues)
         self.closes.append(closes)
-        self.units += len(units)
-        self.chars += sum(map(len, units))
+        self.units += len(lines)
+        self.chars += sum(map(len, lines)) + len(lines) - (0 if continues else 1)
 
 
-def document_parts(units: list[str]) -> list[list[str]]:
-    """``units`` (a document's, as encoded) in parts of at most ``_BATCH_CHARS``
-    characters, whole units each (a unit is at most ``MAX_UNIT_BYTES``)."""
-    lengths = np.fromiter(map(len, units), np.int64, len(units))
+def document_parts(lines: list[str]) -> list[list[str]]:
+    """A document's ``lines`` in parts of whole lines whose units (``document_units``)
+    hold at most ``_BATCH_CHARS`` characters (a unit is at most ``MAX_UNIT_BYTES``)."""
+    lengths = np.fromiter(map(len, lines), np.int64, len(lines)) + 1  # a unit's space
+    lengths[:1] -= 1  # the first unit has none
     if lengths.sum() <= _BATCH_CHARS:
-        return [units]
-    bounds = batch_bounds(lengths, len(units), _BATCH_CHARS)
-    return [units[a:b] for a, b in itertools.pairwise(bounds)]
+        return [lines]
+    bounds = batch_bounds(lengths, len(lines), _BATCH_CHARS)
+    return [lines[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @dataclass
@@ -295,20 +296,20 @@ class _Texts:
     encodes them where the tokenizer allows."""
 
     units: list[str]
+    starts: np.ndarray  # (units,) bool: a document (not a later part of one) starts here
     joined: list[str]
     joined_units: np.ndarray  # (joined,) int64: units in each joined text
 
     @classmethod
     def of(cls, documents: list[list[str]], continues: Sequence[bool] = ()) -> _Texts:
-        """``continues``: which documents are a later part of a document (none if empty)."""
-        units = list(itertools.chain.from_iterable(documents))
-        later = continues or [False] * len(documents)
-        starts = [
-            i == 0 and not part
-            for document, part in zip(documents, later, strict=True)
-            for i in range(len(document))
-        ]
-        return cls(units, *join_lines(units, starts))
+        """``documents``: each one's lines as read; ``continues``: which documents are a
+        later part of a document (none if empty)."""
+        lines = list(itertools.chain.from_iterable(documents))
+        sizes = np.fromiter(map(len, documents), np.int64, len(documents))
+        later = np.asarray(continues or [False] * len(documents), dtype=np.bool_)
+        starts = np.zeros(len(lines), dtype=np.bool_)  # (lines,) a document starts here
+        starts[(np.cumsum(sizes) - sizes)[(sizes > 0) & ~later]] = True
+        return cls(units_of(lines, starts), starts, *join_lines(lines, starts))
 
 
 # A function that runs its arguments on the encoder thread: submit(fn, *args) -> Future
@@ -396,11 +397,9 @@ class _Run:
         units = texts.units
         words = m.Words.of(units)
         doc_units = np.fromiter(map(len, batch.documents), np.int64, len(batch.documents))
-        doc_texts = ["".join(document) for document in batch.documents]
-        starts = np.zeros(len(units), dtype=np.bool_)  # (units,) bool
-        firsts = np.concatenate(([0], np.cumsum(doc_units)[:-1]))
-        starts[firsts[~np.asarray(batch.continues, dtype=np.bool_)]] = True
-        self.partition_starts.append(starts)
+        bounds = [0, *np.cumsum(doc_units).tolist()]
+        doc_texts = ["".join(units[a:b]) for a, b in itertools.pairwise(bounds)]
+        self.partition_starts.append(texts.starts)
         self.partition_files.append(np.full(len(units), batch.file, dtype=np.int64))
         for contestant, encode in zip(self.contestants, encodes, strict=True):
             tally = contestant.tallies[batch.file]
@@ -880,7 +879,7 @@ def _compare(
                     run.end_file()
                     run.current_file = document.source
                 batch = _Batch(file=document.source)
-            parts = document_parts(document_units(document.units))
+            parts = document_parts(document.units)
             for part, units in enumerate(parts):
                 if part:  # a long document: each part is a batch of its own
                     run.batch(batch)
