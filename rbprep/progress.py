@@ -5,10 +5,17 @@ from __future__ import annotations
 import logging
 import sys
 from types import TracebackType
-
-from tqdm import tqdm
+from typing import Any
 
 _MAX_WARNINGS = 20
+
+
+def _tqdm() -> Any:
+    """tqdm's class, imported when first needed: the import takes 25 ms of every run
+    (its version lookup), and a quiet run without warnings never needs it."""
+    from tqdm import tqdm
+
+    return tqdm
 
 
 class ByteProgress:
@@ -16,7 +23,7 @@ class ByteProgress:
 
     def __init__(self, description: str, total: int | None, *, enabled: bool):
         self._bar = (
-            tqdm(
+            _tqdm()(
                 total=total,
                 desc=description,
                 unit="B",
@@ -58,9 +65,9 @@ class WarningHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.count += 1
         if self.count <= _MAX_WARNINGS:
-            tqdm.write(f"warning: {record.getMessage()}", file=sys.stderr)
+            _tqdm().write(f"warning: {record.getMessage()}", file=sys.stderr)
         elif self.count == _MAX_WARNINGS + 1:
-            tqdm.write(
+            _tqdm().write(
                 "warning: more warnings follow; they are counted in the summary only",
                 file=sys.stderr,
             )
