@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import itertools
 import json
 import os
@@ -532,6 +533,31 @@ def test_any_number_of_workers_gives_identical_bytes(tmp_path, builtin_corpus, s
         outputs.append(dataset_files(out))
     assert len([n for n in outputs[0] if n.endswith(".arrow")]) > 5
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_tokies_cached_tokenizer_serves_the_next_run_with_the_same_bytes(
+    tmp_path, builtin_corpus, small_vocab, monkeypatch
+):
+    """shard keys tokie's cached form by the tokenizer.json's sha256: the first run
+    writes it, the next loads it (tokie never parses the JSON again) and writes the
+    same dataset."""
+    import tokie
+
+    from rbprep.encoding import tokie_cache_file
+
+    monkeypatch.setenv("RBPREP_CACHE_DIR", str(tmp_path / "cache"))
+    tokenizer = small_vocab / "bpe"
+    sha256 = hashlib.sha256((tokenizer / "tokenizer.json").read_bytes()).hexdigest()
+    common = [builtin_corpus, "--tokenizer", tokenizer, "--dup", "2", "-q"]
+    assert run("shard", *common, "--out", tmp_path / "first").exit_code == 0
+    assert tokie_cache_file(sha256).is_file()
+    monkeypatch.setattr(tokie.Tokenizer, "from_json", None)
+    assert run("shard", *common, "--out", tmp_path / "second").exit_code == 0
+    assert dataset_files(tmp_path / "first") == dataset_files(tmp_path / "second")
+    assert (
+        json.loads((tmp_path / "second" / "manifest.json").read_text())["encoder"]["name"]
+        == "tokie"
+    )
 
 
 @pytest.mark.skipif(
