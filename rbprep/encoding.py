@@ -139,6 +139,19 @@ def units_of(lines: Sequence[str], starts: np.ndarray) -> list[str]:
     ]
 
 
+def document_starts(sizes: Sequence[int], later: Sequence[bool] = ()) -> np.ndarray:
+    """(lines,) bool: where each of the documents of ``sizes`` lines, laid one after
+    another, starts; ``later`` (documents,) marks those that continue the one before
+    (a later part of a long document), whose first line starts nothing."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    starts = np.zeros(int(sizes.sum()), dtype=np.bool_)
+    opens = sizes > 0
+    if len(later):
+        opens &= ~np.asarray(later, dtype=np.bool_)
+    starts[(np.cumsum(sizes) - sizes)[opens]] = True
+    return starts
+
+
 class Encoder:
     """Encodes texts with one tokenizer; ``encode_lines`` is what commands call."""
 

@@ -59,6 +59,7 @@ from rbprep.encoding import (
     FastEncoder,
     ReferenceEncoder,
     check_sample,
+    document_starts,
     open_encoder,
     sample_units,
     start_fast_encoder,
@@ -331,10 +332,7 @@ class _SplitText:
     @functools.cached_property
     def starts(self) -> np.ndarray:
         """(lines,) bool: a document starts at this line."""
-        starts = np.zeros(len(self.lines), dtype=np.bool_)
-        sizes = np.asarray(self.sizes, dtype=np.int64)
-        starts[np.cumsum(sizes) - sizes] = True
-        return starts
+        return document_starts(self.sizes)
 
 
 def _shard_partition_task(

@@ -25,6 +25,7 @@ from rbprep.encoding import (
     FastEncoder,
     ReferenceEncoder,
     check_sample,
+    document_starts,
     document_units,
     join_lines,
     line_break_id,
@@ -392,3 +393,9 @@ def test_tokies_form_of_a_tokenizer_is_cached_and_a_damaged_cache_is_made_again(
     assert cached.read_bytes() != b"not tokie's format"  # made again
     monkeypatch.setenv("RBPREP_CACHE_DIR", str(cached))  # a file: no directory there
     assert same(FastEncoder(config, None, sha256))
+
+
+def test_document_starts_mark_each_documents_first_line_unless_it_continues():
+    assert document_starts([2, 1, 3]).tolist() == [1, 0, 1, 1, 0, 0]
+    assert document_starts([2, 0, 1], later=[True, False, False]).tolist() == [0, 0, 1]
+    assert document_starts([]).tolist() == []

@@ -49,6 +49,7 @@ from rbprep.encoding import (
     check_encoded,
     check_equal,
     cut_at_breaks,
+    document_starts,
     interleave,
     join_lines,
     line_break_id,
@@ -305,10 +306,7 @@ class _Texts:
         """``documents``: each one's lines as read; ``continues``: which documents are a
         later part of a document (none if empty)."""
         lines = list(itertools.chain.from_iterable(documents))
-        sizes = np.fromiter(map(len, documents), np.int64, len(documents))
-        later = np.asarray(continues or [False] * len(documents), dtype=np.bool_)
-        starts = np.zeros(len(lines), dtype=np.bool_)  # (lines,) a document starts here
-        starts[(np.cumsum(sizes) - sizes)[(sizes > 0) & ~later]] = True
+        starts = document_starts(list(map(len, documents)), continues)
         return cls(units_of(lines, starts), starts, *join_lines(lines, starts))
 
 
