@@ -12,6 +12,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# The kernels compiled ahead of time (rbprep.aot); where that fails, numba's JIT runs them.
+	-$(BIN)/python -m rbprep.aot
 	touch $@
 
 lint: install

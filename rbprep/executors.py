@@ -23,7 +23,7 @@ Item = TypeVar("Item")
 DASK_RETRIES = 3
 # Tasks one process runs at once on threads. The tokenizer and the kernels leave the GIL
 # free, so a few threads overlap one task's Python work with another's tokenising and
-# share one start-up (imports, tokenizer, numba's cache: most of a second per process);
+# share one start-up (imports, tokenizer, kernels: most of a second per process);
 # the Python work they hold the GIL for (a tenth of a task's time) caps how many pay.
 THREADS_PER_PROCESS = 4
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)

@@ -2,8 +2,9 @@
 
 The kernels are pure: arrays and scalars in, arrays out, no I/O and no validation. The two
 public entry points, :func:`pack_rows` and :func:`mask_rows`, check their arguments once
-in Python and call the ``@njit`` kernels ``_pack_rows`` and ``_mask_rows``. All loops are
-serial, so the output never depends on threads.
+in Python and call the numba kernels ``_pack_rows`` and ``_mask_rows``: compiled ahead of
+time where ``rbprep.aot`` has built them (no numba loaded at run time), else on numba's
+JIT (``use_jit``). All loops are serial, so the output never depends on threads.
 
 The random scheme (part of the on-disk format: ``rbprep verify`` recomputes masks)
 =================================================================================
@@ -54,8 +55,11 @@ alone, with the same result for any number of workers.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
-from numba import njit
 
 __all__ = [
     "RNG_SCHEME",
@@ -78,10 +82,51 @@ _REPLACE_COUNTER = 1 << 40  # + position: which replacement token
 _U64_MAX = 2**64 - 1
 
 
+# --------------------------------------------------------------------------- numba
+
+_KERNELS: list[str] = []  # the names of the functions below marked ``_kernel``
+_jitted: list[bool] = []  # [True] once ``use_jit`` has made them numba functions
+_jitting = threading.Lock()
+
+
+def _kernel(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark ``function`` a numba kernel (``njit(cache=True, nogil=True)``), made one by
+    ``use_jit`` when first needed: a process that runs the compiled kernels (``rbprep.aot``)
+    never imports numba. Until then it is plain Python, which nothing calls."""
+    _KERNELS.append(function.__name__)
+    return function
+
+
+def use_jit() -> None:
+    """Make the kernels numba's (compiled now or loaded from numba's cache as called)."""
+    if _jitted:
+        return
+    with _jitting:
+        if not _jitted:
+            from numba import njit
+
+            for name in _KERNELS:  # all before any compiles: kernels call each other
+                globals()[name] = njit(cache=True, nogil=True)(globals()[name])
+            _jitted.append(True)
+
+
+def _run(name: str, *args: Any) -> Any:
+    """Run the kernel ``_name`` on ``args``: compiled (``rbprep.aot``) where built, else
+    with numba's JIT."""
+    from rbprep.aot import check_arguments, compiled_kernels
+
+    compiled = compiled_kernels()
+    if compiled is not None:
+        check_arguments(name, args)
+        return getattr(compiled, name)(*args)
+    use_jit()
+    return globals()[f"_{name}"](*args)
+
+
 # --------------------------------------------------------------------------- RNG
 
 
-@njit(cache=True, nogil=True)
+@_kernel
 def _splitmix64(x):
     z = np.uint64(x) + _GOLDEN
     z = (z ^ (z >> np.uint64(30))) * _MIX1
@@ -89,7 +134,7 @@ def _splitmix64(x):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True, nogil=True)
+@_kernel
 def _row_key(seed, stream, partition, row, copy):
     k = _splitmix64(np.uint64(seed))
     k = _splitmix64(k ^ np.uint64(stream))
@@ -98,17 +143,17 @@ def _row_key(seed, stream, partition, row, copy):
     return _splitmix64(k ^ np.uint64(copy))
 
 
-@njit(cache=True, nogil=True)
+@_kernel
 def _random_u64(key, counter):
     return _splitmix64(np.uint64(key) + np.uint64(counter) * _GOLDEN)
 
 
-@njit(cache=True, nogil=True)
+@_kernel
 def _random_float(key, counter):
     return float(_random_u64(key, counter) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, nogil=True)
+@_kernel
 def _random_below(key, counter, m):
     x = _random_u64(key, counter) >> np.uint64(32)
     return np.int64((x * np.uint64(m)) >> np.uint64(32))
@@ -120,22 +165,26 @@ def _random_below(key, counter, m):
 
 def splitmix64(x: int) -> int:
     """The SplitMix64 finaliser of ``x`` (uint64, wrapping)."""
+    use_jit()
     return int(_splitmix64(np.uint64(x)))
 
 
 def row_key(seed: int, stream: int, partition: int, row: int, copy: int) -> int:
     """The uint64 key of one (seed, stream, partition, row, copy): a chain of splitmix64."""
     values = (seed, stream, partition, row, copy)
+    use_jit()
     return int(_row_key(*(np.uint64(v) for v in values)))
 
 
 def random_u64(key: int, counter: int) -> int:
     """Draw number ``counter`` of stream ``key``: ``splitmix64(key + counter * G)``."""
+    use_jit()
     return int(_random_u64(np.uint64(key), np.uint64(counter)))
 
 
 def random_float(key: int, counter: int) -> float:
     """A float in [0, 1) from the top 53 bits of ``random_u64(key, counter)``."""
+    use_jit()
     return float(_random_float(np.uint64(key), np.uint64(counter)))
 
 
@@ -143,13 +192,14 @@ def random_below(key: int, counter: int, m: int) -> int:
     """An int in [0, m), 1 <= m < 2**32, by multiply-shift on ``random_u64``'s top 32 bits."""
     if not 1 <= m < 2**32:
         raise ValueError(f"m must be in [1, 2**32), got {m}")
+    use_jit()
     return int(_random_below(np.uint64(key), np.uint64(counter), np.uint64(m)))
 
 
 # --------------------------------------------------------------------------- packing
 
 
-@njit(cache=True, nogil=True)
+@_kernel
 def _close_row(row_tokens, row_offsets, w, n_rows, eos):
     """End the open row with ``eos`` at ``w``; return the new (w, n_rows)."""
     row_tokens[w] = eos
@@ -157,7 +207,7 @@ def _close_row(row_tokens, row_offsets, w, n_rows, eos):
     return w + 1, n_rows + 1
 
 
-@njit(cache=True, nogil=True)
+@_kernel
 def _pack_rows(token_ids, unit_lengths, unit_starts_document, seq_len, full_sentences, bos, eos):
     n_units = unit_lengths.shape[0]
     n_tokens = token_ids.shape[0]
@@ -255,7 +305,8 @@ def pack_rows(
         raise ValueError("unit_lengths must sum to len(token_ids)")
     if seq_len < 3:
         raise ValueError(f"seq_len must be >= 3, got {seq_len}")
-    return _pack_rows(
+    return _run(
+        "pack_rows",
         token_ids,
         unit_lengths,
         unit_starts_document,
@@ -269,7 +320,7 @@ def pack_rows(
 # --------------------------------------------------------------------------- masking
 
 
-@njit(cache=True, nogil=True)
+@_kernel
 def _mask_rows(
     row_offsets,
     row_tokens,
@@ -505,7 +556,8 @@ def mask_rows(
         row_numbers = _per_row(first_row, len(lengths), "first_row")
     if not 0 <= first_copy <= _U64_MAX - dup:
         raise ValueError(f"first_copy out of range: {first_copy}")
-    return _mask_rows(
+    return _run(
+        "mask_rows",
         row_offsets,
         row_tokens,
         is_special,

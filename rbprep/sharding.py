@@ -81,7 +81,7 @@ MASKINGS = ("static", "dynamic")  # masks stored (dup copies), or computed per e
 DEFAULT_DUP = 10
 COMPRESSIONS = ("none", "zstd", "lz4")
 # A partition's stages, in order (``shard --json``'s ``stage_seconds``); "kernels" is the
-# wait for numba to load the kernels, on a process's first partitions only.
+# wait for the kernels to load (``rbprep.aot``), on a process's first partitions only.
 STAGES = ("read", "encode", "kernels", "pack_mask", "write")
 _PARTS = ".parts"
 _RUN = ".run.json"
@@ -556,8 +556,9 @@ _warming: list[threading.Thread] = []  # the process's one warming thread, once 
 def _kernels_warming() -> threading.Thread:
     """The thread that loads the kernels, started on the first call in this process.
 
-    Importing numba and loading the kernels from its cache takes most of a second: it
-    runs while the caller reads and tokenises (the tokenizer leaves the GIL free)."""
+    The compiled kernels (``rbprep.aot``) load in a millisecond, but a process without
+    them builds them first, or imports numba and loads the kernels from its cache (0.4 s
+    holding the GIL): that runs while the caller reads and tokenises."""
     with _warming_lock:
         if not _warming:
             _warming.append(threading.Thread(target=_warm_kernels, daemon=True))
@@ -566,7 +567,7 @@ def _kernels_warming() -> threading.Thread:
 
 
 def _warm_kernels() -> None:
-    """Import the kernels and load both from numba's cache, on tiny inputs."""
+    """Load both kernels (``rbprep.aot``) by running them on tiny inputs."""
     from rbprep import kernels
 
     offsets, tokens = kernels.pack_rows(

@@ -1,8 +1,10 @@
-"""The numba kernels (DESIGN §5): the RNG, packing and masking, against tests/naive.py."""
+"""The numba kernels (DESIGN §5): the RNG, packing and masking, against tests/naive.py;
+packing and masking both compiled (rbprep.aot) and on numba's JIT."""
 
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 from rbprep import kernels
 from rbprep.kernels import mask_rows, pack_rows
 from tests import naive
+from tests.test_aot import BACKENDS, kernels_of
 
 BOS, EOS = 0, 2  # as in the byte-level BPE: <s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4
 U64 = st.integers(0, 2**64 - 1)
@@ -86,12 +89,14 @@ def pack(units, starts, seq_len, full_sentences):
     return [row_tokens[a:b].tolist() for a, b in itertools.pairwise(offsets)]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=300, deadline=None)
 @given(documents_st, st.integers(3, 40), st.booleans())
-def test_pack_rows_equals_reference(documents, seq_len, full_sentences):
+def test_pack_rows_equals_reference(backend, documents, seq_len, full_sentences):
     units, starts, _ = build_units(documents)
     expected = naive.pack_rows(units, starts, seq_len, full_sentences, BOS, EOS)
-    assert pack(units, starts, seq_len, full_sentences) == expected
+    with kernels_of(backend):
+        assert pack(units, starts, seq_len, full_sentences) == expected
 
 
 @settings(max_examples=200, deadline=None)
@@ -215,10 +220,12 @@ def run_mask(rows, whole_word, *, probs, max_pred, **keys):
     )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=200, deadline=None)
 @given(mask_cases(), st.booleans())
-def test_mask_rows_equals_reference(case, whole_word):
-    got = run_mask(whole_word=whole_word, **case)
+def test_mask_rows_equals_reference(backend, case, whole_word):
+    with kernels_of(backend):
+        got = run_mask(whole_word=whole_word, **case)
     names = ["is_special", "replacement_ids", "word_start", "seed", "stream", "partition"]
     expected = naive.mask_rows(
         case["rows"],
@@ -475,7 +482,8 @@ def test_mask_rows_rejects_bad_arguments():
 
 
 def test_compiled_kernels_are_cached_for_a_fresh_process():
-    """cache=True: a second process loads both kernels from disk instead of compiling."""
+    """cache=True: a second process on numba's JIT (no compiled kernels, rbprep.aot)
+    loads both kernels from disk instead of compiling."""
     script = """
 import numpy as np
 from rbprep import kernels as K
@@ -491,6 +499,11 @@ for kernel in (K._pack_rows, K._mask_rows):
     root = Path(__file__).resolve().parents[1]
     for _ in range(2):  # the first run may compile (a fresh checkout), the second must not
         out = subprocess.run(
-            [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
+            [sys.executable, "-c", script],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "RBPREP_KERNELS": "jit"},
         ).stdout
     assert out.split() == ["1", "0", "1", "0"]
