@@ -248,9 +248,10 @@ def _work_for(tokenizer_path: str, info: TokenizerInfo, encoder: str) -> _Tokeni
 
 @dataclass(frozen=True)
 class _Loading:
-    """The tokenizer.json as shard read it first: the sha256 of its bytes, the bytes
+    """The tokenizer.json as shard read it first: its bytes, their sha256, the bytes
     parsed, and tokie loading it on a thread (None where tokie will not be used)."""
 
+    data: bytes
     sha256: str
     config: dict[str, Any]
     fast: Future[FastEncoder] | None
@@ -267,7 +268,7 @@ def _fast_encoder_loading(tokenizer: str | os.PathLike, encoder: str) -> _Loadin
         if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
             return None
         sha256 = hashlib.sha256(data).hexdigest()
-        return _Loading(sha256, config, start_fast_encoder(config, encoder, sha256))
+        return _Loading(data, sha256, config, start_fast_encoder(config, encoder, sha256))
     except (OSError, ValueError, TypeError, AttributeError, RbprepError):
         return None
 
@@ -649,7 +650,11 @@ def shard(
     if not isinstance(corpus, Corpus):
         corpus = open_corpus(corpus)
     loading = _fast_encoder_loading(tokenizer, encoder)
-    loaded = load_tokenizer(tokenizer)
+    loaded = (
+        load_tokenizer(tokenizer)
+        if loading is None
+        else load_tokenizer(tokenizer, loading.data, loading.config)
+    )
     info = loaded[1]
     if info.vocab_size > 2**32:
         raise RbprepError("vocabularies over 2**32 entries are not supported")

@@ -135,15 +135,19 @@ def encoding_tokenizer(file: Location, data: bytes | None = None, config: Any = 
     return tokenizer
 
 
-def load_tokenizer(path: str | os.PathLike) -> tuple[Tokenizer, TokenizerInfo]:
+def load_tokenizer(
+    path: str | os.PathLike, data: bytes | None = None, config: Any = None
+) -> tuple[Tokenizer, TokenizerInfo]:
     """Load the tokenizer at ``path`` for packing, with specials found by role.
 
-    The returned tokenizer is ``encoding_tokenizer``'s.
+    ``data`` and ``config``: the tokenizer.json's bytes and those bytes parsed, where the
+    caller has them (a 50K vocabulary takes 40 ms to parse). The returned tokenizer is
+    ``encoding_tokenizer``'s.
     """
     file = tokenizer_file(path)
-    data = file.read_bytes()
+    data = file.read_bytes() if data is None else data
     try:
-        config = json.loads(data)  # parsed once: a 50K vocabulary takes 40 ms
+        config = json.loads(data) if config is None else config
     except ValueError as exc:
         raise RbprepError(f"{file}: not a tokenizers tokenizer.json ({exc})") from exc
     tokenizer = encoding_tokenizer(file, data, config)
