@@ -1,12 +1,12 @@
-"""rbprep's two numba kernels compiled ahead of time, so that a run need not load numba.
+"""rbprep's numba kernels compiled ahead of time, so that a run need not load numba.
 
 Importing numba and loading ``rbprep.kernels`` from numba's cache costs every process
 0.35-0.45 s of CPU, holding the GIL, and ~90 MB (LLVM): a quarter of ``shard`` on 15 MB
 of text (README, "Performance"). ``numba.pycc`` compiles the same Python functions
-(``kernels._pack_rows`` and ``kernels._mask_rows``, with their callees) into an extension
-module that needs only numpy and imports in a millisecond. Its code releases the GIL, as
-the JIT's ``nogil=True`` kernels do, and gives the same results (``tests/test_aot.py``
-compares the two).
+(``kernels._pack_rows``, ``kernels._mask_rows`` and the others ``SIGNATURES`` names,
+with their callees) into an extension module that needs only numpy and imports in a
+millisecond. Its code releases the GIL, as the JIT's ``nogil=True`` kernels do, and gives
+the same results (``tests/test_aot.py`` and ``tests/test_kernels.py`` run both).
 
 The module is built once per kernel source, numpy, Python and machine (``module_key``)
 into ``default_cache_dir()/kernels/KEY/``: by ``make install``, by ``python -m
@@ -54,6 +54,8 @@ SIGNATURES = {
         "(i8[::1], u4[::1], b1[::1], u4[::1], b1[::1], u8, u8, u8[::1], u8[::1], i8, f8, f8,"
         " f8, i8, b1, u8)"
     ),
+    "cut_at_breaks": "Tuple((i8[::1], u4[::1], b1))(u4[::1], i8[::1], i8[::1], u4)",
+    "text_byte_counts": "Tuple((i8[::1], b1))(u4[::1], i8[::1], i8[::1])",
 }
 _ARRAY = {"i8": np.int64, "u4": np.uint32, "b1": np.bool_, "u8": np.uint64}
 _SCALAR: dict[str, tuple[type, ...]] = {
@@ -69,6 +71,8 @@ ARGUMENTS = {  # kernel -> its arguments' types: "a:" a C-contiguous 1-D array, 
         *("a:i8", "a:u4", "a:b1", "a:u4", "a:b1", "u8", "u8", "a:u8", "a:u8"),
         *("i8", "f8", "f8", "f8", "i8", "b1", "u8"),
     ),
+    "cut_at_breaks": ("a:u4", "a:i8", "a:i8", "u4"),
+    "text_byte_counts": ("a:u4", "a:i8", "a:i8"),
 }
 
 _loaded: list[ModuleType | None] = []  # this process's answer of ``compiled_kernels``, once

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from rbprep import kernels
 from rbprep.cache import default_cache_dir
 from rbprep.errors import RbprepError
 
@@ -276,10 +277,12 @@ class FastEncoder(Encoder):
 
     def _check_bytes(self, texts: Sequence[str], ids: np.ndarray, lengths: np.ndarray) -> None:
         assert self.byte_lengths is not None
-        spelled = np.concatenate(([0], np.cumsum(self.byte_lengths[ids])))  # (tokens + 1,)
-        ends = np.cumsum(lengths)
-        per_text = spelled[ends] - spelled[ends - lengths]
-        expected = np.fromiter((len(text.encode()) for text in texts), np.int64, len(texts))
+        per_text = kernels.text_byte_counts(ids, lengths, self.byte_lengths)
+        expected = np.fromiter(  # an ASCII str's length is its UTF-8 length: no copy made
+            (len(text) if text.isascii() else len(text.encode()) for text in texts),
+            np.int64,
+            len(texts),
+        )
         wrong = np.flatnonzero(per_text != expected)
         if wrong.size:
             first = int(wrong[0])
@@ -661,17 +664,7 @@ def cut_at_breaks(
     ``text_lengths`` (texts,) tokens per joined text, ``ids`` (tokens,) all of them in
     order, ``group_sizes`` (texts,) units per text. Returns (units,) tokens per unit and
     the ids less the breaks; None where a text holds other than one break per join (a
-    unit holding a line break: the reader never makes one), or is empty.
+    unit holding a line break: the reader never makes one), or is empty. One pass of a
+    kernel (``kernels.cut_at_breaks``), which holds no GIL.
     """
-    if np.any(text_lengths == 0):
-        return None
-    breaks = ids == line_break_id  # (tokens,) bool
-    text_ends = np.cumsum(text_lengths)  # (texts,) flat position after each text
-    if len(ids):
-        per_text = np.add.reduceat(breaks, text_ends - text_lengths, dtype=np.int64)
-        if not np.array_equal(per_text, group_sizes - 1):
-            return None
-    # Each unit ends at a break or at its text's end (positions in the flat array).
-    unit_ends = np.sort(np.concatenate([np.flatnonzero(breaks), text_ends]))  # (units,)
-    kept_before = np.concatenate([[0], np.cumsum(~breaks, dtype=np.int64)])  # (tokens + 1,)
-    return np.diff(kept_before[unit_ends], prepend=0), ids[~breaks]
+    return kernels.cut_at_breaks(ids, text_lengths, group_sizes, line_break_id)

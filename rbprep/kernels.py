@@ -1,4 +1,5 @@
-"""Every numba kernel of rbprep: the counter-based RNG, packing, and masking (DESIGN §5).
+"""Every numba kernel of rbprep: the counter-based RNG, packing, masking (DESIGN §5), and
+cutting encodings of joined texts apart.
 
 The kernels are pure: arrays and scalars in, arrays out, no I/O and no validation. The two
 public entry points, :func:`pack_rows` and :func:`mask_rows`, check their arguments once
@@ -63,6 +64,7 @@ import numpy as np
 
 __all__ = [
     "RNG_SCHEME",
+    "cut_at_breaks",
     "mask_rows",
     "pack_rows",
     "random_below",
@@ -70,6 +72,7 @@ __all__ = [
     "random_u64",
     "row_key",
     "splitmix64",
+    "text_byte_counts",
 ]
 
 RNG_SCHEME = "rbprep-splitmix64-v1"
@@ -575,6 +578,112 @@ def mask_rows(
         bool(whole_word),
         np.uint64(first_copy),
     )
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+@_kernel
+def _cut_at_breaks(ids, text_lengths, group_sizes, line_break_id):
+    n_texts = text_lengths.shape[0]
+    unit_lengths = np.zeros(group_sizes.sum(), np.int64)  # (units,) int64
+    kept = np.empty(ids.shape[0], np.uint32)  # (tokens,) the ids less the breaks
+    src = 0  # read cursor in ids
+    w = 0  # write cursor in kept
+    u = 0  # the unit being filled
+    for t in range(n_texts):
+        length = text_lengths[t]
+        if length == 0:
+            return unit_lengths, kept[:0].copy(), False
+        unit_start = w
+        breaks = 0
+        for i in range(src, src + length):
+            if ids[i] == line_break_id:
+                breaks += 1
+                if breaks >= group_sizes[t]:
+                    return unit_lengths, kept[:0].copy(), False
+                unit_lengths[u] = w - unit_start
+                u += 1
+                unit_start = w
+            else:
+                kept[w] = ids[i]
+                w += 1
+        if breaks != group_sizes[t] - 1:
+            return unit_lengths, kept[:0].copy(), False
+        unit_lengths[u] = w - unit_start
+        u += 1
+        src += length
+    return unit_lengths, kept[:w].copy(), True
+
+
+def cut_at_breaks(
+    ids: np.ndarray, text_lengths: np.ndarray, group_sizes: np.ndarray, line_break_id: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Cut texts that were encoded joined by line breaks back into their units.
+
+    Args:
+        ids: (tokens,) uint32, every text's ids in order.
+        text_lengths: (texts,) int64 tokens per text; sums to len(ids).
+        group_sizes: (texts,) int64 units joined in each text (>= 1).
+        line_break_id: the id of the break between two units.
+
+    Returns:
+        ``(unit_lengths, kept_ids)``: (units,) int64 tokens per unit and the ids less the
+        breaks; None where a text is empty or holds other than ``group_size - 1`` breaks.
+    """
+    ids = _unsigned(ids, np.uint32, "ids")
+    text_lengths = np.ascontiguousarray(text_lengths, dtype=np.int64)
+    group_sizes = np.ascontiguousarray(group_sizes, dtype=np.int64)
+    if text_lengths.ndim != 1 or group_sizes.shape != text_lengths.shape:
+        raise ValueError("text_lengths and group_sizes must be 1-D of one length")
+    if (text_lengths < 0).any() or int(text_lengths.sum()) != ids.size:
+        raise ValueError("text_lengths must be >= 0 and sum to len(ids)")
+    if (group_sizes < 1).any():
+        raise ValueError("group_sizes must be >= 1")
+    if not 0 <= line_break_id < 2**32:
+        raise ValueError(f"line_break_id must be a uint32, got {line_break_id}")
+    unit_lengths, kept, ok = _run(
+        "cut_at_breaks", ids, text_lengths, group_sizes, np.uint32(line_break_id)
+    )
+    return (unit_lengths, kept) if ok else None
+
+
+@_kernel
+def _text_byte_counts(ids, text_lengths, byte_lengths):
+    counts = np.zeros(text_lengths.shape[0], np.int64)  # (texts,) int64
+    n_ids = byte_lengths.shape[0]
+    src = 0
+    for t in range(text_lengths.shape[0]):
+        total = 0
+        for i in range(src, src + text_lengths[t]):
+            if ids[i] >= n_ids:
+                return counts, False
+            total += byte_lengths[ids[i]]
+        counts[t] = total
+        src += text_lengths[t]
+    return counts, True
+
+
+def text_byte_counts(
+    ids: np.ndarray, text_lengths: np.ndarray, byte_lengths: np.ndarray
+) -> np.ndarray:
+    """(texts,) int64: the sum of ``byte_lengths[id]`` over each text's ids.
+
+    ``ids`` (tokens,) uint32 are the texts' ids in order, ``text_lengths`` (texts,) int64
+    tokens per text (summing to len(ids)), ``byte_lengths`` (vocab,) int64 a value per id.
+    Raises ValueError for an id outside ``byte_lengths``.
+    """
+    ids = _unsigned(ids, np.uint32, "ids")
+    text_lengths = np.ascontiguousarray(text_lengths, dtype=np.int64)
+    byte_lengths = np.ascontiguousarray(byte_lengths, dtype=np.int64)
+    if text_lengths.ndim != 1 or (text_lengths < 0).any() or int(text_lengths.sum()) != ids.size:
+        raise ValueError("text_lengths must be 1-D, >= 0, and sum to len(ids)")
+    if byte_lengths.ndim != 1:
+        raise ValueError("byte_lengths must be 1-D")
+    counts, ok = _run("text_byte_counts", ids, text_lengths, byte_lengths)
+    if not ok:
+        raise ValueError(f"ids holds an id outside byte_lengths (size {byte_lengths.size})")
+    return counts
 
 
 def _per_row(value: int | np.ndarray, n_rows: int, name: str) -> np.ndarray:

@@ -74,6 +74,7 @@ from rbprep.tokenizer_info import (
     encoding_tokenizer,
     load_tokenizer,
     tokenizer_file,
+    vocabulary,
 )
 
 MODES = ("full-sentences", "doc-sentences")
@@ -298,7 +299,6 @@ def _make_work(
         None if loading is None else loading.fast,
         info.sha256,
     )
-    vocab = reference.get_vocab(with_added_tokens=True)
     special = info.special_mask()
     injectable = special.copy()
     # The unknown token is the model's own answer to text it cannot spell; any other
@@ -312,7 +312,7 @@ def _make_work(
         checker=None
         if isinstance(chosen, ReferenceEncoder)
         else ReferenceEncoder(reference, info.line_break_id),
-        mask_tables=MaskTables.of(vocab, info),
+        mask_tables=MaskTables.of(vocabulary(reference), info),
         injectable=injectable,
         not_fast=reason,
     )
@@ -568,7 +568,7 @@ def _kernels_warming() -> threading.Thread:
 
 
 def _warm_kernels() -> None:
-    """Load both kernels (``rbprep.aot``) by running them on tiny inputs."""
+    """Load the kernels (``rbprep.aot``) by running them on tiny inputs."""
     from rbprep import kernels
 
     offsets, tokens = kernels.pack_rows(
@@ -580,6 +580,8 @@ def _warm_kernels() -> None:
     for whole_word in (False, True):
         parameters = MaskParameters(0, 0.15, 0.1, 0.1, 1, whole_word)
         mask_partition_rows(offsets, tokens, tables, parameters, "train", 0, range(1))
+    kernels.cut_at_breaks(np.array([5, 1, 6], np.uint32), np.array([3]), np.array([2]), 1)
+    kernels.text_byte_counts(np.array([5], np.uint32), np.array([1]), np.ones(9, np.int64))
 
 
 def _refuse_injected(

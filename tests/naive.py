@@ -157,3 +157,22 @@ def mask_rows(
         np.array(position_offsets, np.int64),
         np.array(random_offsets, np.int64),
     )
+
+
+def cut_at_breaks(texts, group_sizes, line_break_id):
+    """Each text's ids (lists) split at ``line_break_id`` into its units; None where a text
+    is empty or its breaks do not make ``group_size`` units."""
+    units = []
+    for ids, size in zip(texts, group_sizes, strict=True):
+        if not ids:
+            return None
+        pieces = [[]]
+        for token in ids:
+            if token == line_break_id:
+                pieces.append([])
+            else:
+                pieces[-1].append(token)
+        if len(pieces) != size:
+            return None
+        units += pieces
+    return units

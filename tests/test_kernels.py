@@ -478,6 +478,68 @@ def test_mask_rows_rejects_bad_arguments():
         run_mask([[5] * 65537], False, dup=1, **KEYS, **DEFAULT)
 
 
+# --------------------------------------------------------------------------- encodings
+
+BREAK = 7
+
+
+@st.composite
+def joined_texts(draw):
+    """Texts of ids in 0..9 (7 the break) and, mostly, the units each was joined from."""
+    texts = draw(st.lists(st.lists(st.integers(0, 9), max_size=12), max_size=8))
+    sizes = [text.count(BREAK) + 1 + draw(st.sampled_from([0] * 6 + [-1, 1])) for text in texts]
+    return texts, [max(size, 1) for size in sizes]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=300, deadline=None)
+@given(joined_texts())
+def test_cut_at_breaks_equals_reference(backend, case):
+    texts, sizes = case
+    ids = np.array([t for text in texts for t in text], np.uint32)
+    lengths = np.array([len(text) for text in texts], np.int64)
+    with kernels_of(backend):
+        got = kernels.cut_at_breaks(ids, lengths, np.array(sizes, np.int64), BREAK)
+    expected = naive.cut_at_breaks(texts, sizes, BREAK)
+    if expected is None:
+        assert got is None
+        return
+    unit_lengths, kept = got
+    assert unit_lengths.dtype == np.int64 and kept.dtype == np.uint32
+    assert unit_lengths.tolist() == [len(unit) for unit in expected]
+    assert kept.tolist() == [t for unit in expected for t in unit]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 11), max_size=10), max_size=8), st.integers(1, 12))
+def test_text_byte_counts_equals_reference(backend, texts, table_size):
+    table = np.arange(table_size, dtype=np.int64) * 3 - 5  # any values, negative too
+    ids = np.array([t for text in texts for t in text], np.uint32)
+    lengths = np.array([len(text) for text in texts], np.int64)
+    with kernels_of(backend):
+        if any(t >= table_size for text in texts for t in text):
+            with pytest.raises(ValueError, match="outside byte_lengths"):
+                kernels.text_byte_counts(ids, lengths, table)
+            return
+        got = kernels.text_byte_counts(ids, lengths, table)
+    assert got.tolist() == [sum(int(table[t]) for t in text) for text in texts]
+
+
+def test_encoding_kernels_reject_bad_arguments():
+    ids = np.array([1, BREAK, 2], np.uint32)
+    with pytest.raises(ValueError, match="sum to len"):
+        kernels.cut_at_breaks(ids, [2], [2], BREAK)
+    with pytest.raises(ValueError, match=">= 1"):
+        kernels.cut_at_breaks(ids, [3], [0], BREAK)
+    with pytest.raises(ValueError, match="one length"):
+        kernels.cut_at_breaks(ids, [3], [2, 1], BREAK)
+    with pytest.raises(ValueError, match="uint32"):
+        kernels.cut_at_breaks(ids, [3], [2], -1)
+    with pytest.raises(ValueError, match="sum to len"):
+        kernels.text_byte_counts(ids, [1, 1], np.ones(9, np.int64))
+
+
 # --------------------------------------------------------------------------- compilation
 
 
