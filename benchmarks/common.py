@@ -53,6 +53,16 @@ def warm_page_cache(paths: Iterable[str]) -> None:
                 pass
 
 
+def compile_bytecode() -> None:
+    """Compile rbprep's modules to bytecode (.pyc), untimed, as pip does when it installs a
+    wheel. An editable install under ``PYTHONDONTWRITEBYTECODE`` (set on this project's
+    machines) never writes them, so every timed process would compile the modules changed
+    since their last .pyc: 25 ms a process, that a user's install does not pay."""
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "rbprep"), quiet=1)
+
+
 def append_record(path: Path, record: dict[str, Any]) -> None:
     """Append ``record`` as one JSON line to the results file ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
