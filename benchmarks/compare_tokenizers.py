@@ -55,7 +55,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import append_record, compile_bytecode, record_header
+from common import append_record, prepare_rbprep, record_header
 
 from rbprep.corpus import open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{os.cpu_count()} CPUs; {args.repeats} runs each",
         flush=True,
     )
-    compile_bytecode()
+    prepare_rbprep()
     with tempfile.TemporaryDirectory(prefix="rbprep-bench-compare-") as work_dir:
         work = Path(work_dir)
         named: list[tuple[str, str]] = []

@@ -49,16 +49,16 @@ median wall seconds; "x ceiling" is the ceiling's median / the contestant's (1 =
 as tokenising alone).
 
 Untimed, around the runs: rbprep's modules are compiled to bytecode first, as pip does
-for an installed wheel (``common.compile_bytecode``); the ceiling is run once more
-counting its tokens (the content tokens every contestant should keep); the first HF
-output is read back to count the content tokens it kept (ids with the labels put back,
-specials excluded), to check that the 10 copies hold the same rows with different masks
-and that ~15% of content tokens is masked (80/10/10); the HF script itself records,
-after ``save_to_disk`` (a negligible cost), how many tokens its tokenising map made and
-how many lines were blank. Bytes on disk are apparent file sizes: rbprep's shards (from
-the manifest) and its whole output directory (which adds a copy of ``tokenizer.json``);
-HF's saved dataset, and separately the ``datasets`` cache directory it filled on the
-way.
+for an installed wheel, and its kernels where not built yet (``common.prepare_rbprep``);
+the ceiling is run once more counting its tokens (the content tokens every contestant
+should keep); the first HF output is read back to count the content tokens it kept (ids
+with the labels put back, specials excluded), to check that the 10 copies hold the same
+rows with different masks and that ~15% of content tokens is masked (80/10/10); the HF
+script itself records, after ``save_to_disk`` (a negligible cost), how many tokens its
+tokenising map made and how many lines were blank. Bytes on disk are apparent file
+sizes: rbprep's shards (from the manifest) and its whole output directory (which adds a
+copy of ``tokenizer.json``); HF's saved dataset, and separately the ``datasets`` cache
+directory it filled on the way.
 
 Targets (issue 12, on 2 cores with a 50K BPE): rbprep at least 3x the ``tokenizers``
 ceiling's throughput (goal 5x) and at least 0.7x the tokie ceiling's; peak memory no
@@ -94,7 +94,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common import append_record, compile_bytecode, record_header, warm_page_cache
+from common import append_record, prepare_rbprep, record_header, warm_page_cache
 
 from rbprep.corpus import Corpus, open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
@@ -796,7 +796,7 @@ def main(argv: list[str] | None = None) -> None:
             collator += " (torch not installed)"
         print(f"  DataCollatorForLanguageModeling(return_tensors='np'): {collator}")
     warm_page_cache(file.path for file in corpus.files)
-    compile_bytecode()
+    prepare_rbprep()
     record: dict = {}
     with tempfile.TemporaryDirectory(prefix="rbprep-bench-shard-") as tmp:
         work = Path(tmp)

@@ -118,14 +118,18 @@ def _find() -> ModuleType | None:
     try:
         directory = module_dir()
         module = _import(directory)
+        built_here = False
         if module is None and not (directory / FAILED).exists():
             with _build_lock(directory):
                 module = _import(directory)  # built meanwhile by another process
                 if module is None and not (directory / FAILED).exists():
                     _build_in_child(directory)
+                    built_here = True
                     module = _import(directory)
         if module is None and (directory / FAILED).exists():
-            logger.info(
+            # Said as a warning by the process that tried, and quietly after that.
+            logger.log(
+                logging.WARNING if built_here else logging.INFO,
                 "rbprep's compiled kernels could not be built (%s); numba's JIT runs them, "
                 "0.4 s more per process; `python -m rbprep.aot` tries again",
                 (directory / FAILED).read_text(errors="replace").strip(),
@@ -168,7 +172,10 @@ def _build_lock(directory: Path) -> Iterator[None]:
 def _build_in_child(directory: Path) -> None:
     """Build into ``directory`` in a child process (the build patches numba and prints
     the compiler's output); where it fails, write its reason to ``directory/FAILED``."""
-    logger.info("compiling rbprep's kernels once into %s (about ten seconds)", directory)
+    logger.warning(  # a pause the user should not have to guess at
+        "compiling rbprep's kernels, once for this rbprep and numpy: about ten seconds (%s)",
+        directory,
+    )
     try:
         done = subprocess.run(
             [sys.executable, "-m", "rbprep.aot", "--into", str(directory)],

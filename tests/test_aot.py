@@ -136,9 +136,14 @@ def test_kernels_that_cannot_be_built_run_on_the_jit_and_are_not_tried_again(tmp
     """No C compiler: the build fails once, says why in FAILED, and every process then runs
     the JIT, with the same results, without trying again."""
     expected = [[0, 6, 14], [0, 10, 11, 12, 13, 2, 0, 14, 15, 16, 17, 18, 19, 2]]
+    said = []
     for _ in range(2):
         out = run_python(PACK_AND_REPORT, tmp_path, CC="/nonexistent/cc")
         assert json.loads(out.stdout) == [*expected, False, True]
+        said.append(out.stderr)
+    # The process that tried says so (the pause, then why); the next one says nothing.
+    assert "compiling rbprep's kernels" in said[0] and "could not be built" in said[0]
+    assert said[1] == ""
     (failed,) = (tmp_path / "kernels").glob(f"*/{aot.FAILED}")
     assert "compile" in failed.read_text()
     assert not list((tmp_path / "kernels").glob("*/*.so"))
