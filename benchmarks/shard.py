@@ -485,6 +485,7 @@ def run_rbprep(
     return run, {
         "encoder": manifest["encoder"],
         "stage_seconds": summary["extra"]["stage_seconds"],
+        "kernels": summary["extra"].get("kernels"),
         "content_tokens": totals["content_tokens"],
         "tokens": totals["tokens"],
         "rows": totals["rows"],
@@ -659,7 +660,8 @@ def verdicts(contestants: dict[str, Contestant]) -> list[str]:
         f"{TARGET_FAST_CEILING_SHARE:g}: "
         f"{'ok' if fast_share >= TARGET_FAST_CEILING_SHARE else 'UNDER TARGET'})",
         "  rbprep stage seconds (median run, summed over threads): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in median_stages(rb).items()),
+        + ", ".join(f"{k} {v:.2f}" for k, v in median_stages(rb).items())
+        + f"; kernels {rb.extra.get('kernels')}",
     ]
     if reference:
         peak = max(r.peak_rss_mb for r in rb.runs)

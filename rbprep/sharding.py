@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from rbprep import __version__
+from rbprep.aot import compiled_kernels
 from rbprep.corpus import Corpus, Partition, ReadStats, document_coin, open_corpus
 from rbprep.dataset.format import (
     MANIFEST,
@@ -735,6 +736,8 @@ def shard(
         extra={
             "encoder": encoder_id.as_dict(),
             "encoder_note": fallback,
+            # Where this process ran partitions: the compiled kernels, or numba's JIT.
+            "kernels": "jit" if compiled_kernels() is None else "compiled",
             "stage_seconds": {
                 stage: round(sum(r.get("seconds", {}).get(stage, 0.0) for r in ordered), 3)
                 for stage in STAGES
