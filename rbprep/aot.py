@@ -25,10 +25,7 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -172,6 +169,8 @@ def _build_lock(directory: Path) -> Iterator[None]:
 def _build_in_child(directory: Path) -> None:
     """Build into ``directory`` in a child process (the build patches numba and prints
     the compiler's output); where it fails, write its reason to ``directory/FAILED``."""
+    import subprocess
+
     logger.warning(  # a pause the user should not have to guess at
         "compiling rbprep's kernels, once for this rbprep and numpy: about ten seconds (%s)",
         directory,
@@ -201,6 +200,9 @@ def _python_path() -> str:
 def build(directory: Path) -> Path:
     """Compile the kernels into ``directory`` (replacing what is there); return the path
     of the module. Needs numba's ``pycc`` and a C compiler."""
+    import shutil
+    import tempfile
+
     import numba.pycc.compiler as pycc_compiler
     from numba.core.compiler import Flags
     from numba.pycc import CC

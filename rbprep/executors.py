@@ -12,8 +12,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from multiprocessing import get_context
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
 
 from rbprep.errors import RbprepError
@@ -68,6 +67,9 @@ def _completed(pool: Any, task: Callable[[Item], Any], items: Sequence[Item]) ->
 
 
 def _pool(task: Callable[[Item], Any], items: Sequence[Item], workers: int) -> Iterator:
+    from concurrent.futures import ProcessPoolExecutor  # imports multiprocessing: 6 ms
+    from multiprocessing import get_context
+
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: a forked tokenizers thread pool can deadlock.
     with ProcessPoolExecutor(

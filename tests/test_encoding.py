@@ -399,3 +399,14 @@ def test_document_starts_mark_each_documents_first_line_unless_it_continues():
     assert document_starts([2, 1, 3]).tolist() == [1, 0, 1, 1, 0, 0]
     assert document_starts([2, 0, 1], later=[True, False, False]).tolist() == [0, 0, 1]
     assert document_starts([]).tolist() == []
+
+
+def test_installed_versions_are_the_distributions_own():
+    """tokie has no __version__ (its dist-info names it); tokenizers has one. Both must be
+    what importlib.metadata says: they name the encoder in every manifest."""
+    from importlib import metadata
+
+    from rbprep.encoding import installed_version
+
+    for package in ("tokie", "tokenizers", "numpy"):
+        assert installed_version(package) == metadata.version(package)

@@ -27,7 +27,6 @@ import sysconfig
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from pydoc_data.topics import topics as pydoc_topics
 
@@ -87,6 +86,8 @@ def builtin_corpus_path(cache_dir: Path | None = None) -> Path:
     `builtin-corpus-cpython-3.11.7-v1.txt`: a patch release can change a docstring too.
     """
     directory = default_cache_dir() if cache_dir is None else cache_dir
+    from importlib import metadata
+
     versions = "-".join(f"{name}{metadata.version(name)}" for name in PACKAGES)
     name = (
         f"builtin-corpus-{sys.implementation.name}-{platform.python_version()}-{versions}"
