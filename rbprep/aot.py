@@ -3,7 +3,7 @@
 Importing numba and loading ``rbprep.kernels`` from numba's cache costs every process
 0.35-0.45 s of CPU, holding the GIL, and ~90 MB (LLVM): a quarter of ``shard`` on 15 MB
 of text (README, "Performance"). ``numba.pycc`` compiles the same Python functions
-(``kernels._pack_rows``, ``kernels._mask_rows`` and the others ``SIGNATURES`` names,
+(``kernels._pack_rows``, ``kernels._mask_rows`` and the other kernels ``SIGNATURES`` names,
 with their callees) into an extension module that needs only numpy and imports in a
 millisecond. Its code releases the GIL, as the JIT's ``nogil=True`` kernels do, and gives
 the same results (``tests/test_aot.py`` and ``tests/test_kernels.py`` run both).
@@ -132,7 +132,7 @@ def _find() -> ModuleType | None:
                 (directory / FAILED).read_text(errors="replace").strip(),
             )
         return module
-    except OSError as exc:  # an unwritable cache: the JIT works without one
+    except (OSError, ImportError) as exc:  # an unwritable cache, a damaged module: the JIT
         logger.info("rbprep's compiled kernels are not usable (%s); numba's JIT runs them", exc)
         return None
 

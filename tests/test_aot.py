@@ -5,6 +5,7 @@ test_kernels.py runs its comparisons with tests/naive.py on both backends."""
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import json
 import os
 import subprocess
@@ -147,6 +148,16 @@ def test_kernels_that_cannot_be_built_run_on_the_jit_and_are_not_tried_again(tmp
     (failed,) = (tmp_path / "kernels").glob(f"*/{aot.FAILED}")
     assert "compile" in failed.read_text()
     assert not list((tmp_path / "kernels").glob("*/*.so"))
+
+
+def test_a_damaged_module_runs_the_jit(tmp_path):
+    """A module file that does not load (cut short, say) is not used: the JIT runs."""
+    directory = tmp_path / "kernels" / aot.module_key()
+    directory.mkdir(parents=True)
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    (directory / f"{aot.MODULE_NAME}{suffix}").write_bytes(b"\x7fELF and then nothing")
+    out = run_python(PACK_AND_REPORT, tmp_path)
+    assert json.loads(out.stdout)[2:] == [False, True]
 
 
 def test_an_unwritable_cache_runs_the_jit(tmp_path):
