@@ -200,3 +200,28 @@ print(json.dumps(["numba" in sys.modules, summary.extra["kernels"]]))
         outputs.append({p.relative_to(out): p.read_bytes() for p in out.glob("*/*.arrow")})
     assert len(list((tmp_path / "cache" / "kernels").glob("*/*.so"))) == 1
     assert outputs[0] and outputs[0] == outputs[1] == outputs[2]
+
+
+@pytest.mark.slow
+def test_processes_starting_together_build_the_kernels_once(tmp_path):
+    """Three processes on a fresh cache (a process pool or Dask workers starting): one
+    builds, the others wait for its module; all run compiled kernels."""
+    environment = {**os.environ, "RBPREP_CACHE_DIR": str(tmp_path)}
+    environment.pop("RBPREP_KERNELS", None)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", PACK_AND_REPORT],
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = [process.communicate(timeout=600) for process in processes]
+    assert all(process.returncode == 0 for process in processes)
+    for stdout, _ in results:
+        assert json.loads(stdout)[2:] == [True, False]  # compiled, numba never imported
+    assert sum("compiling rbprep's kernels" in stderr for _, stderr in results) == 1
+    assert len(list((tmp_path / "kernels").glob("*/*.so"))) == 1
