@@ -263,9 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m rbprep.aot [--into DIR]``: build the compiled kernels (again); where
     that fails, say why on one line and keep it in ``DIR/FAILED``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    directory = Path(args[1]) if args[:1] == ["--into"] and len(args) == 2 else module_dir()
+    child = args[:1] == ["--into"] and len(args) == 2  # _build_in_child's: it holds the lock
+    directory = Path(args[1]) if child else module_dir()
     try:
-        path = build(directory)
+        with contextlib.nullcontext() if child else _build_lock(directory):
+            path = build(directory)
     except Exception as exc:  # any failure leaves the JIT in use; say why
         reason = (
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
