@@ -111,6 +111,14 @@ def compiled_kernels() -> ModuleType | None:
         return _loaded[0]
 
 
+def kernels_in_use() -> str | None:
+    """``"compiled"`` or ``"jit"``: what ran this process's kernels; None where it ran
+    none (its tasks ran in other processes). Never builds anything."""
+    if not _loaded:
+        return None
+    return "jit" if _loaded[0] is None else "compiled"
+
+
 def _find() -> ModuleType | None:
     try:
         directory = module_dir()

@@ -184,7 +184,7 @@ class Encoder:
         if self.line_break_id is not None:
             texts, group_sizes = join_lines(lines, starts)
             ids, text_lengths = self._batched(texts, JOINED_BATCH)
-            cut = cut_at_breaks(text_lengths, ids, group_sizes, self.line_break_id)
+            cut = kernels.cut_at_breaks(ids, text_lengths, group_sizes, self.line_break_id)
             if cut is not None:
                 return cut[1], cut[0]
         return self._batched(units_of(lines, starts), UNIT_BATCH)
@@ -638,7 +638,7 @@ def line_break_id(tokenizer: Tokenizer, config: dict[str, Any]) -> int | None:
     at the break, ``\s+(?!\S)`` takes the ``"\n"`` alone (one byte, one token) and
     leaves the space to the next line, as if it started the text. Encoding whole
     documents this way saves the tokenizer's cost per input, a quarter of its time on
-    short lines. ``cut_at_breaks`` still checks the count of breaks per text.
+    short lines. ``kernels.cut_at_breaks`` still checks the count of breaks per text.
     """
     pre_tokenizer = config.get("pre_tokenizer") or {}
     if (
@@ -676,17 +676,3 @@ def join_lines(lines: Sequence[str], starts: np.ndarray) -> tuple[list[str], np.
         for a, b, start in zip(bounds[:-1], bounds[1:], starts[bounds[:-1]].tolist(), strict=True)
     ]
     return texts, np.diff(bounds)
-
-
-def cut_at_breaks(
-    text_lengths: np.ndarray, ids: np.ndarray, group_sizes: np.ndarray, line_break_id: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """The ids of ``join_lines``' texts cut back into their units.
-
-    ``text_lengths`` (texts,) tokens per joined text, ``ids`` (tokens,) all of them in
-    order, ``group_sizes`` (texts,) units per text. Returns (units,) tokens per unit and
-    the ids less the breaks; None where a text holds other than one break per join (a
-    unit holding a line break: the reader never makes one), or is empty. One pass of a
-    kernel (``kernels.cut_at_breaks``), which holds no GIL.
-    """
-    return kernels.cut_at_breaks(ids, text_lengths, group_sizes, line_break_id)

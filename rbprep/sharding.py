@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from rbprep import __version__
-from rbprep.aot import compiled_kernels
+from rbprep.aot import kernels_in_use
 from rbprep.corpus import Corpus, Partition, ReadStats, document_coin, open_corpus
 from rbprep.dataset.format import (
     MANIFEST,
@@ -250,11 +250,11 @@ def _work_for(tokenizer_path: str, info: TokenizerInfo, encoder: str) -> _Tokeni
 
 @dataclass(frozen=True)
 class _Loading:
-    """The tokenizer.json as shard read it first: its bytes, their sha256, the bytes
-    parsed, and tokie loading it on a thread (None where tokie will not be used)."""
+    """The tokenizer.json as shard read it first, for ``load_tokenizer`` to use: its
+    bytes, the bytes parsed, and tokie loading it on a thread (None where tokie will not
+    be used)."""
 
     data: bytes
-    sha256: str
     config: dict[str, Any]
     fast: Future[FastEncoder] | None
 
@@ -270,7 +270,7 @@ def _fast_encoder_loading(tokenizer: str | os.PathLike, encoder: str) -> _Loadin
         if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
             return None
         sha256 = hashlib.sha256(data).hexdigest()
-        return _Loading(data, sha256, config, start_fast_encoder(config, encoder, sha256))
+        return _Loading(data, config, start_fast_encoder(config, encoder, sha256))
     except (OSError, ValueError, TypeError, AttributeError, RbprepError):
         return None
 
@@ -676,8 +676,6 @@ def shard(
         # Tasks read the dataset's own copy of the tokenizer: on a cluster it is in the
         # shared output location, where every worker can reach it.
         tokenizer_copy = str(out_dir.child("tokenizer.json"))
-        if loading is not None and loading.sha256 != info.sha256:  # changed in between
-            loading = None
         work = _make_work(tokenizer_copy, info, encoder, reference=loaded[0], loading=loading)
         del loading  # its parsed JSON: tens of MB the run no longer needs
         chosen = "reference" if work.checker is None else "fast"
@@ -736,8 +734,7 @@ def shard(
         extra={
             "encoder": encoder_id.as_dict(),
             "encoder_note": fallback,
-            # Where this process ran partitions: the compiled kernels, or numba's JIT.
-            "kernels": "jit" if compiled_kernels() is None else "compiled",
+            "kernels": kernels_in_use(),
             "stage_seconds": {
                 stage: round(sum(r.get("seconds", {}).get(stage, 0.0) for r in ordered), 3)
                 for stage in STAGES

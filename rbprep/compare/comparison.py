@@ -48,7 +48,6 @@ from rbprep.encoding import (
     batch_bounds,
     check_encoded,
     check_equal,
-    cut_at_breaks,
     document_starts,
     interleave,
     join_lines,
@@ -65,6 +64,7 @@ from rbprep.tokenizer_info import (
     id_space,
     load_tokenizer,
     tokenizer_file,
+    vocabulary,
 )
 
 _BATCH_UNITS = 10_000  # units counted together (the encoders batch their own calls)
@@ -246,7 +246,7 @@ def _byte_lengths(tokenizer: Tokenizer, style: Style, id_limit: int) -> np.ndarr
     if not style.byte_level or tokenizer.normalizer is not None:
         return None
     lengths = np.zeros(id_limit, dtype=np.int64)  # (ids,) int64
-    for token, index in tokenizer.get_vocab(with_added_tokens=True).items():
+    for token, index in vocabulary(tokenizer).items():
         spelled = byte_length(token, style)
         lengths[index] = len(token.encode()) if spelled is None else spelled
     return lengths
@@ -552,7 +552,7 @@ class _EncodeIds:
         line_break = self.contestant.line_break_id
         if line_break is None:
             return lengths, ids, self.text_units
-        cut = cut_at_breaks(lengths, ids, self.text_units, line_break)
+        cut = kernels.cut_at_breaks(ids, lengths, self.text_units, line_break)
         if cut is not None:
             return *cut, self.one_each
         # A unit holding a line break: unit by unit after all.
@@ -909,7 +909,7 @@ def _result(
     tokenizers = []
     surfaces: list[list[Piece]] = []
     for contestant in run.contestants:
-        vocab = contestant.tokenizer.get_vocab(with_added_tokens=True)
+        vocab = vocabulary(contestant.tokenizer)
         spelled = [""] * contestant.id_limit  # "" for an id no token has
         for token, index in vocab.items():
             spelled[index] = token

@@ -26,6 +26,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from rbprep.compare.metrics import Words
+from rbprep.tokenizer_info import vocabulary
 
 VANISHES, JOINS, BREAKS, ALONE, OTHER = range(5)
 _UNSEEN = 255
@@ -56,7 +57,7 @@ class PreTokens:
         ):
             return None
         prefix = model.get("continuing_subword_prefix") or "##"
-        vocab = tokenizer.get_vocab(with_added_tokens=True)
+        vocab = vocabulary(tokenizer)
         # Sized by the largest id, not the vocabulary's size: ids may have gaps.
         continues = np.zeros(max(vocab.values(), default=-1) + 1, dtype=np.bool_)
         special = set(tokenizer.get_added_tokens_decoder())
