@@ -185,8 +185,9 @@ def run() -> None:
     garbage collections.
 
     Python collects every generation while it shuts down, over every object still
-    alive; numba alone leaves enough of them that this took 0.2-0.3 s of a 1.2 s
-    ``shard`` (README, "shard"). ``gc.freeze`` moves them out of the collector's
+    alive; numba's JIT (where the compiled kernels of ``rbprep.aot`` are not built)
+    leaves enough of them that this took 0.2-0.3 s of a 1.2 s ``shard`` (README,
+    "Performance"). ``gc.freeze`` moves them out of the collector's
     reach, as the process is ending anyway; files are closed by then (every command
     writes in ``with`` blocks), so nothing is lost."""
     try:
