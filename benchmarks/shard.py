@@ -101,6 +101,7 @@ from common import append_record, prepare_rbprep, record_header, warm_page_cache
 
 from rbprep.corpus import Corpus, open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
+from rbprep.encoding import CHECK_FRACTION
 from rbprep.sizes import format_size
 
 DEV_CORPUS = Path.home() / ".cache" / "rbprep-dev-corpus" / "en"
@@ -475,11 +476,17 @@ def count_ceiling_tokens(tokenizer_json: Path, paths: list[str], script: str) ->
 
 
 def run_rbprep(
-    corpus_args: list[str], tokenizer: Path, out: Path, encoder: str
+    corpus_args: list[str],
+    tokenizer: Path,
+    out: Path,
+    encoder: str,
+    check_fraction: float | None = None,
 ) -> tuple[Run, dict]:
     command = [*rbprep_command(), "shard", *corpus_args, "--tokenizer", str(tokenizer)]
     command += ["--out", str(out), "--seq-len", str(SEQ_LEN), "--dup", str(DUP)]
     command += ["--valid-fraction", "0", "-q", "--force", "--json", "--encoder", encoder]
+    if check_fraction is not None:
+        command += ["--check-fraction", str(check_fraction)]
     log = out.with_suffix(".log")
     run = timed(command, log)
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
@@ -677,6 +684,12 @@ def verdicts(contestants: dict[str, Contestant]) -> list[str]:
         + ", ".join(f"{k} {v:.2f}" for k, v in median_stages(rb).items())
         + f"; kernels {rb.extra.get('kernels')}",
     ]
+    checked = rb.extra.get("encoder", {}).get("check_fraction")
+    if checked is not None and checked != CHECK_FRACTION:
+        lines.append(
+            f"  NOTE: rbprep ran with --check-fraction {checked:g}, not the default "
+            f"{CHECK_FRACTION:g}; the targets are for default options"
+        )
     if reference:
         peak = max(r.peak_rss_mb for r in rb.runs)
         before = max(r.peak_rss_mb for r in reference.runs)
@@ -773,6 +786,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="retry a run during which other processes used more of the CPU (0.15)",
     )
     parser.add_argument("--retries", type=int, default=2, help="tries more per run at most (2)")
+    parser.add_argument(
+        "--check-fraction",
+        type=float,
+        help="rbprep shard --check-fraction (default: shard's own, 0.02); the targets are "
+        "judged at the default",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -870,7 +889,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def rbprep_run(encoder: str, repeat: int) -> tuple[Run, dict]:
             out = work / f"rbprep-{encoder}-{repeat}"
-            run, info = run_rbprep(corpus_args, tokenizer, out, encoder)
+            run, info = run_rbprep(corpus_args, tokenizer, out, encoder, args.check_fraction)
             shutil.rmtree(out)
             return run, info
 

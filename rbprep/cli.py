@@ -338,6 +338,15 @@ def train_vocab_command(
     help="Arrow buffer compression.",
 )
 @encoder_option
+@click.option(
+    "--check-fraction",
+    type=float,
+    default=0.02,
+    show_default=True,
+    help="Share of each partition's lines that tokenizers encodes again to check the fast "
+    "encoder (0-1; the first line always). At 0.02 that costs about as much CPU as tokie "
+    "encoding everything.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 @output_options
 @_user_errors
@@ -364,6 +373,7 @@ def shard_command(
     resume: bool,
     compression: str,
     encoder: str,
+    check_fraction: float,
     force: bool,
     quiet: bool,
     as_json: bool,
@@ -415,6 +425,7 @@ def shard_command(
         force=force,
         progress=not quiet,
         encoder=encoder,
+        check_fraction=check_fraction,
     )
     click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else summary.report())
 

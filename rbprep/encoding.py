@@ -55,7 +55,8 @@ JOINED_BATCH = 256  # joined texts per encode call, about 1 MB
 # Characters per encode call at most: a tokeniser holds ~100 bytes per character of a
 # call, so long units (up to formats.MAX_UNIT_BYTES each) go a few at a time.
 BATCH_CHARS = 2**20
-# The share of each partition's units that the reference re-encodes during a run.
+# The share of each partition's units that the reference re-encodes during a run, unless
+# shard's check_fraction says otherwise.
 CHECK_FRACTION = 0.02
 # How FastEncoder makes tokie's tokenizer from a tokenizer.json: part of the name of
 # its cached form, so raise it whenever _tokie_tokenizer changes what it gives tokie.
@@ -581,13 +582,16 @@ def sample_units(key: int, count: int, fraction: float = CHECK_FRACTION) -> np.n
     """(count,) bool: the units that ``check_sample`` checks, the same on every run: the
     first, and each other one where a hash of (``key``, its index) lands under
     ``fraction``: the finaliser of ``kernels.splitmix64``, vectorised in NumPy here so
-    that it costs no Python work per unit and does not wait for numba to load."""
+    that it costs no Python work per unit and does not wait for numba to load. A
+    ``fraction`` of 1 chooses every unit."""
+    if fraction >= 1:
+        return np.ones(count, dtype=np.bool_)
     with np.errstate(over="ignore"):
         z = np.arange(count, dtype=np.uint64) + np.uint64((key * 0x9E3779B97F4A7C15) % 2**64)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)
-    chosen = z < np.uint64(int(fraction * 2**64) if fraction < 1 else 2**64 - 1)
+    chosen = z < np.uint64(int(fraction * 2**64))
     chosen[:1] = True
     return chosen
 

@@ -53,6 +53,7 @@ from rbprep.dataset.masking import (
     mask_partition_rows,
 )
 from rbprep.encoding import (
+    CHECK_FRACTION,
     REFERENCE_NAME,
     Encoder,
     EncoderId,
@@ -208,8 +209,15 @@ class ShardSummary:
             lines.append(problems)
         encoder = self.manifest.encoder
         note = self.extra.get("encoder_note")
+        checked = (
+            ""
+            if encoder.check_fraction is None
+            else f", {100 * encoder.check_fraction:.3g}% of each partition's lines checked against "
+            f"{REFERENCE_NAME}"
+        )
         lines.append(
-            f"Encoded by {encoder.name} {encoder.version}" + (f" ({note})." if note else ".")
+            f"Encoded by {encoder.name} {encoder.version}{checked}"
+            + (f" ({note})." if note else ".")
         )
         if self.partitions_resumed:
             lines.append(f"Resumed: {counted(self.partitions_resumed, 'partition')} already done.")
@@ -343,10 +351,13 @@ def _shard_partition_task(
     config: ShardConfig,
     out: str,
     encoder: str,
+    check_fraction: float,
     job: Corpus,
 ) -> dict[str, Any]:
     """Shard ``job``'s one partition (``Corpus.for_partition``)."""
-    return shard_partition(job, job.partitions[0], tokenizer_path, info, config, out, encoder)
+    return shard_partition(
+        job, job.partitions[0], tokenizer_path, info, config, out, encoder, check_fraction
+    )
 
 
 def shard_partition(
@@ -357,15 +368,17 @@ def shard_partition(
     config: ShardConfig,
     out: str,
     encoder: str = "auto",
+    check_fraction: float = CHECK_FRACTION,
 ) -> dict[str, Any]:
     """Read, tokenise, pack, mask and write one partition; return its record.
 
     ``info`` is the tokenizer's as ``load_tokenizer`` resolved it where the run started
     (the roles may come from files beside the tokenizer that a worker cannot see); the
     worker loads only the tokenizer.json at ``tokenizer_path``. ``encoder`` is an
-    ``rbprep.encoding.ENCODER_CHOICES``; where the fast encoder is used, a sample of the
-    partition's documents is re-encoded by the reference, and a difference raises
-    ``EncoderMismatch`` before anything is written.
+    ``rbprep.encoding.ENCODER_CHOICES``; where the fast encoder is used, the first unit
+    of each split and ``check_fraction`` of the others (``encoding.sample_units``) are
+    re-encoded by the reference, and a difference raises ``EncoderMismatch`` before
+    anything is written.
 
     Writes ``out/{train,valid}/shard-NNNNN.arrow`` (a split with no rows gets no file)
     and then the marker ``out/.parts/NNNNN.json`` holding the returned record, less its
@@ -378,7 +391,8 @@ def shard_partition(
     texts = _read_stage(corpus, partition, config, stats)
     clock.lap("read")
     encoded = {
-        split: _encode_stage(work, split, texts[split], corpus, partition, info) for split in SPLITS
+        split: _encode_stage(work, split, texts[split], corpus, partition, info, check_fraction)
+        for split in SPLITS
     }
     clock.lap("encode")
     warm.join()
@@ -387,6 +401,7 @@ def shard_partition(
         "partition": partition.id,
         "read": stats.as_dict(),
         "encoder": work.encoder.id.name,
+        "check_fraction": None if work.checker is None else check_fraction,
         "splits": {},
     }
     out_dir = Location(out)
@@ -457,6 +472,7 @@ def _encode_stage(
     corpus: Corpus,
     partition: Partition,
     info: TokenizerInfo,
+    check_fraction: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The split's ids and unit lengths, checked against the reference on its sample and
     for specials spelled by text."""
@@ -473,7 +489,7 @@ def _encode_stage(
             text.starts,
             token_ids,
             unit_lengths,
-            sample_units(2 * partition.id + STREAMS[split], len(text.lines)),
+            sample_units(2 * partition.id + STREAMS[split], len(text.lines), check_fraction),
             where=where,
         )
     injected = work.injectable[token_ids]
@@ -630,6 +646,7 @@ def shard(
     force: bool = False,
     progress: bool = False,
     encoder: str = "auto",
+    check_fraction: float = CHECK_FRACTION,
 ) -> ShardSummary:
     """Shard ``corpus`` with ``tokenizer`` into ``out`` (DESIGN §5-7).
 
@@ -641,9 +658,13 @@ def shard(
     is live is refused. ``encoder`` (``auto``, ``fast``, ``reference``) chooses who
     encodes, never what the ids are (``rbprep.encoding``): where a partition's sample
     shows the fast encoder disagreeing, the run warns, goes on with the reference, and
-    redoes the partitions the fast one wrote.
+    redoes the partitions the fast one wrote. ``check_fraction`` (0-1) is the share of
+    each partition's units the reference re-encodes for that (the first of each split
+    always); the manifest records the smallest any partition was checked with.
     """
     config.check()
+    if not 0.0 <= check_fraction <= 1.0:
+        raise RbprepError(f"--check-fraction must be in 0..1, got {check_fraction}")
     if workers is not None and workers < 1:
         raise RbprepError(f"--workers must be 1 or more, got {workers}")
     check_output_directory(out)
@@ -693,7 +714,13 @@ def shard(
             # Each task gets its partition's files only (Corpus.for_partition): what is
             # sent to a worker process or the cluster stays small for any corpus.
             task = functools.partial(
-                _shard_partition_task, tokenizer_copy, info, config, str(out_dir), chosen
+                _shard_partition_task,
+                tokenizer_copy,
+                info,
+                config,
+                str(out_dir),
+                chosen,
+                check_fraction,
             )
             jobs = [corpus.for_partition(partition) for partition in todo]
             try:
@@ -866,6 +893,19 @@ def _shard_matches(shard: Location, part: dict[str, Any]) -> bool:
     )
 
 
+def _checked_fraction(records: list[dict[str, Any]]) -> float | None:
+    """The smallest share of units any partition's sample re-encoded with the reference
+    (a resumed run may have changed it); None where the reference encoded everything.
+    A partition written before the share was recorded was checked at 2%, the only share
+    there was."""
+    fractions = [
+        record.get("check_fraction", CHECK_FRACTION)
+        for record in records
+        if record.get("encoder", REFERENCE_NAME) != REFERENCE_NAME
+    ]
+    return min(fractions) if fractions else None
+
+
 def _manifest(
     corpus: Corpus,
     info: TokenizerInfo,
@@ -925,7 +965,7 @@ def _manifest(
             word_prefix=info.word_prefix,
             continuation_prefix=info.continuation_prefix,
         ),
-        encoder=EncoderRecord(encoder.name, encoder.version),
+        encoder=EncoderRecord(encoder.name, encoder.version, _checked_fraction(records)),
         corpus=CorpusRecord(
             files=[file.path for file in corpus.files],
             text_field=corpus.options.text_field,

@@ -29,6 +29,7 @@ from rbprep.dataset import open_dataset
 from rbprep.dataset.inspection import inspect
 from rbprep.dataset.reader import KEPT, MASKED, RANDOM
 from rbprep.dataset.verification import verify
+from rbprep.encoding import installed_version
 from rbprep.errors import RbprepError
 from rbprep.sharding import ShardConfig, shard
 from rbprep.tokenizer_info import load_tokenizer
@@ -919,6 +920,64 @@ def test_a_fast_encoder_that_disagrees_falls_back_and_redoes_its_partitions(
     assert "zz-odd.txt" in warning and "'Every line here spells zq once.'" in warning
     assert f"redoing the {len(corpus.partitions) - 1} partitions it wrote" in warning
     assert outputs["fast"] == outputs["reference"]
+
+
+def test_check_fraction_decides_how_much_the_reference_checks(tmp_path, replacing_bpe):
+    """--check-fraction is the share of lines tokenizers encodes again. Here tokie gets
+    one line of 400 wrong (it ignores the Replace normaliser, "zq" -> "Z"): at 1 the
+    check finds it and the reference writes the shards; at 0 only each split's first
+    line is checked, so tokie's wrong ids are written, and the manifest and the summary
+    say how little was checked. (At the default 0.02 it is found only where the hash
+    picks that line.)"""
+    text = tmp_path / "one.txt"
+    lines = [f"Line {i} of plain text." for i in range(400)]
+    lines[201] = "This one line spells zq."
+    text.write_text("\n".join(lines) + "\n")
+    config = ShardConfig(dup=1, valid_fraction=0)
+    outputs, summaries = {}, {}
+    for name, encoder, fraction in [
+        ("all", "fast", 1.0),
+        ("none", "fast", 0.0),
+        ("reference", "reference", 0.02),
+    ]:
+        summaries[name] = shard(
+            [text], replacing_bpe, tmp_path / name, config, encoder=encoder, check_fraction=fraction
+        )
+        outputs[name] = dataset_files(tmp_path / name)
+    manifests = {name: json.loads(files["manifest.json"]) for name, files in outputs.items()}
+    assert manifests["all"]["encoder"]["name"] == "tokenizers"  # found, and redone by it
+    assert outputs["all"] == outputs["reference"]
+    assert manifests["none"]["encoder"] == {
+        "name": "tokie",
+        "version": installed_version("tokie"),
+        "check_fraction": 0.0,
+    }
+    assert "0% of each partition's lines checked against tokenizers" in summaries["none"].report()
+    assert (
+        outputs["none"]["train/shard-00000.arrow"]
+        != outputs["reference"]["train/shard-00000.arrow"]
+    )
+    assert "check_fraction" not in manifests["reference"]["encoder"]
+    assert "checked against" not in summaries["reference"].report()
+    args = ["shard", str(text), "--tokenizer", str(replacing_bpe), "--out", str(tmp_path / "x")]
+    bad = CliRunner().invoke(main, [*args, "--check-fraction", "1.5"])
+    assert bad.exit_code == 1 and "--check-fraction must be in 0..1" in bad.stderr
+    assert "Traceback" not in bad.output and not (tmp_path / "x").exists()
+
+
+def test_the_manifest_records_the_smallest_check_fraction_a_resume_used(
+    tmp_path, builtin_corpus, small_vocab
+):
+    corpus = open_corpus([builtin_corpus], partition_size=600_000)
+    out, config = tmp_path / "data", ShardConfig(dup=1)
+    summary = shard(corpus, small_vocab / "bpe", out, config, check_fraction=0.5)
+    assert summary.manifest.encoder.check_fraction == 0.5
+    assert "50% of each partition's lines checked against tokenizers" in summary.report()
+    (out / "manifest.json").unlink()
+    next(iter(sorted((out / ".parts").glob("*.json")))).unlink()
+    resumed = shard(corpus, small_vocab / "bpe", out, config, resume=True, check_fraction=0.1)
+    assert resumed.partitions_resumed == len(corpus.partitions) - 1 > 1
+    assert resumed.manifest.encoder.check_fraction == 0.1
 
 
 def _retokenizable(tmp_path: Path, builtin_corpus: Path) -> list[Path]:

@@ -82,10 +82,13 @@ class TokenizerRecord:
 
 @dataclass(frozen=True)
 class EncoderRecord:
-    """Who encoded the text: "tokenizers" (the reference) or a fast encoder."""
+    """Who encoded the text: "tokenizers" (the reference) or a fast encoder, and the share
+    of units the reference re-encoded to check the fast one (None: not checked so, as
+    for the reference itself or a dataset written before the share was recorded)."""
 
     name: str
     version: str
+    check_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,7 @@ class Manifest:
             "tokenizer": asdict(self.tokenizer),
         }
         if self.encoder is not None:
-            data["encoder"] = asdict(self.encoder)
+            data["encoder"] = {k: v for k, v in asdict(self.encoder).items() if v is not None}
         data["corpus"] = {
             "files": self.corpus.files,
             "text_field": self.corpus.text_field,
