@@ -484,6 +484,30 @@ def test_a_long_unit_is_cut_into_pieces_that_keep_every_character(text, longest)
         assert pieces == ([unit] if unit else [])
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(st.sampled_from(["a", "é", "😀", " ", "\r", "\n"]), max_size=300), st.integers(1, 40)
+)
+def test_a_chunk_is_passed_as_short_only_when_every_line_is(text, longest):
+    """The reader measures a chunk's lines only where a window of ``longest // 2``
+    characters holds no line feed; where it says none can be long, none is."""
+    from rbprep.corpus.formats import _lines_at_most
+
+    if _lines_at_most(text, longest):
+        assert max(map(len, re.split("\r\n|\r|\n", text))) <= longest
+
+
+def test_a_long_line_among_short_ones_in_one_block_is_cut(tmp_path):
+    """A line over the limit inside a block of short lines (no byte cut: the block has
+    line feeds) is found and cut as the text is read."""
+    path = tmp_path / "mixed.txt"
+    long_line = " ".join(f"w{i}é" for i in range(60))
+    path.write_text("short one\n" * 30 + long_line + "\n" + "short two\n" * 30)
+    [units], stats = read_documents([path], max_unit_bytes=40)
+    assert all(len(unit) <= 40 for unit in units) and stats.long_line_cuts > 5
+    assert " ".join(units).split() == ("short one\n" * 30 + long_line + " short two" * 30).split()
+
+
 @pytest.mark.parametrize("kind", ["txt", "utf-16 txt", "jsonl"])
 def test_one_long_line_becomes_pieces_of_a_bounded_size_and_is_counted(tmp_path, kind):
     words = [f"w{i % 97}é中" for i in range(20_000)]
