@@ -148,6 +148,16 @@ encoder_option = click.option(
     "tokenizers.",
 )
 
+check_fraction_option = click.option(
+    "--check-fraction",
+    type=float,
+    default=0.02,
+    show_default=True,
+    help="Share of the lines (each partition's; compare-tokenizers: each batch's) that "
+    "tokenizers encodes again to check the fast encoder, the first always; 0-1. At 0.02 "
+    "that costs about as much CPU as tokie encoding everything.",
+)
+
 
 def _open_corpus(
     corpus: tuple[str, ...],
@@ -338,15 +348,7 @@ def train_vocab_command(
     help="Arrow buffer compression.",
 )
 @encoder_option
-@click.option(
-    "--check-fraction",
-    type=float,
-    default=0.02,
-    show_default=True,
-    help="Share of each partition's lines that tokenizers encodes again to check the fast "
-    "encoder (0-1; the first line always). At 0.02 that costs about as much CPU as tokie "
-    "encoding everything.",
-)
+@check_fraction_option
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 @output_options
 @_user_errors
@@ -709,6 +711,7 @@ def pretrain_command(
 )
 @seed_option("the sample")
 @encoder_option
+@check_fraction_option
 @click.option(
     "--json",
     "json_path",
@@ -745,6 +748,7 @@ def compare_tokenizers_command(
     sample_bytes: int | None,
     seed: int,
     encoder: str,
+    check_fraction: float,
     json_path: str | None,
     markdown_path: Path | None,
     plots_dir: Path | None,
@@ -776,7 +780,13 @@ def compare_tokenizers_command(
         named.append((name, path) if sep and name and not Path(item).exists() else item)
     if not named:
         raise click.UsageError("give --tokenizers DIR (from train-vocab) or --tokenizer PATH")
-    config = CompareConfig(seq_len=seq_len, sample_bytes=sample_bytes, seed=seed, encoder=encoder)
+    config = CompareConfig(
+        seq_len=seq_len,
+        sample_bytes=sample_bytes,
+        seed=seed,
+        encoder=encoder,
+        check_fraction=check_fraction,
+    )
     if plots_dir is not None:
         check_output_directory(plots_dir, "--plots")
     opened = _open_corpus(corpus, builtin_corpus, text_field, strict, partition_size)

@@ -380,6 +380,7 @@ def without_encoders(data: dict) -> dict:
     data = json.loads(json.dumps(data))
     data.pop("seconds")
     data["parameters"].pop("encoder")
+    data["parameters"].pop("check_fraction")
     for tokenizer in data["tokenizers"]:
         del tokenizer["encoder"], tokenizer["encoder_note"]
         for metrics in [tokenizer["overall"], *tokenizer["per_file"].values()]:
@@ -459,6 +460,36 @@ def test_the_sample_check_catches_what_the_probe_set_missed(
     assert repr("A rare code point \ufada here.") in warning
     assert runs["fast"]["tokenizers"][0]["encoder"]["name"] == "tokenizers"
     assert without_encoders(runs["fast"]) == without_encoders(runs["reference"])
+
+
+def test_check_fraction_sets_how_many_texts_the_reference_checks(
+    tmp_path, small_corpus, small_vocab, monkeypatch
+):
+    """As shard's --check-fraction: at 1 every text of a batch is checked, and the
+    U+FADA divergence (one document of 301, not the first of its batch) is found; at 0
+    only each batch's first text is, tokie stays the encoder, and the parameters say
+    how little was checked. The counts are still the reference's here: tokie's ids,
+    one [UNK] short, do not spell the batch's text, so that batch is counted from the
+    reference's offsets (placement by ids checks every batch so)."""
+    monkeypatch.setattr(encoding, "_PROBE_TEXTS", ("plain text",))
+    odd = tmp_path / "zz-odd.txt"
+    documents = [f"Plain document number {i}." for i in range(300)]
+    documents.insert(150, "A rare code point \ufada here.")
+    odd.write_text("\n\n".join(documents) + "\n", encoding="utf-8")
+    corpus = open_corpus([small_corpus, odd])
+    tokenizers = [small_vocab / "wordpiece"]
+    runs = {
+        fraction: compare_tokenizers(
+            corpus, tokenizers, CompareConfig(encoder="fast", check_fraction=fraction)
+        ).as_dict()
+        for fraction in (1.0, 0.0)
+    }
+    assert runs[1.0]["tokenizers"][0]["encoder"]["name"] == "tokenizers"
+    assert runs[0.0]["tokenizers"][0]["encoder"]["name"] == "tokie"
+    assert runs[0.0]["parameters"]["check_fraction"] == 0.0
+    assert without_encoders(runs[0.0]) == without_encoders(runs[1.0])
+    with pytest.raises(RbprepError, match=r"--check-fraction must be in 0\.\.1"):
+        compare_tokenizers(corpus, tokenizers, CompareConfig(check_fraction=-0.1))
 
 
 def test_encoder_fast_refuses_a_tokenizer_tokie_gets_wrong(small_corpus, small_vocab):
@@ -658,10 +689,11 @@ def as_units(documents: list[list[str]]) -> list[list[str]]:
 
 def encoded_by_ids(contestant, documents: list[list[str]]):
     """What compare-tokenizers' encode gives for a batch of documents (each its lines as
-    read): texts encoded, ids, units per text; its untimed share on a thread as in a run."""
+    read): texts encoded, ids, units per text; its untimed share on a thread as in a run,
+    every text checked against the reference."""
     from rbprep.compare.comparison import _EncodeIds, _Texts
 
-    encode = _EncodeIds(contestant, _Texts.of(documents), batch_number=1)
+    encode = _EncodeIds(contestant, _Texts.of(documents), batch_number=1, check_fraction=1.0)
     encode.timed(m.Tally())
     with ThreadPoolExecutor(max_workers=1) as encoder:
         encode.start(encoder.submit)

@@ -40,6 +40,7 @@ from rbprep.compare.roundtrip import Spellings
 from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
 from rbprep.corpus.sampling import Usage, sample_documents
 from rbprep.encoding import (
+    CHECK_FRACTION,
     ENCODER_CHOICES,
     REFERENCE_NAME,
     Encoder,
@@ -86,12 +87,17 @@ class CompareConfig:
     samples: int = 6  # sample sentences shown tokenised by each tokenizer
     renyi_alpha: float = m.RENYI_ALPHA
     encoder: str = "auto"  # auto | fast | reference, as shard's --encoder
+    # The share of each batch's texts the reference encodes again to check the fast
+    # encoder (the first text always), as shard's --check-fraction.
+    check_fraction: float = CHECK_FRACTION
 
     def check(self) -> None:
         if self.encoder not in ENCODER_CHOICES:
             raise RbprepError(
                 f"--encoder must be one of {', '.join(ENCODER_CHOICES)}, got {self.encoder!r}"
             )
+        if not 0.0 <= self.check_fraction <= 1.0:
+            raise RbprepError(f"--check-fraction must be in 0..1, got {self.check_fraction}")
         if not 8 <= self.seq_len <= 65535:
             raise RbprepError(f"--seq-len must be in 8..65535, got {self.seq_len}")
         if self.sample_bytes is not None and self.sample_bytes <= 0:
@@ -371,8 +377,11 @@ class _Run:
         encodes: list[_EncodeIds | _EncodeWithOffsets] = []
         for contestant in self.contestants:
             placed_by_ids = contestant.byte_lengths is not None or contestant.pre_tokens is not None
-            kind = _EncodeIds if placed_by_ids else _EncodeWithOffsets
-            encode = kind(contestant, texts, self.batches)
+            encode = (
+                _EncodeIds(contestant, texts, self.batches, self.config.check_fraction)
+                if placed_by_ids
+                else _EncodeWithOffsets(contestant, texts)
+            )
             encode.timed(contestant.tallies.setdefault(batch.file, m.Tally()))
             encodes.append(encode)
         for encode in encodes:
@@ -517,10 +526,13 @@ class _EncodeIds:
     (texts,), all ids (tokens,) and the units in each text (texts,): one unit each where
     the line breaks' tokens cut the texts back into units."""
 
-    def __init__(self, contestant: _Contestant, texts: _Texts, batch_number: int):
+    def __init__(
+        self, contestant: _Contestant, texts: _Texts, batch_number: int, check_fraction: float
+    ):
         self.contestant = contestant
         self.texts = texts
         self.batch_number = batch_number
+        self.check_fraction = check_fraction
         self.one_each = np.ones(len(texts.units), dtype=np.int64)
         if contestant.line_break_id is not None or contestant.pre_tokens is not None:
             self.inputs, self.text_units = texts.joined, texts.joined_units
@@ -560,12 +572,12 @@ class _EncodeIds:
         return lengths, ids.astype(np.int64), self.one_each
 
     def _check(self, lengths: np.ndarray, ids: np.ndarray) -> None:
-        """The first text and a deterministic ``CHECK_FRACTION`` of the others, encoded
+        """The first text and a deterministic ``check_fraction`` of the others, encoded
         again by the reference: ``EncoderMismatch`` where a fast encoder's ids differ."""
         contestant = self.contestant
         if contestant.encoder.id == contestant.reference.id:
             return
-        chosen = sample_units(self.batch_number, len(self.inputs))
+        chosen = sample_units(self.batch_number, len(self.inputs), self.check_fraction)
         try:
             check_encoded(
                 contestant.encoder.id,
@@ -595,7 +607,7 @@ class _EncodeWithOffsets:
     on every ``_SPEED_SHARE``-th unit, and ``result`` checks those ids where it is the
     fast one."""
 
-    def __init__(self, contestant: _Contestant, texts: _Texts, batch_number: int):
+    def __init__(self, contestant: _Contestant, texts: _Texts):
         self.contestant = contestant
         self.texts = texts
         self.timed_encoded: tuple[np.ndarray, np.ndarray] | None = None
