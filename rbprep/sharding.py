@@ -209,16 +209,7 @@ class ShardSummary:
             lines.append(problems)
         encoder = self.manifest.encoder
         note = self.extra.get("encoder_note")
-        checked = (
-            ""
-            if encoder.check_fraction is None
-            else f", {100 * encoder.check_fraction:.3g}% of each partition's lines checked against "
-            f"{REFERENCE_NAME}"
-        )
-        lines.append(
-            f"Encoded by {encoder.name} {encoder.version}{checked}"
-            + (f" ({note})." if note else ".")
-        )
+        lines.append(f"Encoded by {encoder.describe()}" + (f" ({note})." if note else "."))
         if self.partitions_resumed:
             lines.append(f"Resumed: {counted(self.partitions_resumed, 'partition')} already done.")
         lines.append(f"-> {self.out}")

@@ -322,6 +322,8 @@ def test_inspect_shows_numbers_and_marked_rows(bpe_dataset):
     result = inspect(bpe_dataset, rows=2, copy=1)
     text = result.report()
     assert "padding" in text and "B/token" in text and "[<mask>|" in text
+    version = installed_version("tokie")
+    assert f"encoder:    tokie {version}, 2% of each partition's lines checked" in text
     assert len(result.samples) == 2 and result.samples[0]["masked"] > 0
     cli = run("inspect", bpe_dataset, "--json", "--rows", "1")
     assert json.loads(cli.stdout)["samples"][0]["row"] == 0
@@ -1237,6 +1239,7 @@ def test_older_manifests_still_open_and_bad_ones_are_one_line_errors(bpe_dataset
     assert manifest.corpus.text_field is None and manifest.corpus.bytes is None
     assert verify(older).rows == manifest.totals.rows
     assert len(open_dataset(older).batch([0], copy=9)["labels"]) == 1
+    assert "encoder:    not recorded" in inspect(older, rows=0).report()
     for damage, message in (
         (lambda d: d.update(format_version=99), "format version 99, this rbprep reads 1 and 2"),
         (lambda d: d.update(format="other"), "not an rbprep dataset manifest"),

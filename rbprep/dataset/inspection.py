@@ -36,6 +36,7 @@ class Inspection:
             f"{self.root}: rbprep {s['rbprep_version']}, format {s['format_version']}",
             f"  parameters: {s['parameters_line']}",
             f"  tokenizer:  vocabulary {s['vocab_size']:,}, sha256 {s['tokenizer_sha256'][:12]}",
+            f"  encoder:    {s['encoder_line']}",
             f"  corpus:     {s['documents']:,} documents, {s['units']:,} lines, "
             f"{format_size(s['text_bytes'])} read, {counted(s['partitions'], 'partition')}",
         ]
@@ -92,6 +93,10 @@ def inspect(
         + (", masking=dynamic" if manifest.masking == "dynamic" else ""),
         "vocab_size": manifest.tokenizer.vocab_size,
         "tokenizer_sha256": manifest.tokenizer.sha256,
+        "encoder": None if manifest.encoder is None else asdict(manifest.encoder),
+        "encoder_line": "not recorded (written before rbprep recorded it)"
+        if manifest.encoder is None
+        else manifest.encoder.describe(),
         "documents": totals.documents,
         "units": totals.units,
         "text_bytes": totals.read["text_bytes"],

@@ -90,6 +90,16 @@ class EncoderRecord:
     version: str
     check_fraction: float | None = None
 
+    def describe(self) -> str:
+        """ "tokie 0.1.4, 2% of each partition's lines checked against tokenizers", or the
+        name and version alone where no share was recorded."""
+        if self.check_fraction is None:
+            return f"{self.name} {self.version}"
+        return (
+            f"{self.name} {self.version}, {100 * self.check_fraction:.3g}% of each "
+            "partition's lines checked against tokenizers"
+        )
+
 
 @dataclass(frozen=True)
 class CorpusRecord:
