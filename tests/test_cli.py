@@ -227,6 +227,18 @@ def test_every_summary_gives_the_same_input_size_and_says_which_size_it_is(
     assert all(f"of text in lines, of {read}" in outputs[i] for i in (0, 3))
 
 
+def test_check_fraction_defaults_to_the_librarys_on_both_commands():
+    """The command line states the default itself (importing rbprep.encoding would load
+    tokenizers for --help); it must stay the library's, wherever that changes."""
+    from rbprep.compare import CompareConfig
+    from rbprep.encoding import CHECK_FRACTION
+
+    assert CompareConfig().check_fraction == CHECK_FRACTION
+    for name in ("shard", "compare-tokenizers"):
+        [param] = [p for p in main.commands[name].params if p.name == "check_fraction"]
+        assert param.default == CHECK_FRACTION, name
+
+
 def test_shared_options_mean_the_same_in_every_command():
     """--seed, --quiet and --json are declared once (cli.seed_option, quiet_option,
     json_option); where --json differs (a FILE in compare-tokenizers), it says so."""
