@@ -390,7 +390,7 @@ def replace_nuls(text: str, stats: ReadStats, strict: bool, where: str) -> str:
 
 
 def split_lines(text: str) -> list[str]:
-    """Split on ``\n``, ``\r\n`` and ``\r`` only (not on the other characters that
+    """Split on ``\\n``, ``\\r\\n`` and ``\\r`` only (not on the other characters that
     ``str.splitlines`` treats as line ends, which BERT-format text keeps inside a line)."""
     if "\r" in text:  # one scan, where most text has no "\r" for two replaces to find
         text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -405,7 +405,7 @@ def _text_lines(
     stats: ReadStats,
     longest: int | None = None,
 ) -> Iterator[tuple[list[str], bool]]:
-    """Yield the lines of the text, a chunk's at a time (``\n``, ``\r\n`` and ``\r``
+    """Yield the lines of the text, a chunk's at a time (``\\n``, ``\\r\\n`` and ``\\r``
     all end a line, and so does a chunk cut inside a long line), each chunk's with
     whether none of its lines can be longer than ``longest`` characters (False where
     ``longest`` is None)."""
@@ -435,7 +435,7 @@ def _text_lines(
 
 def _lines_at_most(text: str, longest: int) -> bool:
     """True when no line of ``text`` can be longer than ``longest`` characters: every
-    aligned window of ``longest // 2`` characters holds a ``\n``, and a longer line
+    aligned window of ``longest // 2`` characters holds a ``\\n``, and a longer line
     would cover one such window whole. A few searches per MB, where measuring every
     line took 40 ns a line; False (measure them) where a window has none."""
     window = max(1, longest // 2)
