@@ -31,9 +31,9 @@ from rbprep.dataset.format import (
     MANIFEST,
     SPLITS,
     read_json,
+    shard_bytes,
     shard_table,
     write_json_atomically,
-    write_shard,
 )
 from rbprep.dataset.manifest import (
     CorpusRecord,
@@ -70,7 +70,7 @@ from rbprep.errors import RbprepError
 from rbprep.executors import THREADS_PER_PROCESS, run_tasks
 from rbprep.progress import ByteProgress
 from rbprep.sizes import counted, format_size
-from rbprep.storage import Location, check_output_directory
+from rbprep.storage import Location, WriteBehind, check_output_directory, json_bytes
 from rbprep.tokenizer_info import (
     TokenizerInfo,
     encoding_tokenizer,
@@ -343,11 +343,20 @@ def _shard_partition_task(
     out: str,
     encoder: str,
     check_fraction: float,
+    writes: WriteBehind | None,
     job: Corpus,
 ) -> dict[str, Any]:
     """Shard ``job``'s one partition (``Corpus.for_partition``)."""
     return shard_partition(
-        job, job.partitions[0], tokenizer_path, info, config, out, encoder, check_fraction
+        job,
+        job.partitions[0],
+        tokenizer_path,
+        info,
+        config,
+        out,
+        encoder,
+        check_fraction,
+        writes=writes,
     )
 
 
@@ -360,6 +369,8 @@ def shard_partition(
     out: str,
     encoder: str = "auto",
     check_fraction: float = CHECK_FRACTION,
+    *,
+    writes: WriteBehind | None = None,
 ) -> dict[str, Any]:
     """Read, tokenise, pack, mask and write one partition; return its record.
 
@@ -373,7 +384,8 @@ def shard_partition(
 
     Writes ``out/{train,valid}/shard-NNNNN.arrow`` (a split with no rows gets no file)
     and then the marker ``out/.parts/NNNNN.json`` holding the returned record, less its
-    ``seconds`` (the time each stage took).
+    ``seconds`` (the time each stage took). With ``writes``, those files are queued there
+    and may not be written yet on return (``WriteBehind.wait``); without, they are.
     """
     warm = _kernels_warming()
     work = _work_for(tokenizer_path, info, encoder)
@@ -396,6 +408,7 @@ def shard_partition(
         "splits": {},
     }
     out_dir = Location(out)
+    files: list[tuple[Location, Any]] = []  # (where, bytes): shards, then the marker
     for split in SPLITS:
         token_ids, unit_lengths = encoded.pop(split)
         rows = _pack_and_mask_stage(
@@ -415,13 +428,18 @@ def shard_partition(
         if split_record["rows"]:
             name = f"{split}/shard-{partition.id:05d}.arrow"
             compression = None if config.compression == "none" else config.compression
-            table = shard_table(*rows, info.vocab_size)
-            digest, size = write_shard(table, out_dir.child(name), compression)
-            split_record.update(file=name, sha256=digest, bytes=size)
+            data = shard_bytes(shard_table(*rows, info.vocab_size), compression)
+            files.append((out_dir.child(name), data))
+            split_record.update(file=name, sha256=hashlib.sha256(data).hexdigest(), bytes=data.size)
             clock.lap("write")
         record["splits"][split] = split_record
-    write_json_atomically(record, out_dir.child(f"{_PARTS}/{partition.id:05d}.json"))
-    clock.lap("write")  # the marker's time, after the last shard's
+    files.append((out_dir.child(f"{_PARTS}/{partition.id:05d}.json"), json_bytes(record)))
+    if writes is None:
+        for location, data in files:
+            location.write_atomically(data)
+    else:
+        writes.submit(files)
+    clock.lap("write")  # the files' time (or the wait for a place in the queue)
     return {**record, "seconds": clock.seconds}
 
 
@@ -680,7 +698,13 @@ def shard(
         )
     out_dir = Location(out)
     started = time.perf_counter()
-    with _locked(out_dir):
+    # Tasks that run in this process queue their files to one writer thread and go on;
+    # a worker process or a Dask worker writes its own before the task returns.
+    in_process = scheduler is None and workers <= THREADS_PER_PROCESS
+    with (
+        _locked(out_dir),
+        WriteBehind() if in_process else contextlib.nullcontext() as writes,
+    ):
         run_state = _run_state(corpus, info, config)
         done = _prepare(out_dir, run_state, resume=resume, force=force)
         out_dir.child("tokenizer.json").write_atomically(Location(info.path).read_bytes())
@@ -712,6 +736,7 @@ def shard(
                 str(out_dir),
                 chosen,
                 check_fraction,
+                writes,
             )
             jobs = [corpus.for_partition(partition) for partition in todo]
             try:
@@ -732,6 +757,8 @@ def shard(
                 )
                 chosen, fallback = "reference", str(mismatch)
                 encoder_id = _work_for(tokenizer_copy, info, chosen).encoder.id
+        if writes is not None:
+            writes.wait()  # the manifest comes last, once every shard is on disk
         ordered = [records[p.id] for p in corpus.partitions]
         manifest = _manifest(corpus, info, config, ordered, encoder_id)
         if manifest.totals.documents == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import itertools
@@ -32,6 +33,7 @@ from rbprep.dataset.verification import verify
 from rbprep.encoding import installed_version
 from rbprep.errors import RbprepError
 from rbprep.sharding import ShardConfig, shard
+from rbprep.storage import Location
 from rbprep.tokenizer_info import load_tokenizer
 
 
@@ -1093,6 +1095,41 @@ def test_resume_redoes_a_finished_partition_whose_shard_is_damaged(
     assert f"train/{shards[2].name} is missing or damaged" in warnings[1]
     assert summary.partitions_resumed == len(corpus.partitions) - 2
     assert dataset_files(out) == straight
+
+
+def test_a_write_the_disk_refuses_stops_the_run_and_resume_redoes_what_it_lost(
+    tmp_path, builtin_corpus, small_vocab, monkeypatch
+):
+    """Partition threads queue their files to one writer thread (storage.WriteBehind).
+    A write the disk refuses (ENOSPC on one shard) is a one-line error; that partition
+    has no marker, no manifest is written, every marker left names shards that are
+    whole, and --resume gives an untroubled run's bytes."""
+    args = [builtin_corpus, "--tokenizer", small_vocab / "bpe", "--partition-size", "300KB"]
+    args += ["--dup", "2", "--workers", "2", "-q"]
+    assert run("shard", *args, "--out", tmp_path / "straight").exit_code == 0
+    write = Location.write_atomically
+
+    def full_disk(location: Location, data) -> None:
+        if location.name == "shard-00002.arrow":
+            raise OSError(errno.ENOSPC, "No space left on device", location.path)
+        write(location, data)
+
+    monkeypatch.setattr(Location, "write_atomically", full_disk)
+    out = tmp_path / "full"
+    failed = run("shard", *args, "--out", out)
+    assert failed.exit_code == 1 and "No space left on device" in failed.stderr
+    assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+    assert not (out / "manifest.json").exists()
+    markers = sorted((out / ".parts").glob("[0-9]*.json"))
+    assert (out / ".parts" / "00002.json") not in markers
+    for marker in markers:
+        for part in json.loads(marker.read_text())["splits"].values():
+            if "file" in part:
+                data = (out / part["file"]).read_bytes()
+                assert hashlib.sha256(data).hexdigest() == part["sha256"]
+    monkeypatch.undo()
+    assert run("shard", *args, "--out", out, "--resume").exit_code == 0
+    assert dataset_files(out) == dataset_files(tmp_path / "straight")
 
 
 # --- dynamic masking ----------------------------------------------------------------------

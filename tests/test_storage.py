@@ -1,4 +1,5 @@
-"""Inputs and datasets on an object store: URIs that pyarrow's file systems reach.
+"""Inputs and datasets on an object store: URIs that pyarrow's file systems reach; and
+writes done behind the caller (``WriteBehind``).
 
 The store is a real S3 endpoint on 127.0.0.1 (``object_store`` in conftest.py), spoken to
 by pyarrow's own S3 client over HTTP, as a bucket in the cloud would be."""
@@ -21,7 +22,7 @@ from rbprep.dataset import open_dataset
 from rbprep.dataset.verification import verify
 from rbprep.errors import RbprepError
 from rbprep.sharding import ShardConfig, shard
-from rbprep.storage import Location
+from rbprep.storage import Location, WriteBehind
 from tests.test_shard import dataset_files
 
 ARGS = ["--partition-size", "400KB", "--dup", "3", "-q"]
@@ -187,3 +188,44 @@ def test_locations_name_local_paths_file_uris_and_remote_children(object_store, 
     assert (child.name, child.stem, remote.parent.name) == ("d.txt", "d", "a")
     with pytest.raises(RbprepError, match="may not hold"):
         Location(object_store.uri("a/../b"))
+
+
+def test_write_behind_writes_each_batch_in_order_and_wait_sees_all_on_disk(tmp_path):
+    written = []
+    write = Location.write_atomically
+
+    class Recorded(Location):
+        def write_atomically(self, data) -> None:
+            write(self, data)
+            written.append(self.name)
+
+    batches = [
+        [
+            (Recorded(str(tmp_path / f"{n}.arrow")), bytes([n]) * 100_000),
+            (Recorded(str(tmp_path / f"{n}.json")), b"{}"),
+        ]
+        for n in range(12)
+    ]
+    with WriteBehind(backlog=1) as writes:
+        for batch in batches:
+            writes.submit(batch)
+        writes.wait()
+        assert written == [location.name for batch in batches for location, _ in batch]
+        assert (tmp_path / "11.arrow").read_bytes() == bytes([11]) * 100_000
+        writes.submit([(Recorded(str(tmp_path / "last.json")), b"[]")])
+    assert (tmp_path / "last.json").read_bytes() == b"[]"  # leaving it waits too
+
+
+def test_a_failed_write_behind_stops_later_writes_and_is_raised_where_it_is_used(tmp_path):
+    """A shard that cannot be written leaves its marker unwritten, and nothing after it
+    is written: the caller learns of it at its next submit or wait."""
+    shard_file = Location(str(tmp_path / "gone" / "0.arrow"))  # no such directory
+    marker, later, last = (Location(str(tmp_path / f"{n}.json")) for n in range(3))
+    with pytest.raises(FileNotFoundError), WriteBehind() as writes:
+        writes.submit([(shard_file, b"rows"), (marker, b"{}")])
+        writes.submit([(later, b"{}")])
+        with pytest.raises(FileNotFoundError):
+            writes.wait()
+        assert not marker.exists() and not later.exists()
+        writes.submit([(last, b"{}")])
+    assert not last.exists()

@@ -105,14 +105,19 @@ def write_shard(
     table: pa.Table, location: Location | str | os.PathLike, compression: str | None
 ) -> tuple[str, int]:
     """Write ``table`` as an Arrow IPC file atomically; return its sha256 and size."""
+    data = shard_bytes(table, compression)
+    as_location(location).write_atomically(data)
+    return hashlib.sha256(data).hexdigest(), data.size
+
+
+def shard_bytes(table: pa.Table, compression: str | None) -> pa.Buffer:
+    """``table`` as the bytes of a shard file (Arrow IPC, record batches of 4,096 rows)."""
     options = pa.ipc.IpcWriteOptions(compression=compression)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema, options=options) as writer:
         for batch in table.to_batches(max_chunksize=4096):
             writer.write_batch(batch)
-    data = sink.getvalue()
-    as_location(location).write_atomically(data)
-    return hashlib.sha256(data).hexdigest(), data.size
+    return sink.getvalue()
 
 
 def read_json(location: Location | str | os.PathLike) -> Any:
