@@ -53,8 +53,12 @@ SIGNATURES = {
     ),
     "cut_at_breaks": "Tuple((i8[::1], u4[::1], b1))(u4[::1], i8[::1], i8[::1], u4)",
     "text_byte_counts": "Tuple((i8[::1], b1))(u4[::1], i8[::1], i8[::1])",
+    "text_lines": "Tuple((i8[::1], i8[::1], i8[::1], b1[::1], b1))(u1[::1], i8)",
+    "join_lines": (
+        "Tuple((u1[::1], i8[::1], i8[::1]))(u1[::1], i8[::1], i8[::1], i8[::1], b1[::1], i8)"
+    ),
 }
-_ARRAY = {"i8": np.int64, "u4": np.uint32, "b1": np.bool_, "u8": np.uint64}
+_ARRAY = {"i8": np.int64, "u4": np.uint32, "b1": np.bool_, "u8": np.uint64, "u1": np.uint8}
 _SCALAR: dict[str, tuple[type, ...]] = {
     "i8": (int, np.integer),
     "b1": (bool, np.bool_),
@@ -70,6 +74,8 @@ ARGUMENTS = {  # kernel -> its arguments' types: "a:" a C-contiguous 1-D array, 
     ),
     "cut_at_breaks": ("a:u4", "a:i8", "a:i8", "u4"),
     "text_byte_counts": ("a:u4", "a:i8", "a:i8"),
+    "text_lines": ("a:u1", "i8"),
+    "join_lines": ("a:u1", "a:i8", "a:i8", "a:i8", "a:b1", "i8"),
 }
 
 _loaded: list[ModuleType | None] = []  # this process's answer of ``compiled_kernels``, once

@@ -40,6 +40,7 @@ from tokenizers import Tokenizer
 
 from rbprep import kernels
 from rbprep.cache import default_cache_dir
+from rbprep.corpus.formats import TextLines
 from rbprep.errors import RbprepError
 
 ENCODER_CHOICES = ("auto", "fast", "reference")
@@ -663,10 +664,13 @@ def join_lines(lines: Sequence[str], starts: np.ndarray) -> tuple[list[str], np.
 
     A run is one call to ``str.join`` over its lines with ``"\\n "`` (a later unit's
     leading space comes with the break before it); where runs start is found for all
-    lines at once, so no Python step is taken per line.
+    lines at once, so no Python step is taken per line. Lines a reader kept in one
+    buffer (``TextLines``) are gathered by a kernel instead, and decoded once a run.
     """
     if not len(lines):
         return [], np.zeros(0, dtype=np.int64)
+    if isinstance(lines, TextLines):  # a reader's buffer: a kernel gathers the runs
+        return lines.joined(starts, JOIN_CHARS)
     sizes = np.fromiter(map(len, lines), np.int64, len(lines)) + 2  # a line, " " and "\n"
     begins = np.cumsum(sizes) - sizes  # (lines,) characters before each line
     first = starts.copy()

@@ -65,6 +65,7 @@ import numpy as np
 __all__ = [
     "RNG_SCHEME",
     "cut_at_breaks",
+    "join_lines",
     "mask_rows",
     "pack_rows",
     "random_below",
@@ -73,6 +74,7 @@ __all__ = [
     "row_key",
     "splitmix64",
     "text_byte_counts",
+    "text_lines",
 ]
 
 RNG_SCHEME = "rbprep-splitmix64-v1"
@@ -83,6 +85,17 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 _ACTION_COUNTER = 1 << 32  # + position: the <mask> / random / keep draw
 _REPLACE_COUNTER = 1 << 40  # + position: which replacement token
 _U64_MAX = 2**64 - 1
+# For scanning text 8 bytes at a time (_next_stop).
+_BYTES_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_BYTES_HIGH = np.uint64(0x8080808080808080)
+_BYTES_LF = np.uint64(0x0A0A0A0A0A0A0A0A)
+_BYTES_CR = np.uint64(0x0D0D0D0D0D0D0D0D)
+_ALL_BITS = np.uint64(_U64_MAX)
+# The index of a uint64's only set bit, by a de Bruijn multiplication: the top 6 bits of
+# bit * _DEBRUIJN differ for each bit.
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_DEBRUIJN_BITS = np.zeros(64, dtype=np.int64)
+_DEBRUIJN_BITS[[(((1 << b) * 0x03F79D71B4CB0A89) % 2**64) >> 58 for b in range(64)]] = np.arange(64)
 
 
 # --------------------------------------------------------------------------- numba
@@ -684,6 +697,272 @@ def text_byte_counts(
     if not ok:
         raise ValueError(f"ids holds an id outside byte_lengths (size {byte_lengths.size})")
     return counts
+
+
+# --------------------------------------------------------------------------- text
+
+
+@_kernel
+def _space3(x, y, z):
+    # Whether the 3 bytes are one of the 3-byte str.isspace characters in UTF-8:
+    # U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000.
+    if x == 0xE1:
+        return y == 0x9A and z == 0x80
+    if x == 0xE2:
+        if y == 0x80:
+            return z <= 0x8A or z == 0xA8 or z == 0xA9 or z == 0xAF
+        return y == 0x81 and z == 0x9F
+    return x == 0xE3 and y == 0x80 and z == 0x80
+
+
+@_kernel
+def _space_at(data, a, b):
+    # The bytes of the str.isspace character that starts at data[a], within data[a:b],
+    # else 0: ASCII \t-\r, \x1c-\x1f and " ", U+0085 and U+00A0, then _space3's.
+    x = data[a]
+    if x == 32 or 9 <= x <= 13 or 28 <= x <= 31:
+        return 1
+    if x == 0xC2:
+        return 2 if a + 1 < b and (data[a + 1] == 0x85 or data[a + 1] == 0xA0) else 0
+    return 3 if a + 2 < b and _space3(x, data[a + 1], data[a + 2]) else 0
+
+
+@_kernel
+def _space_before(data, a, b):
+    # The bytes of the str.isspace character that ends at data[b - 1], within data[a:b],
+    # else 0. Their first byte is a lead byte, never part of an earlier character.
+    x = data[b - 1]
+    if x == 32 or 9 <= x <= 13 or 28 <= x <= 31:
+        return 1
+    if b - a >= 2 and data[b - 2] == 0xC2 and (x == 0x85 or x == 0xA0):
+        return 2
+    return 3 if b - a >= 3 and _space3(data[b - 3], data[b - 2], x) else 0
+
+
+@_kernel
+def _utf8_length(data, i):
+    # The length of the valid UTF-8 character that starts with the byte >= 0x80 at
+    # data[i], else 0: overlong forms, surrogates and code points past U+10FFFF are
+    # invalid, as Python's decoder has them.
+    x = data[i]
+    if 0xC2 <= x <= 0xDF:
+        more, low, high = 1, 0x80, 0xBF
+    elif 0xE0 <= x <= 0xEF:
+        more = 2
+        low = 0xA0 if x == 0xE0 else 0x80
+        high = 0x9F if x == 0xED else 0xBF
+    elif 0xF0 <= x <= 0xF4:
+        more = 3
+        low = 0x90 if x == 0xF0 else 0x80
+        high = 0x8F if x == 0xF4 else 0xBF
+    else:
+        return 0
+    if i + more >= data.shape[0] or not low <= data[i + 1] <= high:
+        return 0
+    for k in range(i + 2, i + more + 1):
+        if not 0x80 <= data[k] <= 0xBF:
+            return 0
+    return more + 1
+
+
+@_kernel
+def _zero_bytes(word):
+    # The high bit of each zero byte of a uint64, exactly: adding 0x7F to each byte's
+    # low 7 bits sets its high bit unless they are all 0, and carries into no other byte.
+    return ~(((word & _BYTES_LOW7) + _BYTES_LOW7) | word | _BYTES_LOW7)
+
+
+@_kernel
+def _next_stop(data, words, i):
+    # The index of the first byte at or after i that is >= 0x80, "\n", "\r" or NUL, else
+    # len(data); 8 bytes at a time through `words` (data's whole words, as uint64).
+    n = data.shape[0]
+    k = i >> 3
+    if k < words.shape[0]:
+        word = words[k]
+        stops = (
+            (word & _BYTES_HIGH)
+            | _zero_bytes(word)
+            | _zero_bytes(word ^ _BYTES_LF)
+            | _zero_bytes(word ^ _BYTES_CR)
+        ) & (_ALL_BITS << np.uint64(8 * (i & 7)))
+        while stops == 0:
+            k += 1
+            if k == words.shape[0]:
+                break
+            word = words[k]
+            stops = (
+                (word & _BYTES_HIGH)
+                | _zero_bytes(word)
+                | _zero_bytes(word ^ _BYTES_LF)
+                | _zero_bytes(word ^ _BYTES_CR)
+            )
+        if stops != 0:
+            lowest = stops & (~stops + np.uint64(1))
+            return k * 8 + (_DEBRUIJN_BITS[(lowest * _DEBRUIJN) >> np.uint64(58)] >> 3)
+        i = k * 8
+    while i < n:
+        x = data[i]
+        if x >= 0x80 or x == 10 or x == 13 or x == 0:
+            return i
+        i += 1
+    return n
+
+
+@_kernel
+def _text_lines(data, longest):
+    n = data.shape[0]
+    capacity = 1  # lines at most: line ends + 1
+    for i in range(n):
+        x = data[i]
+        capacity += (x == 10) | (x == 13)
+    begins = np.empty(capacity, np.int64)  # (lines,) int64 byte ranges of the kept lines
+    ends = np.empty(capacity, np.int64)
+    chars = np.empty(capacity, np.int64)  # (lines,) int64 characters of each
+    opens = np.empty(capacity, np.bool_)  # (lines,) bool: starts a document
+    words = data[: n // 8 * 8].view(np.uint64)
+    k = 0
+    opening = True  # the next line that is not blank starts a document
+    line_start = 0
+    continuations = 0  # UTF-8 continuation bytes in the line so far
+    i = 0
+    while True:
+        j = _next_stop(data, words, i)
+        if j < n and data[j] >= 0x80:
+            length = _utf8_length(data, j)
+            if length == 0:
+                return begins[:0], ends[:0], chars[:0], opens[:0], False
+            continuations += length - 1
+            i = j + length
+            continue
+        if (j < n and data[j] == 0) or j - line_start > longest:
+            return begins[:0], ends[:0], chars[:0], opens[:0], False
+        a = line_start  # the line is data[line_start:j]; strip it to data[a:b]
+        b = j
+        while a < b:
+            width = _space_at(data, a, b)
+            if width == 0:
+                break
+            a += width
+            continuations -= width - 1
+        while b > a:
+            width = _space_before(data, a, b)
+            if width == 0:
+                break
+            b -= width
+            continuations -= width - 1
+        if a == b:
+            opening = True  # a blank line ends the document
+        else:
+            begins[k] = a
+            ends[k] = b
+            chars[k] = b - a - continuations
+            opens[k] = opening
+            opening = False
+            k += 1
+        if j == n:
+            break
+        i = j + 2 if data[j] == 13 and j + 1 < n and data[j + 1] == 10 else j + 1
+        line_start = i
+        continuations = 0
+    return begins[:k].copy(), ends[:k].copy(), chars[:k].copy(), opens[:k].copy(), True
+
+
+def text_lines(
+    data: np.ndarray, longest: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The lines of UTF-8 text as a .txt corpus file is read (``rbprep.corpus``): split at
+    ``\\n``, ``\\r\\n`` and ``\\r``, stripped of ``str.isspace`` characters at both ends,
+    blank ones left out, and a document starting after each blank line.
+
+    Args:
+        data: (bytes,) uint8, the text.
+        longest: lines longer than this many bytes are not taken.
+
+    Returns:
+        ``(begins, ends, chars, opens)``, (lines,) each: the byte range of each kept line
+        in ``data`` (int64), its characters (int64), and whether it starts a document
+        (bool; the first always does); None where ``data`` is not valid UTF-8, holds a
+        NUL, or has a line over ``longest`` bytes (the general reader replaces, counts
+        or cuts those).
+    """
+    data = _unsigned(data, np.uint8, "data")
+    begins, ends, chars, opens, ok = _run("text_lines", data, np.int64(longest))
+    return (begins, ends, chars, opens) if ok else None
+
+
+@_kernel
+def _join_lines(data, begins, ends, chars, opens, join_chars):
+    n_lines = begins.shape[0]
+    size = 0
+    for q in range(n_lines):
+        size += ends[q] - begins[q] + 2
+    joined = np.empty(size, np.uint8)  # (bytes,) uint8, trimmed at the end
+    run_ends = np.empty(n_lines, np.int64)  # (runs,) int64, trimmed at the end
+    group_sizes = np.zeros(n_lines, np.int64)  # (runs,) int64, trimmed at the end
+    w = 0
+    runs = 0
+    position = 0  # characters before line q, a line counted with its " " and "\n"
+    document_begin = 0
+    previous_run = -1
+    for q in range(n_lines):
+        if q == 0 or opens[q]:
+            document_begin = position
+        run = (position - document_begin) // join_chars
+        if q == 0 or opens[q] or run != previous_run:
+            if runs:
+                run_ends[runs - 1] = w
+            runs += 1
+            if not opens[q]:
+                joined[w] = 32  # a later line of its document: " " before it
+                w += 1
+        else:
+            joined[w] = 10
+            joined[w + 1] = 32
+            w += 2
+        size = ends[q] - begins[q]
+        joined[w : w + size] = data[begins[q] : ends[q]]
+        w += size
+        group_sizes[runs - 1] += 1
+        previous_run = run
+        position += chars[q] + 2
+    if runs:
+        run_ends[runs - 1] = w
+    return joined[:w], run_ends[:runs].copy(), group_sizes[:runs].copy()
+
+
+def join_lines(
+    data: np.ndarray,
+    begins: np.ndarray,
+    ends: np.ndarray,
+    chars: np.ndarray,
+    opens: np.ndarray,
+    join_chars: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``rbprep.encoding.join_lines`` on lines held as byte ranges of ``data`` (``text_lines``):
+    the same runs, as UTF-8.
+
+    Args:
+        data: (bytes,) uint8 text.
+        begins, ends: (lines,) int64 each line's byte range in ``data``.
+        chars: (lines,) int64 each line's characters.
+        opens: (lines,) bool: the line starts a document.
+        join_chars: characters per run, as ``JOIN_CHARS``.
+
+    Returns:
+        ``(joined, run_ends, group_sizes)``: the runs one after another (uint8), where
+        each ends in ``joined`` (int64) and how many lines it holds (int64).
+    """
+    data = _unsigned(data, np.uint8, "data")
+    begins, ends, chars = (np.ascontiguousarray(a, dtype=np.int64) for a in (begins, ends, chars))
+    opens = np.ascontiguousarray(opens, dtype=np.bool_)
+    if not begins.shape == ends.shape == chars.shape == opens.shape or begins.ndim != 1:
+        raise ValueError("begins, ends, chars and opens must be 1-D of one length")
+    if begins.size and (begins.min() < 0 or ends.max() > data.size or (ends < begins).any()):
+        raise ValueError("begins and ends must be ranges within data")
+    if join_chars < 1:
+        raise ValueError(f"join_chars must be >= 1, got {join_chars}")
+    return _run("join_lines", data, begins, ends, chars, opens, np.int64(join_chars))
 
 
 def _per_row(value: int | np.ndarray, n_rows: int, name: str) -> np.ndarray:

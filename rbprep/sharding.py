@@ -26,7 +26,7 @@ import numpy as np
 
 from rbprep import __version__
 from rbprep.aot import kernels_in_use
-from rbprep.corpus import Corpus, Partition, ReadStats, document_coin, open_corpus
+from rbprep.corpus import Corpus, Partition, ReadStats, TextLines, document_coin, open_corpus
 from rbprep.dataset.format import (
     MANIFEST,
     SPLITS,
@@ -323,7 +323,7 @@ class _SplitText:
     """One split of a partition as read: its documents' lines, one after another, and
     where each document starts (``encoding.units_of`` gives the units encoded)."""
 
-    lines: list[str] = field(default_factory=list)
+    lines: list[str] | TextLines = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)  # (documents,) lines in each
 
     @property
@@ -391,7 +391,9 @@ def shard_partition(
     work = _work_for(tokenizer_path, info, encoder)
     clock = _StageClock()
     stats = ReadStats()
-    texts = _read_stage(corpus, partition, config, stats)
+    texts = _read_stage(
+        corpus, partition, config, stats, joined=work.encoder.line_break_id is not None
+    )
     clock.lap("read")
     encoded = {
         split: _encode_stage(work, split, texts[split], corpus, partition, info, check_fraction)
@@ -457,9 +459,26 @@ class _StageClock:
 
 
 def _read_stage(
-    corpus: Corpus, partition: Partition, config: ShardConfig, stats: ReadStats
+    corpus: Corpus, partition: Partition, config: ShardConfig, stats: ReadStats, joined: bool
 ) -> dict[str, _SplitText]:
-    """The partition's documents, split into train and valid."""
+    """The partition's documents, split into train and valid. Where the encoder joins a
+    document's lines (``joined``), plain UTF-8 text is read into one buffer by a kernel
+    (``Corpus.read_partition_lines``): no Python work per line, nor the GIL held for it."""
+    read = corpus.read_partition_lines(partition, stats) if joined else None
+    if read is not None:
+        lines, opens = read
+        sizes = np.diff(np.append(np.flatnonzero(opens), len(opens)))  # (documents,)
+        valid = np.zeros(len(sizes), dtype=np.bool_)  # (documents,) bool
+        if config.valid_fraction:
+            valid[:] = [
+                document_coin(config.seed, "valid", partition.id, index, config.valid_fraction)
+                for index in range(len(sizes))
+            ]
+        in_valid = np.repeat(valid, sizes)  # (lines,) bool
+        return {
+            "train": _SplitText(lines.take(~in_valid), sizes[~valid].tolist()),
+            "valid": _SplitText(lines.take(in_valid), sizes[valid].tolist()),
+        }
     texts = {split: _SplitText() for split in SPLITS}
     train, valid = texts["train"], texts["valid"]
     for index, document in enumerate(corpus.read_partition(partition, stats)):
@@ -567,8 +586,9 @@ def partition_rows(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The rows ``shard`` packs of one partition, split by split, with ``encoder`` and
     no masks: {split: (row offsets (rows + 1,) int64, row tokens (tokens,) uint32)}.
-    ``verify --retokenize`` compares them with the stored rows."""
-    texts = _read_stage(corpus, partition, config, ReadStats())
+    ``verify --retokenize`` compares them with the stored rows. The text comes from the
+    general reader, never shard's kernel one, so that check covers reading too."""
+    texts = _read_stage(corpus, partition, config, ReadStats(), joined=False)
     rows = {}
     for split in SPLITS:
         token_ids, unit_lengths = encoder.encode_lines(texts[split].lines, texts[split].starts)

@@ -176,3 +176,47 @@ def cut_at_breaks(texts, group_sizes, line_break_id):
             return None
         units += pieces
     return units
+
+
+def text_lines(data: bytes, longest: int) -> tuple[list[str], list[bool]] | None:
+    """What the corpus reader makes of a .txt file's bytes: its lines (split at "\\n",
+    "\\r\\n" and "\\r"), stripped, the blank ones dropped, and whether each starts a
+    document (the first after a blank one does); None for invalid UTF-8, a NUL or a line
+    of over ``longest`` bytes."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    raw = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if "\0" in text or any(len(line.encode()) > longest for line in raw):
+        return None
+    lines, opens, opening = [], [], True
+    for line in raw:
+        if line.strip():
+            lines.append(line.strip())
+            opens.append(opening)
+        opening = not line.strip()
+    return lines, opens
+
+
+def join_lines(lines, starts, join_chars):
+    """Runs of a document's lines joined by "\\n " (a later line of its document starting
+    a run gets a " "), a new run where the document starts or its characters so far (each
+    line counted with 2 more) pass a multiple of ``join_chars``; and the lines in each."""
+    texts, sizes = [], []
+    position = document_begin = 0
+    previous = None
+    for q, line in enumerate(lines):
+        if q == 0 or starts[q]:
+            document_begin = position
+        run = (position - document_begin) // join_chars
+        if q == 0 or starts[q] or run != previous:
+            texts.append("" if starts[q] else " ")
+            sizes.append(0)
+        else:
+            texts[-1] += "\n "
+        texts[-1] += line
+        sizes[-1] += 1
+        previous = run
+        position += len(line) + 2
+    return texts, sizes

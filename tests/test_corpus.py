@@ -21,7 +21,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rbprep.corpus import ReadStats, open_corpus
+from rbprep.corpus import Partition, ReadStats, open_corpus
 from rbprep.corpus.formats import MAX_UNIT_BYTES, cut_long_unit, long_line_cut
 from rbprep.errors import RbprepError
 from tests.conftest import SMALL_TEXT, read_documents
@@ -453,6 +453,87 @@ def test_documents_are_the_stripped_lines_between_blank_ones_whatever_the_blocks
         documents, stats = read_documents([path])
     assert documents == expected
     assert stats.units == sum(map(len, expected))
+
+
+# --- plain UTF-8 text read into one buffer (shard's path for a byte-level BPE) ----------
+
+LINE_PIECES = ["a", "b c", "é", "中文", "😀", " ", "\t", "\u3000", "\x85", "\x1c", "\u2028"]
+LINE_PIECES += ["\n", "\r\n", "\r", "\n\n", "\n \n"]
+
+
+def partition_documents(corpus, partition) -> tuple[list[list[str]] | None, ReadStats]:
+    """``Corpus.read_partition_lines``' lines grouped into their documents, and its stats."""
+    stats = ReadStats()
+    read = corpus.read_partition_lines(partition, stats)
+    if read is None:
+        return None, stats
+    documents: list[list[str]] = []
+    for line, opens in zip(*read, strict=True):
+        if opens:
+            documents.append([])
+        documents[-1].append(line)
+    return documents, stats
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    files=st.lists(
+        st.lists(st.sampled_from(LINE_PIECES), min_size=1).map("".join).filter(str.strip),
+        min_size=1,
+        max_size=4,
+    ),
+    bom=st.booleans(),
+    partition_size=st.integers(1, 120),
+)
+def test_partition_lines_are_the_documents_the_reader_gives(
+    tmp_path_factory, files, bom, partition_size
+):
+    """One buffer and a kernel (shard's reader for a byte-level BPE) give every partition
+    the units, documents and stats that the general reader gives, wherever partitions
+    cut the files."""
+    directory = tmp_path_factory.mktemp("lines")
+    for index, text in enumerate(files):
+        (directory / f"{index}.txt").write_bytes(
+            codecs.BOM_UTF8 * (bom and index == 0) + text.encode()
+        )
+    corpus = open_corpus([directory], partition_size=partition_size)
+    for partition in corpus.partitions:
+        expected_stats = ReadStats()
+        expected = [d.units for d in corpus.read_partition(partition, expected_stats)]
+        documents, stats = partition_documents(corpus, partition)
+        if documents is None:  # only where a file's range holds no text
+            assert stats == ReadStats()
+            assert any(
+                not list(corpus.read_partition(Partition(0, (piece,), 1), ReadStats()))
+                for piece in partition.pieces
+            )
+        else:
+            assert (documents, stats) == (expected, expected_stats)
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("invalid.txt", b"ok\n\xff replaced\n"),
+        ("nul.txt", b"x\n" * 5_000 + b"a\0b\n"),
+        ("long.txt", b"short\n" + b"y" * 101 + b"\n"),
+        ("compressed.txt.gz", gzip.compress(b"a\n")),
+        ("utf16.txt", "a\n".encode("utf-16")),
+        ("blank.txt", b" \n\n"),
+        ("records.jsonl", b'{"text": "a"}\n'),
+    ],
+)
+def test_partition_lines_leave_to_the_reader_what_it_replaces_cuts_or_decodes(
+    tmp_path, name, content
+):
+    """Invalid UTF-8, NULs, over-long lines, compressed or UTF-16 files, files without
+    text and other formats are the general reader's, to count, replace, cut or warn of."""
+    (tmp_path / "a-fine.txt").write_text("fine\n")
+    (tmp_path / name).write_bytes(content)
+    corpus = open_corpus([tmp_path], partition_size=1 << 20, max_unit_bytes=100)
+    holding = [p for p in corpus.partitions if any(piece.file == 1 for piece in p.pieces)]
+    assert [corpus.files[1].path] == [str(tmp_path / name)] and len(holding) == 1
+    assert partition_documents(corpus, holding[0]) == (None, ReadStats())
 
 
 # --- long lines are cut before anything tokenises them ----------------------------------

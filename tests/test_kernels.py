@@ -540,6 +540,121 @@ def test_encoding_kernels_reject_bad_arguments():
         kernels.text_byte_counts(ids, [1, 1], np.ones(9, np.int64))
 
 
+# --------------------------------------------------------------------------- text
+
+# Every str.isspace character, characters that look like spaces but are not, line ends,
+# and characters of 1-4 UTF-8 bytes.
+TEXT_PIECES = [
+    *("a", "b", "é", "中", "😀", "\u0301", "\u200b", "\u180e", "\ufeff", "\x7f", "\x1b"),
+    *("\n", "\r", "\r\n", "\n\n", " ", "  "),
+    *(c for c in map(chr, range(0x110000)) if c.isspace() and c not in "\n\r"),
+]
+
+
+def decoded(data: np.ndarray, begins: np.ndarray, ends: np.ndarray) -> list[str]:
+    return [bytes(data[b:e]).decode() for b, e in zip(begins, ends, strict=True)]
+
+
+@st.composite
+def text_bytes(draw):
+    """UTF-8 text of TEXT_PIECES, at times with a byte replaced or inserted (invalid UTF-8,
+    a NUL), then cut anywhere."""
+    data = bytearray("".join(draw(st.lists(st.sampled_from(TEXT_PIECES), max_size=60))).encode())
+    for _ in range(draw(st.sampled_from([0] * 4 + [1, 2]))):
+        at = draw(st.integers(0, len(data)))
+        data[at:at] = bytes([draw(st.sampled_from([0, 0x80, 0xC2, 0xE2, 0xED, 0xF0, 0xFF]))])
+    return bytes(data[: draw(st.integers(0, len(data)))])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(text_bytes(), st.binary(max_size=40)), st.integers(0, 30))
+def test_text_lines_equals_the_readers_rule(backend, data, longest):
+    array = np.frombuffer(bytearray(data), np.uint8)
+    with kernels_of(backend):
+        got = kernels.text_lines(array, longest)
+    expected = naive.text_lines(data, longest)
+    if expected is None:
+        assert got is None
+        return
+    begins, ends, chars, opens = got
+    assert decoded(array, begins, ends) == expected[0]
+    assert chars.tolist() == [len(line) for line in expected[0]]
+    assert opens.tolist() == expected[1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_text_lines_finds_line_ends_at_every_alignment(backend):
+    """The scan reads 8 bytes at a time: each byte value after each line end, at each
+    offset in a word (a borrow from one byte into the next once made "\n\x0b" a break)."""
+    after = b"".join(b"\n" + bytes([x]) + b"a\r" + bytes([x]) + b"b\r\nc" for x in range(1, 128))
+    for offset in range(16):
+        data = b"x" * offset + after + "é\n\u3000y\u2028".encode()
+        array = np.frombuffer(bytearray(data), np.uint8)
+        with kernels_of(backend):
+            begins, ends, _, opens = kernels.text_lines(array, 100)
+        lines, starts = naive.text_lines(data, 100)
+        assert (decoded(array, begins, ends), opens.tolist()) == (lines, starts)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_text_lines_strips_exactly_what_str_strip_strips(backend):
+    """Every code point but the surrogates, NUL and line ends, at both ends of a line and
+    inside it: whitespace is str.isspace's set, UTF-8 of 1-4 bytes is counted right."""
+    text = "\n".join(
+        f"{c}x{c}y{c}"
+        for c in map(chr, range(0x110000))
+        if not 0xD800 <= ord(c) < 0xE000 and c not in "\0\n\r"
+    )
+    data = text.encode()
+    array = np.frombuffer(bytearray(data), np.uint8)
+    with kernels_of(backend):
+        begins, ends, chars, opens = kernels.text_lines(array, 20)
+    lines, starts = naive.text_lines(data, 20)
+    assert decoded(array, begins, ends) == lines
+    assert chars.tolist() == list(map(len, lines)) and opens.tolist() == starts
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.text(st.sampled_from(["a", "é", "中", "😀", " "]), min_size=1), st.booleans()),
+        max_size=20,
+    ),
+    st.integers(1, 30),
+)
+def test_join_lines_equals_the_rule(backend, lines_and_starts, join_chars):
+    lines = [line.strip() or "x" for line, _ in lines_and_starts]
+    starts = [start or index == 0 for index, (_, start) in enumerate(lines_and_starts)]
+    data = "".join(lines).encode()
+    ends = np.cumsum([len(line.encode()) for line in lines], dtype=np.int64)
+    begins = ends - [len(line.encode()) for line in lines]
+    with kernels_of(backend):
+        joined, run_ends, sizes = kernels.join_lines(
+            np.frombuffer(bytearray(data), np.uint8),
+            begins,
+            ends,
+            [len(line) for line in lines],
+            starts,
+            join_chars,
+        )
+    texts = [bytes(joined[a:b]).decode() for a, b in itertools.pairwise([0, *run_ends])]
+    assert (texts, sizes.tolist()) == naive.join_lines(lines, starts, join_chars)
+
+
+def test_text_kernels_reject_bad_arguments():
+    with pytest.raises(ValueError, match="uint8"):
+        kernels.text_lines(np.array([300]), 10)
+    data = np.frombuffer(bytearray(b"abc"), np.uint8)
+    with pytest.raises(ValueError, match="within data"):
+        kernels.join_lines(data, [0], [4], [4], [True], 10)
+    with pytest.raises(ValueError, match="one length"):
+        kernels.join_lines(data, [0], [3], [3, 1], [True], 10)
+    with pytest.raises(ValueError, match="join_chars"):
+        kernels.join_lines(data, [0], [3], [3], [True], 0)
+
+
 # --------------------------------------------------------------------------- compilation
 
 

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from tokenizers import Tokenizer
 
 from rbprep.cli import main
-from rbprep.corpus import ReadStats, document_coin, open_corpus
+from rbprep.corpus import Corpus, ReadStats, document_coin, open_corpus
 from rbprep.dataset import open_dataset
 from rbprep.dataset.inspection import inspect
 from rbprep.dataset.reader import KEPT, MASKED, RANDOM
@@ -1130,6 +1130,37 @@ def test_a_write_the_disk_refuses_stops_the_run_and_resume_redoes_what_it_lost(
     monkeypatch.undo()
     assert run("shard", *args, "--out", out, "--resume").exit_code == 0
     assert dataset_files(out) == dataset_files(tmp_path / "straight")
+
+
+def test_text_read_by_the_kernel_shards_as_the_general_reader_does(
+    tmp_path, builtin_corpus, small_vocab, monkeypatch
+):
+    """For a byte-level BPE, plain UTF-8 .txt files are read into one buffer by a kernel
+    (Corpus.read_partition_lines). With that turned off, every partition goes through
+    the general reader: the same dataset, byte for byte, with CRLF and CR line ends,
+    Unicode spaces, a BOM, control characters, blank lines and several files a
+    partition."""
+    text = builtin_corpus.read_text(encoding="utf-8")[:400_000]
+    mixed = "\u3000 Ideographic\u2003spaces\x85 \r\nCR only\rtabs\t\x0b\x1f end\u2029\r\n\r\n"
+    texts = ["\ufeff" + text[:150_000], mixed * 50 + text[150_000:300_000], text[300_000:] + mixed]
+    for index, content in enumerate(texts):
+        (tmp_path / f"{index}.txt").write_bytes(content.encode())
+    config = ShardConfig(dup=2, valid_fraction=0.2)
+    corpus = open_corpus([tmp_path / f"{index}.txt" for index in range(3)], partition_size=60_000)
+    read_by_kernel = []
+    read_partition_lines = Corpus.read_partition_lines
+
+    def counted(self, partition, stats):
+        read = read_partition_lines(self, partition, stats)
+        read_by_kernel.append(read is not None)
+        return read
+
+    monkeypatch.setattr(Corpus, "read_partition_lines", counted)
+    shard(corpus, small_vocab / "bpe", tmp_path / "kernel", config)
+    assert len(read_by_kernel) == len(corpus.partitions) > 3 and all(read_by_kernel)
+    monkeypatch.setattr(Corpus, "read_partition_lines", lambda self, partition, stats: None)
+    shard(corpus, small_vocab / "bpe", tmp_path / "general", config)
+    assert dataset_files(tmp_path / "kernel") == dataset_files(tmp_path / "general")
 
 
 # --- dynamic masking ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Reading text: paths and formats, encodings, documents and units, partitions, and the
 built-in corpus. Every command reads its corpus through ``open_corpus``."""
 
-from rbprep.corpus.formats import Document, ReadOptions, ReadStats
+from rbprep.corpus.formats import Document, ReadOptions, ReadStats, TextLines
 from rbprep.corpus.partitions import (
     DEFAULT_PARTITION_SIZE,
     Corpus,
@@ -22,6 +22,7 @@ __all__ = [
     "ReadOptions",
     "ReadStats",
     "SkippedInput",
+    "TextLines",
     "document_coin",
     "open_corpus",
 ]

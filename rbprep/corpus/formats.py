@@ -24,10 +24,13 @@ import lzma
 import re
 import unicodedata
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, overload
 
+import numpy as np
+
+from rbprep import kernels
 from rbprep.corpus.paths import InputFile, SkippedInput
 from rbprep.errors import RbprepError
 from rbprep.storage import Location
@@ -443,6 +446,105 @@ def _lines_at_most(text: str, longest: int) -> bool:
         text.find("\n", start, start + window) >= 0
         for start in range(0, len(text) - window + 1, window)
     )
+
+
+# --- plain UTF-8 text as one buffer -------------------------------------------------------
+
+
+class TextLines(Sequence[str]):
+    """Lines of UTF-8 text kept as one buffer and each line's byte range (stripped, none
+    blank; ``kernels.text_lines``): a line becomes a Python string only when asked for,
+    as the check's sample asks; ``joined`` gives an encoder its runs without any."""
+
+    def __init__(
+        self, data: np.ndarray, begins: np.ndarray, ends: np.ndarray, chars: np.ndarray
+    ) -> None:
+        self.data = data  # (bytes,) uint8
+        self.begins = begins  # (lines,) int64 byte ranges in data
+        self.ends = ends
+        self.chars = chars  # (lines,) int64 characters of each line
+        self._view = memoryview(data)
+
+    def __len__(self) -> int:
+        return len(self.begins)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return str(self._view[self.begins[index] : self.ends[index]], "utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        view = self._view
+        for begin, end in zip(self.begins.tolist(), self.ends.tolist(), strict=True):
+            yield str(view[begin:end], "utf-8")
+
+    def take(self, chosen: np.ndarray) -> TextLines:
+        """The lines where ``chosen`` (lines,) bool is True, on the same buffer."""
+        return TextLines(self.data, self.begins[chosen], self.ends[chosen], self.chars[chosen])
+
+    def joined(self, starts: np.ndarray, join_chars: int) -> tuple[list[str], np.ndarray]:
+        """``rbprep.encoding.join_lines`` of these lines (``starts`` (lines,) bool marks
+        each document's first), gathered by a kernel and decoded once per run."""
+        joined, run_ends, group_sizes = kernels.join_lines(
+            self.data, self.begins, self.ends, self.chars, starts, join_chars
+        )
+        view = memoryview(joined)
+        bounds = [0, *run_ends.tolist()]
+        texts = [str(view[a:b], "utf-8") for a, b in itertools.pairwise(bounds)]
+        return texts, group_sizes
+
+
+def read_text_lines(
+    ranges: Sequence[tuple[InputFile, int, int | None]], options: ReadOptions, stats: ReadStats
+) -> tuple[TextLines, np.ndarray] | None:
+    """The lines of these ranges (file, start, end) of plain .txt files as ``read_file``
+    reads them, found by a kernel over their bytes (``kernels.text_lines``) with no
+    Python work per line, and (lines,) bool: where each document starts.
+
+    None, with ``stats`` untouched, where a range needs ``read_file``: another format, a
+    compressed file, an encoding other than UTF-8, invalid UTF-8, a NUL, a line over
+    ``options.max_unit_bytes`` bytes, a file that cannot be read, or a range holding no
+    text (``read_file`` counts, replaces, cuts or warns of each as it should)."""
+    buffer = bytearray()
+    spans = []  # (offset in buffer, bytes) per range
+    read = ReadStats()
+    for file, start, end in ranges:
+        if file.format != "txt" or file.compression is not None:
+            return None
+        try:
+            encoding = sniff(file)
+            if encoding not in ("utf-8", "utf-8-sig"):
+                return None
+            with open_raw(file.path) as raw:
+                if start:
+                    raw.seek(start)
+                data = raw.read() if end is None else raw.read(end - start)
+        except (SkipFile, OSError):
+            return None
+        read.text_bytes += len(data)
+        read.files_read += int(start == 0)
+        bom = len(codecs.BOM_UTF8) if start == 0 and encoding == "utf-8-sig" else 0
+        spans.append((len(buffer), len(data) - bom))
+        buffer += memoryview(data)[bom:]
+    data = np.frombuffer(buffer, dtype=np.uint8)
+    parts = []
+    for offset, size in spans:
+        found = kernels.text_lines(data[offset : offset + size], options.max_unit_bytes)
+        if found is None or not len(found[0]):
+            return None
+        begins, ends, chars, opens = found
+        parts.append((begins + offset, ends + offset, chars, opens))
+        read.documents += int(opens.sum())
+        read.units += len(begins)
+    begins, ends, chars, opens = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    stats.merge(read)
+    return TextLines(data, begins, ends, chars), opens
 
 
 # --- formats -----------------------------------------------------------------------------

@@ -22,14 +22,18 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from rbprep.corpus.formats import (
     MAX_UNIT_BYTES,
     Document,
     ReadOptions,
     ReadStats,
     SkipFile,
+    TextLines,
     open_raw,
     read_file,
+    read_text_lines,
     report_skip,
     sniff,
 )
@@ -112,6 +116,15 @@ class Corpus:
             yield from read_file(
                 self.files[piece.file], piece.file, self.options, stats, piece.start, piece.end
             )
+
+    def read_partition_lines(
+        self, partition: Partition, stats: ReadStats
+    ) -> tuple[TextLines, np.ndarray] | None:
+        """The lines of ``partition`` as ``read_partition`` gives its documents' units, in
+        one buffer (``formats.read_text_lines``), and (lines,) bool where each document
+        starts; None where its files need ``read_partition`` (then ``stats`` is as was)."""
+        ranges = [(self.files[piece.file], piece.start, piece.end) for piece in partition.pieces]
+        return read_text_lines(ranges, self.options, stats)
 
     def documents(self, stats: ReadStats) -> Iterator[Document]:
         """Yield every document of the corpus in order; skipped inputs are counted first."""
