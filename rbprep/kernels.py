@@ -773,30 +773,29 @@ def _zero_bytes(word):
 
 
 @_kernel
+def _stop_bytes(word):
+    # The high bit of each byte of a uint64 that is >= 0x80, "\n", "\r" or NUL.
+    return (
+        (word & _BYTES_HIGH)
+        | _zero_bytes(word)
+        | _zero_bytes(word ^ _BYTES_LF)
+        | _zero_bytes(word ^ _BYTES_CR)
+    )
+
+
+@_kernel
 def _next_stop(data, words, i):
     # The index of the first byte at or after i that is >= 0x80, "\n", "\r" or NUL, else
     # len(data); 8 bytes at a time through `words` (data's whole words, as uint64).
     n = data.shape[0]
     k = i >> 3
     if k < words.shape[0]:
-        word = words[k]
-        stops = (
-            (word & _BYTES_HIGH)
-            | _zero_bytes(word)
-            | _zero_bytes(word ^ _BYTES_LF)
-            | _zero_bytes(word ^ _BYTES_CR)
-        ) & (_ALL_BITS << np.uint64(8 * (i & 7)))
+        stops = _stop_bytes(words[k]) & (_ALL_BITS << np.uint64(8 * (i & 7)))  # from i on
         while stops == 0:
             k += 1
             if k == words.shape[0]:
                 break
-            word = words[k]
-            stops = (
-                (word & _BYTES_HIGH)
-                | _zero_bytes(word)
-                | _zero_bytes(word ^ _BYTES_LF)
-                | _zero_bytes(word ^ _BYTES_CR)
-            )
+            stops = _stop_bytes(words[k])
         if stops != 0:
             lowest = stops & (~stops + np.uint64(1))
             return k * 8 + (_DEBRUIJN_BITS[(lowest * _DEBRUIJN) >> np.uint64(58)] >> 3)
