@@ -468,12 +468,11 @@ def _read_stage(
     if read is not None:
         lines, opens = read
         sizes = np.diff(np.append(np.flatnonzero(opens), len(opens)))  # (documents,)
-        valid = np.zeros(len(sizes), dtype=np.bool_)  # (documents,) bool
-        if config.valid_fraction:
-            valid[:] = [
-                document_coin(config.seed, "valid", partition.id, index, config.valid_fraction)
-                for index in range(len(sizes))
-            ]
+        valid = np.fromiter(
+            (_goes_to_valid(config, partition.id, index) for index in range(len(sizes))),
+            dtype=np.bool_,
+            count=len(sizes),
+        )  # (documents,) bool
         in_valid = np.repeat(valid, sizes)  # (lines,) bool
         return {
             "train": _SplitText(lines.take(~in_valid), sizes[~valid].tolist()),
@@ -482,15 +481,17 @@ def _read_stage(
     texts = {split: _SplitText() for split in SPLITS}
     train, valid = texts["train"], texts["valid"]
     for index, document in enumerate(corpus.read_partition(partition, stats)):
-        chosen = (
-            valid
-            if config.valid_fraction
-            and document_coin(config.seed, "valid", partition.id, index, config.valid_fraction)
-            else train
-        )
+        chosen = valid if _goes_to_valid(config, partition.id, index) else train
         chosen.lines += document.units
         chosen.sizes.append(len(document.units))
     return texts
+
+
+def _goes_to_valid(config: ShardConfig, partition_id: int, document: int) -> bool:
+    """Whether the partition's ``document``-th document belongs to the valid split."""
+    return bool(config.valid_fraction) and document_coin(
+        config.seed, "valid", partition_id, document, config.valid_fraction
+    )
 
 
 def _encode_stage(

@@ -315,17 +315,20 @@ class WriteBehind:
     """Atomic writes (``Location.write_atomically``) done on a thread of their own, in
     the order given, while the caller goes on.
 
-    A local write blocks its thread in fsync until the disk holds the data: 3 ms a file
-    in shard, which left a core idle a sixth of the run. Each batch is written in its
-    order, so a partition's marker, given after its shards, names only synced files.
+    A local write blocks its thread in fsync until the disk holds the data: 3 ms a file,
+    0.33 thread-seconds of shard on 67 MB, with a core idle meanwhile. Each batch is
+    written in its order, so a partition's marker, given after its shards, names only
+    synced files.
     ``submit`` waits while ``backlog`` batches are queued, which bounds the memory held.
     A write that fails stops all later ones and is raised by the next ``submit`` or
     ``wait``. Use it as a context manager: leaving it waits for what is queued.
     """
 
     def __init__(self, backlog: int = 2) -> None:
-        self._queue: queue.Queue[list[tuple[Location, Any]] | threading.Event | None]
-        self._queue = queue.Queue(backlog)
+        # Batches to write, an Event to set once those before it are written, or None: stop.
+        self._queue: queue.Queue[list[tuple[Location, Any]] | threading.Event | None] = queue.Queue(
+            backlog
+        )
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._write, name="rbprep-write", daemon=True)
         self._thread.start()

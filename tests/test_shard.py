@@ -174,7 +174,7 @@ def test_verify_passes_and_catches_a_flipped_byte(bpe_dataset, tmp_path):
 
 def test_verify_recomputes_masks(bpe_dataset, tmp_path):
     """A consistent-looking shard whose masks were not made from the seed is caught."""
-    from rbprep.dataset.format import file_sha256, write_shard
+    from rbprep.dataset.format import file_sha256, shard_bytes
 
     copy = tmp_path / "copy"
     for name, data in dataset_files(bpe_dataset).items():
@@ -187,7 +187,7 @@ def test_verify_recomputes_masks(bpe_dataset, tmp_path):
     values[positions.offsets[7].as_py()] += 1  # row 7's first masked position moves
     moved = pa.ListArray.from_arrays(positions.offsets, pa.array(values))
     table = table.set_column(1, table.schema.field(1), moved)
-    write_shard(table, path, None)
+    path.write_bytes(shard_bytes(table, None))
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["splits"]["train"]["shards"][0]["sha256"] = file_sha256(path)
     (copy / "manifest.json").write_text(json.dumps(manifest))
@@ -203,7 +203,7 @@ def _copy_of(dataset: Path, to: Path) -> Path:
 def _rewrite_column(root: Path, column: str, edit) -> None:
     """Rewrite train shard 0 with ``edit(values)`` applied to a list column's values,
     the manifest's size and sha256 updated: damage no checksum sees."""
-    from rbprep.dataset.format import file_sha256, write_shard
+    from rbprep.dataset.format import file_sha256, shard_bytes
 
     path = root / "train" / "shard-00000.arrow"
     table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
@@ -213,7 +213,7 @@ def _rewrite_column(root: Path, column: str, edit) -> None:
     edit(values, lists.offsets.to_numpy())
     edited = pa.ListArray.from_arrays(lists.offsets, pa.array(values, lists.type.value_type))
     table = table.set_column(index, table.schema.field(index), edited)
-    write_shard(table, path, None)
+    path.write_bytes(shard_bytes(table, None))
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["splits"]["train"]["shards"][0].update(
         sha256=file_sha256(path), bytes=path.stat().st_size

@@ -19,7 +19,6 @@ Ids are uint16 when the vocabulary fits, else uint32. Files are written atomical
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
@@ -99,15 +98,6 @@ def arrow_array(values: np.ndarray) -> pa.Array:
     values = np.ascontiguousarray(values)
     dtype = pa.from_numpy_dtype(values.dtype)
     return pa.Array.from_buffers(dtype, len(values), [None, pa.py_buffer(values)])
-
-
-def write_shard(
-    table: pa.Table, location: Location | str | os.PathLike, compression: str | None
-) -> tuple[str, int]:
-    """Write ``table`` as an Arrow IPC file atomically; return its sha256 and size."""
-    data = shard_bytes(table, compression)
-    as_location(location).write_atomically(data)
-    return hashlib.sha256(data).hexdigest(), data.size
 
 
 def shard_bytes(table: pa.Table, compression: str | None) -> pa.Buffer:
