@@ -13,10 +13,12 @@ Two encoders sit behind that interface:
 - a fast encoder, ``tokie`` (``FastEncoder``): it loads the same tokenizer.json and
   returns the same ids several times faster (README, "Encoders").
 
-Identity is checked, never assumed: ``open_encoder`` encodes a probe set of hard text
-with both when a tokenizer is loaded, and ``check_sample`` compares a deterministic
-sample of every partition's documents with the reference during a run. The fast encoder
-is used only while they agree; see ``EncoderMismatch``.
+Identity is checked, never assumed: the fast encoder is given only the texts it is
+proven on (``FastEncoder.encode_texts``: the rest go to the reference, whatever a sample
+draws), ``open_encoder`` encodes a probe set of hard text with both when a tokenizer is
+loaded, and ``check_sample`` compares a deterministic sample of every partition's
+documents with the reference during a run. The fast encoder is used only while they
+agree; see ``EncoderMismatch``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,22 @@ BATCH_CHARS = 2**20
 # The share of each partition's units that the reference re-encodes during a run, unless
 # shard's check_fraction says otherwise.
 CHECK_FRACTION = 0.02
+# tokie 0.1.4 encodes a text of this many UTF-8 bytes or more, and a pre-token of as many,
+# in pieces, one per core of the machine, that it cuts at a space or (within a pre-token)
+# anywhere: its ids then depend on the machine and differ from tokenizers' (a 200 KB word
+# with no spaces, on 2 cores; the same word agrees on 1). Below it, tokie encodes a text
+# whole, on one thread. Texts below it are the proven set (the long-run differential tests
+# in tests/test_encoding.py); longer ones reach tokie only as pieces below it
+# (``tokie_pieces``), and what cannot be cut so goes to the reference.
+TOKIE_TEXT_BYTES = 10_000
+# Every code point Python counts as space (``str.isspace``, a superset of the \s of the
+# pre-tokenizers' regexes), and those some Unicode version or regex engine treats so: no
+# cut is made after one (``tokie_pieces``).
+_SPACE_LIKE = np.array(
+    [*range(0x09, 0x0E), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680, 0x180E, *range(0x2000, 0x200E),
+     0x2028, 0x2029, 0x202F, 0x205F, 0x2060, 0x3000, 0xFEFF],
+    dtype=np.uint32,
+)  # fmt: skip
 # How FastEncoder makes tokie's tokenizer from a tokenizer.json: part of the name of
 # its cached form, so raise it whenever _tokie_tokenizer changes what it gives tokie.
 _TOKIE_FORM = 1
@@ -80,6 +98,8 @@ _PROBE_TEXTS = (
     "Größe, naïve café, İstanbul, ǅ, ﬁ ligature, Ⅻ, ①, ＦＵＬＬＷＩＤＴＨ，",
     "Привет, мир! Γειά σου κόσμε. مرحبا بالعالم. שלום עולם. नमस्ते दुनिया",
     "x" * 3_000,
+    # A pre-token tokie cuts in pieces of its own (TOKIE_TEXT_BYTES): it goes to the reference.
+    "antidisestablishmentarianism" * 400,
     "supercalifragilisticexpialidocious" * 40,
     "https://example.com/path?query=1&b=%20#frag user@example.com 0x7fffffff 1e-9",
     "def f(x):\n    return {'a': [1, 2, 3]}  # code\n\n\n",
@@ -239,7 +259,12 @@ class FastEncoder(Encoder):
     For a byte-level BPE without a normaliser every call is also checked whole: its
     tokens spell the text byte for byte, so the bytes of each text's ids must add up to
     the text's UTF-8 bytes. No text is lost or doubled unseen, even outside the sample
-    that ``check_sample`` compares with the reference."""
+    that ``check_sample`` compares with the reference.
+
+    tokie is given only its proven set: texts under ``TOKIE_TEXT_BYTES`` without a form
+    feed or vertical tab. A longer text is cut into pieces under it at pre-token starts
+    (``tokie_pieces``); what stays longer, and any text with those characters, is encoded
+    by the reference (``fallback``), whatever the sample draws."""
 
     def __init__(
         self, config: dict[str, Any], line_break_id: int | None, source_sha256: str | None = None
@@ -250,46 +275,127 @@ class FastEncoder(Encoder):
         self.tokenizer = _tokie_tokenizer(config, source_sha256)
         self.id = EncoderId(FAST_NAME, installed_version("tokie"))
         self.byte_lengths = _spelled_bytes(config)
-        # Encodes the texts tokie is known to get wrong (``_tokie_gets_wrong``): the
-        # reference, as ``open_encoder`` sets it; None encodes everything with tokie.
+        self.cut_before = cut_characters(config)
+        # Encodes what tokie is not proven on (``encode_texts``): the reference, as
+        # ``open_encoder`` sets it; None encodes everything with tokie, as it is.
         self.fallback: Encoder | None = None
 
     def encode_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        routed = (
-            np.fromiter(map(_tokie_gets_wrong, texts), np.bool_, len(texts))
-            if self.fallback is not None
-            else np.zeros(len(texts), dtype=np.bool_)
-        )
-        if routed.any():
-            assert self.fallback is not None
-            rest = self._encode([text for text, r in zip(texts, routed, strict=True) if not r])
-            by_fallback = self.fallback.encode_texts(
-                [text for text, r in zip(texts, routed, strict=True) if r]
-            )
-            lengths, ids = interleave(routed, (by_fallback[1], by_fallback[0]), (rest[1], rest[0]))
-            return ids.astype(np.uint32), lengths
-        return self._encode(texts)
+        """As ``Encoder.encode_texts``; with a fallback, only the proven set reaches tokie.
 
-    def _encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        A text of ``TOKIE_TEXT_BYTES`` or more is cut into pieces below that where the
+        pre-tokenizer allows (``tokie_pieces``); a piece still that long (one pre-token),
+        and any text or piece holding a form feed or vertical tab, goes to the fallback.
+        The texts' byte counts, made once here, serve the route and tokie's byte check."""
+        text_bytes = utf8_lengths(texts)
+        if self.fallback is None:
+            return self._encode(texts, text_bytes)
+        long = text_bytes >= TOKIE_TEXT_BYTES
+        pieces, piece_bytes, owners = texts, text_bytes, None
+        if long.any():
+            cut = {int(i): tokie_pieces(texts[i], self.cut_before) for i in np.flatnonzero(long)}
+            pieces = list(
+                itertools.chain.from_iterable(cut.get(i, (t,)) for i, t in enumerate(texts))
+            )
+            counts = np.ones(len(texts), dtype=np.int64)
+            counts[list(cut)] = [len(parts) for parts in cut.values()]
+            owners = np.repeat(np.arange(len(texts)), counts)  # (pieces,) the text of each
+            piece_bytes = utf8_lengths(pieces)
+        routed = piece_bytes >= TOKIE_TEXT_BYTES
+        routed |= np.fromiter(map(_tokie_gets_wrong, pieces), np.bool_, len(pieces))
+        if not routed.any():
+            ids, lengths = self._encode(pieces, piece_bytes)
+        else:
+            kept = np.flatnonzero(~routed).tolist()
+            rest = self._encode([pieces[i] for i in kept], piece_bytes[kept])
+            by_fallback = self.fallback.encode_texts([pieces[i] for i in np.flatnonzero(routed)])
+            lengths, ids = interleave(routed, (by_fallback[1], by_fallback[0]), (rest[1], rest[0]))
+            ids = ids.astype(np.uint32)
+        if owners is not None:  # the pieces' tokens, counted per text they came from
+            lengths = np.bincount(owners, weights=lengths, minlength=len(texts)).astype(np.int64)
+        return ids, lengths
+
+    def _encode(
+        self, texts: Sequence[str], text_bytes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """tokie's ids for ``texts`` of ``text_bytes`` UTF-8 bytes each, byte-checked."""
         flat, counts = self.tokenizer.encode_batch_flat(list(texts), add_special_tokens=False)
         ids = np.asarray(flat, dtype=np.uint32)
         lengths = np.asarray(counts, dtype=np.int64)
         if self.byte_lengths is not None:
-            self._check_bytes(texts, ids, lengths)
+            per_text = kernels.text_byte_counts(ids, lengths, self.byte_lengths)
+            wrong = np.flatnonzero(per_text != text_bytes)
+            if wrong.size:
+                first = int(wrong[0])
+                raise EncoderMismatch.on(self.id, texts[first], "", int(per_text[first]))
         return ids, lengths
 
-    def _check_bytes(self, texts: Sequence[str], ids: np.ndarray, lengths: np.ndarray) -> None:
-        assert self.byte_lengths is not None
-        per_text = kernels.text_byte_counts(ids, lengths, self.byte_lengths)
-        expected = np.fromiter(  # an ASCII str's length is its UTF-8 length: no copy made
-            (len(text) if text.isascii() else len(text.encode()) for text in texts),
-            np.int64,
-            len(texts),
+
+def utf8_lengths(texts: Sequence[str]) -> np.ndarray:
+    """(texts,) int64: each text's UTF-8 bytes (an ASCII str's length is its UTF-8 length:
+    no copy is made for it)."""
+    return np.fromiter(
+        (len(text) if text.isascii() else len(text.encode()) for text in texts),
+        np.int64,
+        len(texts),
+    )
+
+
+def cut_characters(config: dict[str, Any]) -> tuple[int, ...]:
+    r"""The code points before which ``tokie_pieces`` may cut a text for this tokenizer:
+        " " and "
+    " for a byte-level pre-tokenizer with its regex and no normaliser; only
+        " " where it adds a prefix space (it would add one to a piece that starts otherwise);
+        none for any other kind, whose texts are never cut."""
+    pre_tokenizer = config.get("pre_tokenizer") or {}
+    if (
+        config.get("normalizer") is not None
+        or pre_tokenizer.get("type") != "ByteLevel"
+        or not pre_tokenizer.get("use_regex", True)
+    ):
+        return ()
+    return (0x20,) if pre_tokenizer.get("add_prefix_space", False) else (0x20, 0x0A)
+
+
+def tokie_pieces(text: str, cut_before: Sequence[int], limit: int = TOKIE_TEXT_BYTES) -> list[str]:
+    r"""``text`` cut into pieces of fewer than ``limit`` UTF-8 bytes where it can be, each
+    as long as it can be, whose ids, concatenated, are the text's.
+
+    A cut is made only before a character of ``cut_before`` (``cut_characters``: a space
+    or line feed) that follows one that is not space-like (``_SPACE_LIKE``). There the
+    byte-level regex always starts a new pre-token: its alternatives hold a space only
+    first (`` ?\p{L}+``, ...) or among spaces (``\s+``), so none spans the two; and no
+    pre-token before the cut looks past it (the one lookahead, ``(?!\S)``, follows only a
+    run of spaces). The pieces are thus pre-tokenized, and encoded, as in the whole. A
+    stretch with no such cut in ``limit`` bytes (a pre-token that long) stays one piece.
+    """
+    if not cut_before:
+        return [text]
+    points = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")  # (chars,) code points
+    ends = np.cumsum(
+        1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000), dtype=np.int64
+    )  # (chars,) UTF-8 bytes up to and with each character
+    if not len(points) or ends[-1] < limit:
+        return [text]
+    cuts = (
+        1
+        + np.flatnonzero(  # (cuts,) where a piece may start
+            np.isin(points[1:], cut_before) & ~np.isin(points[:-1], _SPACE_LIKE)
         )
-        wrong = np.flatnonzero(per_text != expected)
-        if wrong.size:
-            first = int(wrong[0])
-            raise EncoderMismatch.on(self.id, texts[first], "", int(per_text[first]))
+    )
+    before = ends[cuts - 1]  # (cuts,) bytes before each cut, increasing
+    pieces, start, start_byte = [], 0, 0
+    while ends[-1] - start_byte >= limit:
+        # The last cut that leaves the piece under the limit, else the first after start.
+        k = int(np.searchsorted(before, start_byte + limit)) - 1
+        if k < 0 or cuts[k] <= start:
+            k = int(np.searchsorted(cuts, start, "right"))
+            if k == len(cuts):
+                break
+        pieces.append(text[start : cuts[k]])
+        start, start_byte = int(cuts[k]), int(before[k])
+    pieces.append(text[start:])
+    return pieces
 
 
 @functools.cache
@@ -357,8 +463,9 @@ def _tokie_tokenizer(config: dict[str, Any], source_sha256: str | None) -> Any:
 
 
 def _tokie_gets_wrong(text: str) -> bool:
-    """Text tokie 0.1.4 may encode otherwise than tokenizers: a vertical tab or form feed
-    (after two spaces, with some BPE vocabularies; found by the differential tests)."""
+    """Text tokie 0.1.4 may encode otherwise than tokenizers at any length: a vertical tab
+    or form feed (after two spaces, with some BPE vocabularies; found by the differential
+    tests)."""
     return "\x0b" in text or "\x0c" in text
 
 

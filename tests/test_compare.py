@@ -396,8 +396,13 @@ def test_fast_and_reference_encoders_give_identical_metrics(
     """auto takes tokie for the byte-level BPE and tokenizers for the others (saying
     why); every count is the same as with tokenizers throughout."""
     hard = tmp_path / "hard.txt"
+    text = builtin_corpus.read_text(encoding="utf-8")[:400_000]
+    word = re.sub(r"[^A-Za-z]", "", text)[:200_000]
+    # Control characters (no NUL: that makes a file binary, skipped), then a 200 KB word
+    # past a batch's first text, which tokie alone cuts in a piece per core.
     hard.write_text(
-        "\x00\x1f\x7f\x85 control\n<mask> <s> spelled\n\u3000 日本語 😀 e\u0301\n",
+        f"\x01\x1f\x7f\x85 control\n<mask> <s> spelled\n\u3000 日本語 😀 e\u0301\n{text[:50_000]}"
+        f"\n{word}\n",
         encoding="utf-8",
     )
     corpus = open_corpus([mixed_corpus, builtin_corpus, hard], partition_size=1_000_000)
@@ -407,6 +412,7 @@ def test_fast_and_reference_encoders_give_identical_metrics(
         for encoder in ("auto", "reference")
     }
     assert len(corpus.partitions) > 1
+    assert str(hard) in runs["auto"]["tokenizers"][0]["per_file"]
     encoders = [(t["encoder"]["name"], t["encoder_note"]) for t in runs["auto"]["tokenizers"]]
     assert encoders[0] == ("tokie", None)
     assert [name for name, _ in encoders[1:]] == ["tokenizers", "tokenizers"]

@@ -7,7 +7,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import random
 import re
+import string
 import unicodedata
 from pathlib import Path
 from unittest import mock
@@ -126,6 +129,10 @@ def kinds(tmp_path_factory, small_vocab: Path, training_text: list[str]) -> dict
         paths[name] = out / f"{name}.json"
     (out / "replace.json").write_text(json.dumps(replacing))
     paths["replace"] = out / "replace.json"
+    prefixed = json.loads(paths["gpt2"].read_text())
+    prefixed["pre_tokenizer"]["add_prefix_space"] = True
+    (out / "gpt2-prefix-space.json").write_text(json.dumps(prefixed))
+    paths["gpt2-prefix-space"] = out / "gpt2-prefix-space.json"
     return paths
 
 
@@ -222,6 +229,117 @@ def test_form_feeds_and_vertical_tabs_go_to_the_reference(kinds, kind):
         bare.encode_texts([" " * 50 + "\x0c"])[0].tolist()
         != reference.encode_texts([" " * 50 + "\x0c"])[0].tolist()
     )
+
+
+def _long_runs(builtin_corpus: Path) -> dict[str, str]:
+    """300,000 characters of each kind of run a pre-token can be long in web text: words
+    with their spaces taken out, digits, hex and base64 blobs, DNA, punctuation, CJK, and
+    letters of many scripts, all without a space; and a URL-like mix."""
+    rng = random.Random(0)
+    with open(builtin_corpus, encoding="utf-8") as file:
+        words = re.sub(r"[^A-Za-z]", "", file.read(2_000_000))
+    cjk = re.sub(r"[\sA-Za-z.,]", "", MULTILINGUAL.split("\n")[2])
+    scripts = re.sub(r"[\s\W\d_]", "", MULTILINGUAL)
+    n = 300_000
+
+    def drawn(alphabet: str) -> str:
+        return "".join(rng.choices(alphabet, k=n))
+
+    return {
+        "letters": words[:n],
+        "digits": drawn(string.digits),
+        "hex": drawn("0123456789abcdef"),
+        "base64": drawn(string.ascii_letters + string.digits + "+/"),
+        "dna": drawn("ACGT"),
+        "punctuation": drawn(string.punctuation),
+        "cjk": drawn(cjk),
+        "scripts": drawn(scripts),
+        "url": drawn(string.ascii_lowercase + "/?=&%.-_:"),
+    }
+
+
+LONG_LENGTHS = [1_000, 3_333, 4_999, 9_999, 10_000, 30_000, 300_000]
+
+
+@pytest.mark.parametrize("kind", VERIFIED)
+def test_long_runs_encode_as_the_reference_does(kinds, kind, builtin_corpus):
+    """The proven set, and the route around it: runs of letters, digits, punctuation,
+    CJK and mixed scripts with no space, 1K to 300K characters, alone and inside running
+    text. tokie alone agrees on every text below ``TOKIE_TEXT_BYTES``; the fast encoder,
+    which cuts longer texts at pre-token starts and gives the reference what no cut brings
+    under the limit, agrees on all of them. Bare tokie's own divergence past the limit
+    (it cuts a long pre-token into one piece per core) is shown where it can be: with
+    more than one core."""
+    fast, reference = _encoders(kinds[kind])
+    bare = FastEncoder(json.loads(kinds[kind].read_text()), None)
+    diverged = 0
+    for name, run in _long_runs(builtin_corpus).items():
+        for length in LONG_LENGTHS:
+            texts = [run[:length], f"Text before {run[:length]} and text after.", "short"]
+            texts.append(" ".join([MULTILINGUAL, run[:length], MULTILINGUAL] * 3))
+            expected = reference.encode_texts(texts)
+            ids, lengths = fast.encode_texts(texts)
+            assert lengths.tolist() == expected[1].tolist(), (name, length)
+            assert ids.tolist() == expected[0].tolist(), (name, length)
+            proven = [t for t in texts if len(t.encode()) < encoding.TOKIE_TEXT_BYTES]
+            assert (
+                bare.encode_texts(proven)[0].tolist() == reference.encode_texts(proven)[0].tolist()
+            )
+            if length == 300_000 and name == "letters":
+                diverged += (
+                    bare.encode_texts(texts[:1])[0].tolist()
+                    != expected[0][: expected[1][0]].tolist()
+                )
+    if len(os.sched_getaffinity(0)) > 1:  # a fixed tokie fails this: time to widen the set
+        assert diverged
+
+
+HARD_OR_LONG_TEXT = st.lists(
+    FRAGMENTS
+    | st.builds(lambda c, n: c * n, st.sampled_from(["x", "日", "a b", "\n "]), st.integers(1, 90)),
+    max_size=12,
+).map("".join)
+
+
+@pytest.mark.parametrize("kind", [*VERIFIED, "gpt2-prefix-space"])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=HARD_OR_LONG_TEXT, limit=st.integers(1, 120))
+def test_pieces_are_cut_where_the_reference_starts_a_pre_token(kinds, kind, text, limit):
+    """``tokie_pieces`` with a small limit, so that hard text (every Unicode space,
+    controls, marks, spelled specials, runs) is cut in many places: the pieces make the
+    text, each is under the limit unless no cut was allowed in it, and the reference's
+    ids of the pieces, concatenated, are its ids of the whole. With a prefix space added
+    by the pre-tokenizer, only spaces are cuts (a piece after a line feed would get one)."""
+    path = kinds[kind]
+    config = json.loads(path.read_text())
+    cuts = encoding.cut_characters(config)
+    assert cuts == ((0x20,) if kind == "gpt2-prefix-space" else (0x20, 0x0A))
+    pieces = encoding.tokie_pieces(text, cuts, limit)
+    assert "".join(pieces) == text and (all(pieces) or pieces == [""])
+    for piece in pieces[:-1]:
+        allowed = [
+            i for i in range(1, len(piece)) if ord(piece[i]) in cuts and not piece[i - 1].isspace()
+        ]
+        assert len(piece.encode()) < limit or not any(
+            len(piece[:i].encode()) < limit for i in allowed
+        )
+    reference = _encoders(path)[1]
+    ids = reference.encode_texts(pieces)[0]
+    assert ids.tolist() == reference.encode_texts([text])[0].tolist()
+
+
+def test_no_cut_for_kinds_whose_pre_tokenizer_may_span_a_space(kinds):
+    """WordPiece, Unigram and a normalised BPE are never cut (their texts go whole to
+    whichever encoder takes them)."""
+    for kind in ("rbprep-wordpiece", "unigram", "replace"):
+        assert encoding.cut_characters(json.loads(kinds[kind].read_text())) == ()
+    assert encoding.tokie_pieces("a b" * 10_000, ()) == ["a b" * 10_000]
+
+
+def test_space_like_holds_every_space_python_knows():
+    assert {c for c in range(0x110000) if chr(c).isspace()} <= set(encoding._SPACE_LIKE.tolist())
 
 
 def test_tokens_of_256_bytes_keep_tokie_away(tmp_path, training_text):

@@ -892,6 +892,29 @@ def test_fast_and_reference_encoders_write_identical_shards(
     assert files["auto"] == files["reference"]
 
 
+def test_a_200_kb_word_shards_as_the_reference_does(tmp_path, builtin_corpus, small_vocab):
+    """The held-out case of issue 29: one line holding a single 200 KB word (English with
+    its spaces taken out, as the Bible's was), between ordinary lines. tokie 0.1.4 alone
+    splits it otherwise than tokenizers wherever the machine has more than one core (it
+    cuts a pre-token of 10,000 bytes or more into a piece per core), and the 2% sample
+    would almost never draw that line. The default encoder gives it to the reference, so
+    the shards equal --encoder reference's byte for byte, and tokie still encodes the rest."""
+    with open(builtin_corpus, encoding="utf-8") as file:
+        text = file.read(1_000_000)
+    word = re.sub(r"[^A-Za-z]", "", text)[:200_000]
+    corpus = tmp_path / "word.txt"
+    corpus.write_text(f"{text[:50_000]}\n{word}\n{text[50_000:100_000]}\n", encoding="utf-8")
+    files, manifests = {}, {}
+    for encoder in ("auto", "reference"):
+        out = tmp_path / encoder
+        assert run("shard", corpus, "--tokenizer", small_vocab / "bpe", "--out", out, "--dup", 2,
+                   "--encoder", encoder, "-q").exit_code == 0  # fmt: skip
+        manifests[encoder] = json.loads((out / "manifest.json").read_text())
+        files[encoder] = {k: v for k, v in dataset_files(out).items() if k != "manifest.json"}
+    assert manifests["auto"]["encoder"]["name"] == "tokie"
+    assert files["auto"] == files["reference"]
+
+
 def test_wordpiece_encodes_with_the_reference(tmp_path, builtin_corpus, small_vocab):
     summary = shard(
         _hard_corpus(tmp_path, builtin_corpus), small_vocab / "wordpiece", tmp_path / "wp"
