@@ -48,21 +48,24 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from common import append_record, prepare_rbprep, record_header
+from common import (
+    DEV_CORPUS,
+    Run,
+    append_record,
+    prepare_rbprep,
+    rbprep_command,
+    record_header,
+    timed,
+)
 
 from rbprep.corpus import open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
 from rbprep.sizes import format_size, parse_size
 
-REPO = Path(__file__).resolve().parent.parent
-DEV_CORPUS = Path.home() / ".cache" / "rbprep-dev-corpus"
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "compare_tokenizers.jsonl"
 
 # Both floors read the sample with rbprep's reader into the units shard encodes.
@@ -113,35 +116,6 @@ for path in tokenizers:
     print(path, encoder.id.name, tokens)
 """
 )
-
-
-@dataclass
-class Run:
-    seconds: float
-    peak_rss_mb: float
-
-
-def timed(command: list[str], log: Path) -> Run:
-    """Run ``command`` to its end, output to ``log``; its wall time and peak RSS."""
-    with open(log, "wb") as output:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            command,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)},  # this checkout's rbprep
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        sys.exit(f"failed: {' '.join(command)}\n{tail}")
-    return Run(round(seconds, 3), round(usage.ru_maxrss / 1024, 1))
-
-
-def rbprep_command() -> list[str]:
-    script = Path(sys.executable).parent / "rbprep"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "rbprep"]
 
 
 def default_corpus() -> list[str]:

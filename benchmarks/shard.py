@@ -91,20 +91,29 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common import append_record, prepare_rbprep, record_header, warm_page_cache
+from common import (
+    CHILD_ENV,
+    DEV_CORPUS,
+    Run,
+    append_record,
+    brief,
+    prepare_rbprep,
+    rbprep_command,
+    record_header,
+    timed,
+    wait_for_idle,
+    warm_page_cache,
+)
 
 from rbprep.corpus import Corpus, open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
 from rbprep.encoding import CHECK_FRACTION
 from rbprep.sizes import format_size
 
-DEV_CORPUS = Path.home() / ".cache" / "rbprep-dev-corpus" / "en"
 # About 15.5 MB, like the 15.8 MB that ../shared/PEERS.md measured the peers on.
 DEV_SUBSET = ("sqlite-doc.txt", "git-doc.txt", "debian-docs.txt", "apache-httpd-doc.txt")
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "shard.jsonl"
@@ -112,7 +121,6 @@ SEQ_LEN, DUP, MASK_PROB = 512, 10, 0.15
 TARGET_CEILING_SHARE = 3.0  # rbprep's throughput / the tokenizers ceiling's (goal 5)
 TARGET_FAST_CEILING_SHARE = 0.7  # rbprep's throughput / the tokie ceiling's
 TARGET_BYTES_PER_TOKEN = 8.0
-CHILD_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "true"}
 
 # Both ceilings read the files the plain way: open, iterate lines, strip, skip blank ones.
 READ_LINES = """\
@@ -313,17 +321,6 @@ print(json.dumps({
 
 
 @dataclass
-class Run:
-    """One timed child process."""
-
-    seconds: float
-    peak_rss_mb: float  # the largest single process (os.wait4)
-    tree_rss_mb: float  # the child's whole process tree, summed, sampled
-    cpu_s: float = 0.0  # the child's CPU time, its waited-for descendants included
-    others: float = 0.0  # share of the machine's CPU time others used meanwhile
-
-
-@dataclass
 class Contestant:
     name: str
     runs: list[Run] = field(default_factory=list)
@@ -355,104 +352,6 @@ class Contestant:
             ),
             **self.extra,
         }
-
-
-# --- running and timing a child process ----------------------------------------------
-
-
-def _tree_rss_bytes(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(pid)  # fields[1]: ppid
-        rss[pid] = int(fields[21])  # rss, pages
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += rss.get(pid, 0)
-        todo.extend(children.get(pid, ()))
-    return total * os.sysconf("SC_PAGE_SIZE")
-
-
-class TreeSampler(threading.Thread):
-    def __init__(self, pid: int, interval: float = 0.2):
-        super().__init__(daemon=True)
-        self.pid, self.interval, self.peak = pid, interval, 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(self.interval):
-            self.peak = max(self.peak, _tree_rss_bytes(self.pid))
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds all processes have spent (user, nice, system, irq, softirq, steal)."""
-    with open("/proc/stat") as stat:
-        fields = stat.readline().split()[1:]
-    ticks = sum(int(fields[i]) for i in (0, 1, 2, 5, 6, 7))
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for_idle(limit: float, threshold: float = 0.1, window: float = 3.0) -> str:
-    """Wait up to ``limit`` s until the machine's CPU is under ``threshold`` busy for a
-    ``window``; say how that went."""
-    started = time.perf_counter()
-    while True:
-        before = busy_cpu_seconds()
-        time.sleep(window)
-        busy = (busy_cpu_seconds() - before) / (window * (os.cpu_count() or 1))
-        waited = time.perf_counter() - started
-        if busy < threshold:
-            return f"idle after {waited:.0f} s" if waited > window + 1 else "idle"
-        if waited >= limit:
-            return f"still {busy:.0%} busy after {waited:.0f} s"
-
-
-def brief(name: str, run: Run) -> str:
-    return f"{name} {run.seconds:.1f} s (cpu {run.cpu_s:.1f} s, others {run.others:.0%})"
-
-
-def timed(command: list[str], log: Path) -> Run:
-    """Run ``command`` to its end; return its wall time and peak memory.
-
-    Output goes to ``log`` (not a pipe, which could fill up while we wait). Exits with
-    the log's tail if the command fails.
-    """
-    env = {**os.environ, **CHILD_ENV}
-    with open(log, "wb") as output:
-        cpu_before, started = busy_cpu_seconds(), time.perf_counter()
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-        sampler = TreeSampler(process.pid)
-        sampler.start()
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        machine_cpu = busy_cpu_seconds() - cpu_before
-        sampler.done.set()
-        sampler.join()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        sys.exit(f"failed ({process.returncode}): {' '.join(command[:3])} ...\n{tail}")
-    # Linux reports ru_maxrss in KiB.
-    peak = round(usage.ru_maxrss / 1024, 1)
-    cpu = usage.ru_utime + usage.ru_stime
-    others = max(0.0, machine_cpu - cpu) / (seconds * (os.cpu_count() or 1))
-    tree = max(peak, round(sampler.peak / 2**20, 1))
-    return Run(round(seconds, 3), peak, tree, round(cpu, 2), round(others, 3))
-
-
-def rbprep_command() -> list[str]:
-    script = Path(sys.executable).parent / "rbprep"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "rbprep"]
 
 
 def dir_bytes(path: Path) -> int:
@@ -562,7 +461,7 @@ def collator_needs_torch(prelude: str) -> str:
 
 
 def default_corpus() -> tuple[list[str], str]:
-    subset = [DEV_CORPUS / name for name in DEV_SUBSET]
+    subset = [DEV_CORPUS / "en" / name for name in DEV_SUBSET]
     if all(path.is_file() for path in subset):
         return [str(p) for p in subset], f"the dev corpus, {len(subset)} of its files"
     return [str(builtin_corpus_path())], "the built-in corpus (dev corpus not built)"

@@ -42,21 +42,26 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common import append_record, record_header, warm_page_cache
+from common import (
+    DEV_CORPUS,
+    Run,
+    append_record,
+    rbprep_command,
+    record_header,
+    timed,
+    warm_page_cache,
+)
 
 from rbprep.corpus import Corpus, open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
 from rbprep.sizes import format_size, parse_size
 from rbprep.vocab import KINDS, VocabConfig
 
-DEV_CORPUS = Path.home() / ".cache" / "rbprep-dev-corpus" / "en"
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "train_vocab.jsonl"
 TARGET_RATIO = 1.15
 
@@ -99,14 +104,6 @@ def batches():
 tokenizer.train_from_iterator(batches(), trainer)
 tokenizer.save(out)
 """
-
-
-@dataclass
-class Run:
-    """One timed child process."""
-
-    seconds: float
-    peak_rss_mb: float
 
 
 @dataclass
@@ -153,33 +150,6 @@ class KindResult:
             "floor_vs_floor": self.floor_vs_floor,
             "rbprep_vs_rbprep": self.rbprep_vs_rbprep,
         }
-
-
-# --- running and timing a child process ----------------------------------------------
-
-
-def timed(command: list[str], log: Path) -> Run:
-    """Run ``command`` to its end; return its wall time and its own peak RSS.
-
-    Output goes to ``log`` (not a pipe, which could fill up while we wait). Exits with
-    the log's tail if the command fails.
-    """
-    with open(log, "wb") as output:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        sys.exit(f"failed ({process.returncode}): {' '.join(command)}\n{tail}")
-    # Linux reports ru_maxrss in KiB.
-    return Run(round(seconds, 3), round(usage.ru_maxrss / 1024, 1))
-
-
-def rbprep_command() -> list[str]:
-    script = Path(sys.executable).parent / "rbprep"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "rbprep"]
 
 
 def run_floor(kind: str, corpus: Corpus, out: Path) -> Run:
@@ -239,7 +209,7 @@ def compare_vocabs(kind: str, floor_json: Path, rbprep_json: Path) -> str:
 
 def default_corpus() -> tuple[list[str], str]:
     if DEV_CORPUS.is_dir():
-        return [str(DEV_CORPUS)], "the dev corpus"
+        return [str(DEV_CORPUS / "en")], "the dev corpus"
     return [str(builtin_corpus_path())], "the built-in corpus (dev corpus not built)"
 
 
