@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from rbprep import kernels
+from rbprep import kernels, tokie_proven
 from rbprep.cache import default_cache_dir
 from rbprep.corpus.formats import TextLines
 from rbprep.errors import RbprepError
@@ -261,10 +261,11 @@ class FastEncoder(Encoder):
     the text's UTF-8 bytes. No text is lost or doubled unseen, even outside the sample
     that ``check_sample`` compares with the reference.
 
-    tokie is given only its proven set: texts under ``TOKIE_TEXT_BYTES`` without a form
-    feed or vertical tab. A longer text is cut into pieces under it at pre-token starts
-    (``tokie_pieces``); what stays longer, and any text with those characters, is encoded
-    by the reference (``fallback``), whatever the sample draws."""
+    tokie is given only its proven set: texts under ``TOKIE_TEXT_BYTES`` without a
+    character it is not proven on (``unproven_characters``). A longer text is cut into
+    pieces under it at pre-token starts (``tokie_pieces``); what stays longer, and any
+    text with such a character, is encoded by the reference (``fallback``), whatever the
+    sample draws."""
 
     def __init__(
         self, config: dict[str, Any], line_break_id: int | None, source_sha256: str | None = None
@@ -276,6 +277,7 @@ class FastEncoder(Encoder):
         self.id = EncoderId(FAST_NAME, installed_version("tokie"))
         self.byte_lengths = _spelled_bytes(config)
         self.cut_before = cut_characters(config)
+        self.unproven = unproven_characters(config)
         # Encodes what tokie is not proven on (``encode_texts``): the reference, as
         # ``open_encoder`` sets it; None encodes everything with tokie, as it is.
         self.fallback: Encoder | None = None
@@ -285,8 +287,9 @@ class FastEncoder(Encoder):
 
         A text of ``TOKIE_TEXT_BYTES`` or more is cut into pieces below that where the
         pre-tokenizer allows (``tokie_pieces``); a piece still that long (one pre-token),
-        and any text or piece holding a form feed or vertical tab, goes to the fallback.
-        The texts' byte counts, made once here, serve the route and tokie's byte check."""
+        and any piece holding a character tokie is not proven on (``unproven_characters``),
+        goes to the fallback. The texts' byte counts, made once here, serve the route and
+        tokie's byte check."""
         text_bytes = utf8_lengths(texts)
         if self.fallback is None:
             return self._encode(texts, text_bytes)
@@ -302,7 +305,7 @@ class FastEncoder(Encoder):
             owners = np.repeat(np.arange(len(texts)), counts)  # (pieces,) the text of each
             piece_bytes = utf8_lengths(pieces)
         routed = piece_bytes >= TOKIE_TEXT_BYTES
-        routed |= np.fromiter(map(_tokie_gets_wrong, pieces), np.bool_, len(pieces))
+        routed |= holding(pieces, self.unproven)
         if not routed.any():
             ids, lengths = self._encode(pieces, piece_bytes)
         else:
@@ -343,11 +346,13 @@ def utf8_lengths(texts: Sequence[str]) -> np.ndarray:
 
 def cut_characters(config: dict[str, Any]) -> tuple[int, ...]:
     r"""The code points before which ``tokie_pieces`` may cut a text for this tokenizer:
-        " " and "
-    " for a byte-level pre-tokenizer with its regex and no normaliser; only
-        " " where it adds a prefix space (it would add one to a piece that starts otherwise);
-        none for any other kind, whose texts are never cut."""
+    " " and "\n" for a byte-level pre-tokenizer with its regex and no normaliser (only
+    " " where it adds a prefix space: it would add one to a piece that starts otherwise),
+    and for BERT's normaliser and pre-tokenizer (the normaliser maps each character on its
+    own, and a space ends every pre-token); none for any other kind, never cut."""
     pre_tokenizer = config.get("pre_tokenizer") or {}
+    if _bert_kind(config):
+        return (0x20, 0x0A)
     if (
         config.get("normalizer") is not None
         or pre_tokenizer.get("type") != "ByteLevel"
@@ -355,6 +360,74 @@ def cut_characters(config: dict[str, Any]) -> tuple[int, ...]:
     ):
         return ()
     return (0x20,) if pre_tokenizer.get("add_prefix_space", False) else (0x20, 0x0A)
+
+
+def _byte_level_kind(config: dict[str, Any]) -> bool:
+    """A byte-level BPE with no normaliser (GPT-2's, RoBERTa's, ``train-vocab``'s)."""
+    return (
+        (config.get("model") or {}).get("type") == "BPE"
+        and config.get("normalizer") is None
+        and (config.get("pre_tokenizer") or {}).get("type") == "ByteLevel"
+    )
+
+
+def _bert_kind(config: dict[str, Any]) -> bool:
+    """A WordPiece with BERT's normaliser and pre-tokenizer (BERT's, ``train-vocab``'s)."""
+    return (
+        (config.get("model") or {}).get("type") == "WordPiece"
+        and (config.get("normalizer") or {}).get("type") == "BertNormalizer"
+        and (config.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
+    )
+
+
+# Characters tokie 0.1.4 may encode otherwise than tokenizers, at any length, on every
+# kind but BERT's (whose set is ``tokie_proven``'s): a vertical tab or form feed, after two
+# spaces, with some BPE vocabularies (found by the differential tests).
+_FEW_UNPROVEN = "\x0b\x0c"
+
+
+@functools.cache
+def _wordpiece_unproven() -> np.ndarray:
+    """(0x110000,) bool: the code points of ``tokie_proven.WORDPIECE_UNPROVEN``."""
+    table = np.zeros(0x110000, dtype=np.bool_)
+    for span in "".join(tokie_proven.WORDPIECE_UNPROVEN).split():
+        first, _, last = span.partition("-")
+        table[int(first, 16) : int(last or first, 16) + 1] = True
+    return table
+
+
+def unproven_characters(config: dict[str, Any]) -> str | np.ndarray:
+    """The characters tokie is not proven on for this tokenizer, whose texts go to the
+    reference: a (0x110000,) bool table over code points for BERT's kind, else a few
+    characters as a str."""
+    return _wordpiece_unproven() if _bert_kind(config) else _FEW_UNPROVEN
+
+
+def holding(texts: Sequence[str], characters: str | np.ndarray) -> np.ndarray:
+    """(texts,) bool: the texts holding any of ``characters`` (``unproven_characters``).
+
+    One pass over the texts joined by a line feed (which neither set holds), none per
+    text: a few characters are looked for with ``in`` (memchr speed), a table is indexed
+    with the code points (the bytes of ASCII text, else UTF-32); only where one is found
+    are the texts it lies in worked out."""
+    found = np.zeros(len(texts), dtype=np.bool_)
+    joined = "\n".join(texts)
+    if isinstance(characters, str):
+        if not any(character in joined for character in characters):
+            return found
+        table = np.zeros(0x110000, dtype=np.bool_)
+        table[[ord(character) for character in characters]] = True
+    else:
+        table = characters
+    if joined.isascii():
+        points = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)  # (chars,)
+    else:
+        points = np.frombuffer(joined.encode("utf-32-le"), dtype="<u4")  # (chars,)
+    at = np.flatnonzero(table[points])
+    if at.size:
+        ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)) + 1)
+        found[np.searchsorted(ends, at, "right")] = True
+    return found
 
 
 def tokie_pieces(text: str, cut_before: Sequence[int], limit: int = TOKIE_TEXT_BYTES) -> list[str]:
@@ -462,13 +535,6 @@ def _tokie_tokenizer(config: dict[str, Any], source_sha256: str | None) -> Any:
     return tokenizer
 
 
-def _tokie_gets_wrong(text: str) -> bool:
-    """Text tokie 0.1.4 may encode otherwise than tokenizers at any length: a vertical tab
-    or form feed (after two spaces, with some BPE vocabularies; found by the differential
-    tests)."""
-    return "\x0b" in text or "\x0c" in text
-
-
 def interleave(
     first: np.ndarray, firsts: tuple[np.ndarray, np.ndarray], rest: tuple[np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -487,7 +553,7 @@ def _spelled_bytes(config: dict[str, Any]) -> np.ndarray | None:
     normaliser (each character of its vocabulary is one byte); None for other kinds.
     Added tokens, which tokie is never given, count a huge negative: an id of one
     makes its text's sum wrong."""
-    if unverified_kind(config) is not None:
+    if not _byte_level_kind(config):
         return None
     vocab = config["model"]["vocab"]
     added = {token["id"] for token in config.get("added_tokens") or []}
@@ -580,15 +646,17 @@ def open_encoder(
 def unverified_kind(config: dict[str, Any]) -> str | None:
     """Why the tokenizer ``config`` describes is not of a kind the fast encoder is
     tested to match on, or None where it is: a byte-level BPE with no normaliser
-    (GPT-2's, RoBERTa's, ``train-vocab``'s). Elsewhere tokie 0.1.4 was seen to differ:
-    WordPiece on rare code points, and the NFKC, NFD, Lowercase, Strip, Replace and
-    Prepend normalisers (README, "Encoders"). Vocabularies tokie cannot load right on
-    any kind are refused before this (``_ids_skip``, ``_long_tokens``)."""
+    (GPT-2's, RoBERTa's, ``train-vocab``'s), and a WordPiece with BERT's normaliser and
+    pre-tokenizer (BERT's, ``train-vocab``'s), whose texts with a code point tokie is not
+    proven on go to the reference (``unproven_characters``). Elsewhere tokie 0.1.4 was
+    seen to differ: the NFKC, NFD, Lowercase, Strip, Replace and Prepend normalisers
+    (README, "Encoders"). Vocabularies tokie cannot load right on any kind are refused
+    before this (``_ids_skip``, ``_long_tokens``)."""
+    if _byte_level_kind(config) or _bert_kind(config):
+        return None
     model = (config.get("model") or {}).get("type")
     normalizer = (config.get("normalizer") or {}).get("type")
     pre_tokenizer = (config.get("pre_tokenizer") or {}).get("type")
-    if model == "BPE" and normalizer is None and pre_tokenizer == "ByteLevel":
-        return None
     return (
         f"{FAST_NAME} is not tested to match on a {model} model with normaliser "
         f"{normalizer} and pre-tokenizer {pre_tokenizer}"

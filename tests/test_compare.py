@@ -393,8 +393,8 @@ def without_encoders(data: dict) -> dict:
 def test_fast_and_reference_encoders_give_identical_metrics(
     tmp_path, mixed_corpus, builtin_corpus, small_vocab, unigram_json
 ):
-    """auto takes tokie for the byte-level BPE and tokenizers for the others (saying
-    why); every count is the same as with tokenizers throughout."""
+    """auto takes tokie for the byte-level BPE and the WordPiece, and tokenizers for the
+    Unigram (saying why); every count is the same as with tokenizers throughout."""
     hard = tmp_path / "hard.txt"
     text = builtin_corpus.read_text(encoding="utf-8")[:400_000]
     word = re.sub(r"[^A-Za-z]", "", text)[:200_000]
@@ -414,9 +414,9 @@ def test_fast_and_reference_encoders_give_identical_metrics(
     assert len(corpus.partitions) > 1
     assert str(hard) in runs["auto"]["tokenizers"][0]["per_file"]
     encoders = [(t["encoder"]["name"], t["encoder_note"]) for t in runs["auto"]["tokenizers"]]
-    assert encoders[0] == ("tokie", None)
-    assert [name for name, _ in encoders[1:]] == ["tokenizers", "tokenizers"]
-    assert "not tested to match on a WordPiece model" in encoders[1][1]
+    assert encoders[:2] == [("tokie", None), ("tokie", None)]
+    assert encoders[2][0] == "tokenizers"
+    assert "not tested to match on a Unigram model" in encoders[2][1]
     assert all(t["encoder"]["name"] == "tokenizers" for t in runs["reference"]["tokenizers"])
     assert without_encoders(runs["auto"]) == without_encoders(runs["reference"])
     assert "Encoded by tokie" in Comparison(runs["auto"]).report()
@@ -446,14 +446,22 @@ def test_a_fast_encoder_that_disagrees_is_caught_and_the_comparison_redone(
     assert without_encoders(runs["fast"]) == without_encoders(runs["reference"])
 
 
+def _unrouted(monkeypatch) -> None:
+    """tokie given every text, its probe set plain: what the run-time checks must catch
+    without the proven set's route (U+FADA, which tokie's WordPiece gives no id)."""
+    monkeypatch.setattr(encoding, "_PROBE_TEXTS", ("plain text",))
+    monkeypatch.setattr(encoding, "unproven_characters", lambda config: "")
+
+
 def test_the_sample_check_catches_what_the_probe_set_missed(
     tmp_path, small_corpus, small_vocab, caplog, monkeypatch
 ):
     """A WordPiece is placed by the fast encoder's own ids. With a probe set that
     misses tokie's WordPiece divergence (U+FADA: no id where tokenizers gives [UNK]),
-    the run's sample check meets it in the first text of a batch and the comparison is
-    redone on tokenizers."""
-    monkeypatch.setattr(encoding, "_PROBE_TEXTS", ("plain text",))
+    and with no code point routed to the reference (``_unrouted``), the run's sample
+    check meets it in the first text of a batch and the comparison is redone on
+    tokenizers."""
+    _unrouted(monkeypatch)
     odd = tmp_path / "zz-odd.txt"
     odd.write_text("A rare code point \ufada here.\n", encoding="utf-8")
     corpus = open_corpus([small_corpus, odd])
@@ -476,8 +484,9 @@ def test_check_fraction_sets_how_many_texts_the_reference_checks(
     only each batch's first text is, tokie stays the encoder, and the parameters say
     how little was checked. The counts are still the reference's here: tokie's ids,
     one [UNK] short, do not spell the batch's text, so that batch is counted from the
-    reference's offsets (placement by ids checks every batch so)."""
-    monkeypatch.setattr(encoding, "_PROBE_TEXTS", ("plain text",))
+    reference's offsets (placement by ids checks every batch so). No code point is
+    routed to the reference here (``_unrouted``)."""
+    _unrouted(monkeypatch)
     odd = tmp_path / "zz-odd.txt"
     documents = [f"Plain document number {i}." for i in range(300)]
     documents.insert(150, "A rare code point \ufada here.")
@@ -498,12 +507,13 @@ def test_check_fraction_sets_how_many_texts_the_reference_checks(
         compare_tokenizers(corpus, tokenizers, CompareConfig(check_fraction=-0.1))
 
 
-def test_encoder_fast_refuses_a_tokenizer_tokie_gets_wrong(small_corpus, small_vocab):
+def test_encoder_fast_refuses_a_tokenizer_tokie_gets_wrong(small_corpus, unigram_json):
+    """The Unigram with NFKC: tokie differs on the probe set's combining marks."""
     result = run(
         "compare-tokenizers",
         small_corpus,
         "--tokenizer",
-        small_vocab / "wordpiece",
+        unigram_json,
         "--encoder",
         "fast",
         "-q",

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import os
 import random
 import re
 import string
+import textwrap
 import unicodedata
 from pathlib import Path
 from unittest import mock
@@ -146,7 +148,9 @@ def _encoders(path: Path) -> tuple[FastEncoder, ReferenceEncoder]:
     return fast, reference
 
 
-VERIFIED = ["rbprep-bpe", "gpt2"]  # the kinds auto gives tokie (unverified_kind)
+# The kinds auto gives tokie (unverified_kind): byte-level BPE, and BERT-style WordPiece.
+VERIFIED = ["rbprep-bpe", "gpt2", "rbprep-wordpiece", "bert-cased"]
+BYTE_LEVEL = ["rbprep-bpe", "gpt2"]
 
 
 @pytest.mark.parametrize("kind", VERIFIED)
@@ -213,7 +217,7 @@ def test_auto_keeps_the_reference_where_tokie_is_untested_or_wrong(kinds):
     assert (encoder.id.name, reason) == ("tokenizers", None)
 
 
-@pytest.mark.parametrize("kind", VERIFIED)
+@pytest.mark.parametrize("kind", BYTE_LEVEL)
 def test_form_feeds_and_vertical_tabs_go_to_the_reference(kinds, kind):
     """tokie 0.1.4 splits two spaces before a form feed or vertical tab otherwise than
     tokenizers with some BPE vocabularies (found by the hypothesis test above: " " * 50
@@ -290,8 +294,8 @@ def test_long_runs_encode_as_the_reference_does(kinds, kind, builtin_corpus):
                     bare.encode_texts(texts[:1])[0].tolist()
                     != expected[0][: expected[1][0]].tolist()
                 )
-    if len(os.sched_getaffinity(0)) > 1:  # a fixed tokie fails this: time to widen the set
-        assert diverged
+    if kind in BYTE_LEVEL and len(os.sched_getaffinity(0)) > 1:
+        assert diverged  # a fixed tokie fails this: the time to widen the set
 
 
 HARD_OR_LONG_TEXT = st.lists(
@@ -331,15 +335,85 @@ def test_pieces_are_cut_where_the_reference_starts_a_pre_token(kinds, kind, text
 
 
 def test_no_cut_for_kinds_whose_pre_tokenizer_may_span_a_space(kinds):
-    """WordPiece, Unigram and a normalised BPE are never cut (their texts go whole to
-    whichever encoder takes them)."""
-    for kind in ("rbprep-wordpiece", "unigram", "replace"):
+    """Unigram and a normalised BPE are never cut (their texts go whole to whichever
+    encoder takes them)."""
+    for kind in ("unigram", "replace"):
         assert encoding.cut_characters(json.loads(kinds[kind].read_text())) == ()
     assert encoding.tokie_pieces("a b" * 10_000, ()) == ["a b" * 10_000]
 
 
 def test_space_like_holds_every_space_python_knows():
     assert {c for c in range(0x110000) if chr(c).isspace()} <= set(encoding._SPACE_LIKE.tolist())
+
+
+# Where each code point is tried, for the WordPiece proven set: alone, between letters,
+# between words, after an upper-case letter (lowercasing), before a combining mark.
+CODE_POINT_CONTEXTS = ("{}", "a{}b", "x {} y", "A{}", "{}\u0301")
+
+
+def _differing_code_points(kinds, code_points: list[int]) -> set[int]:
+    """The code points bare tokie encodes otherwise than tokenizers in any of
+    ``CODE_POINT_CONTEXTS``, with BERT's cased WordPiece or train-vocab's uncased one."""
+    differing = set()
+    for kind in ("rbprep-wordpiece", "bert-cased"):
+        reference = _encoders(kinds[kind])[1]
+        bare = FastEncoder(json.loads(kinds[kind].read_text()), None)
+        for context in CODE_POINT_CONTEXTS:
+            texts = [context.replace("{}", chr(c)) for c in code_points]
+            ids, lengths = bare.encode_texts(texts)
+            expected_ids, expected_lengths = reference.encode_texts(texts)
+            ends, expected_ends = np.cumsum(lengths), np.cumsum(expected_lengths)
+            for i in np.flatnonzero(lengths != expected_lengths).tolist():
+                differing.add(code_points[i])
+            for i in np.flatnonzero(lengths == expected_lengths).tolist():
+                if ids[ends[i] - lengths[i] : ends[i]].tolist() != (
+                    expected_ids[expected_ends[i] - lengths[i] : expected_ends[i]].tolist()
+                ):
+                    differing.add(code_points[i])
+    return differing
+
+
+def _write_proven(unproven: set[int]) -> None:
+    """rbprep/tokie_proven.py with ``unproven`` as ranges."""
+    spans: list[list[int]] = []
+    for code in sorted(unproven):
+        if spans and spans[-1][1] == code - 1:
+            spans[-1][1] = code
+        else:
+            spans.append([code, code])
+    text = " ".join(f"{a:x}" if a == b else f"{a:x}-{b:x}" for a, b in spans)
+    lines = textwrap.wrap(text, 84, break_on_hyphens=False)
+    path = Path(encoding.__file__).with_name("tokie_proven.py")
+    source = path.read_text()
+    head = source[: source.index("WORDPIECE_UNPROVEN = (")]
+    head = re.sub(r"Unicode [\d.]+ gives", f"Unicode {unicodedata.unidata_version} gives", head)
+    body = "".join(f'    "{line} "\n' for line in lines)
+    path.write_text(f"{head}WORDPIECE_UNPROVEN = (\n{body})\n")
+
+
+def test_tokie_wordpiece_agrees_on_every_code_point_outside_the_unproven_set(kinds):
+    """The WordPiece proven set, explicit: every code point that
+    ``rbprep/tokie_proven.py`` does not name encodes alike by bare tokie and tokenizers in
+    each of ``CODE_POINT_CONTEXTS``, cased and uncased. The set holds every code point of
+    a category C but tab, line feed and carriage return, all from U+32000 up, and those
+    this test found to differ. ``RBPREP_UPDATE_PROVEN=1`` writes it anew (for a new
+    tokie, tokenizers or Unicode): the differing are found among all code points
+    assigned outside category C below U+32000."""
+    if os.environ.get("RBPREP_UPDATE_PROVEN"):
+        other = {c for c in range(0x32000) if unicodedata.category(chr(c))[0] == "C"}
+        other -= {0x09, 0x0A, 0x0D}
+        assigned = sorted(set(range(0x32000)) - other)
+        _write_proven(
+            other | _differing_code_points(kinds, assigned) | set(range(0x32000, 0x110000))
+        )
+        encoding._wordpiece_unproven.cache_clear()
+        importlib.reload(encoding.tokie_proven)
+    table = encoding._wordpiece_unproven()
+    assert table[0x32000:].all() and table[[0x00, 0x7F, 0xAD, 0xFFFE, 0xFFFF, 0xFADA]].all()
+    assert not table[[0x09, 0x0A, 0x0D, 0x20, 0x41, 0xE9, 0x4E2D]].any()
+    proven = np.flatnonzero(~table).tolist()
+    assert len(proven) > 140_000
+    assert not _differing_code_points(kinds, proven)
 
 
 def test_tokens_of_256_bytes_keep_tokie_away(tmp_path, training_text):
@@ -381,23 +455,28 @@ def test_tokens_of_256_bytes_keep_tokie_away(tmp_path, training_text):
 
 
 @pytest.mark.parametrize("kind", ["rbprep-wordpiece", "bert-cased"])
-def test_wordpiece_stays_on_the_reference(kinds, kind):
-    """tokie 0.1.4's WordPiece differs on rare code points (U+FADA gives no ids where
-    tokenizers gives [UNK]); the probe set holds them, so not even --encoder fast takes
-    it. A tokie that matches fails this test: rerun the suite on WordPiece, then widen
-    ``unverified_kind``."""
+def test_wordpiece_texts_tokie_is_not_proven_on_go_to_the_reference(kinds, kind):
+    """tokie 0.1.4's WordPiece differs on code points the BERT normaliser drops (U+007F,
+    U+FFFE, U+FFFF: found on 44 MB of held-out text) and on some its Unicode tables and
+    tokenizers' disagree on (U+FADA gives no ids where tokenizers gives [UNK]). auto takes
+    tokie for BERT's kind all the same: a text with such a code point goes to the
+    reference, the rest of the call to tokie. The bare divergence is asserted too: this
+    fails once tokie fixes it."""
     path = kinds[kind]
     tokenizer = encoding_tokenizer(Location(path))
     config = json.loads(path.read_text())
     encoder, reason = open_encoder(tokenizer, config, None, "auto", str(path))
-    assert encoder.id.name == "tokenizers"
-    assert "not tested to match on a WordPiece model" in reason
+    assert (encoder.id.name, reason) == ("tokie", None)
     fast, reference = _encoders(path)
+    texts = ["plain words", "a\x7fb", "x \ufada y", "\ufffe\uffff", "more words", "\u0898"]
+    routed, expected = fast.encode_texts(texts), reference.encode_texts(texts)
+    assert routed[0].tolist() == expected[0].tolist()
+    assert routed[1].tolist() == expected[1].tolist()
+    assert encoding.holding(texts, fast.unproven).tolist() == [0, 1, 1, 1, 0, 1]
+    bare = FastEncoder(config, None)
     assert (
-        fast.encode_texts(["\ufada"])[1].tolist() != reference.encode_texts(["\ufada"])[1].tolist()
+        bare.encode_texts(["\ufada"])[1].tolist() != reference.encode_texts(["\ufada"])[1].tolist()
     )
-    with pytest.raises(RbprepError, match="otherwise than tokenizers; use --encoder auto"):
-        open_encoder(tokenizer, config, None, "fast", str(path))
 
 
 def test_the_sample_check_names_text_the_fast_encoder_gets_wrong(kinds):

@@ -864,17 +864,15 @@ def published_styles(tmp_path_factory, builtin_corpus) -> dict[str, Path]:
     return {"roberta-style": out / "roberta-style", "bert-cased": out / "bert-cased"}
 
 
-@pytest.mark.parametrize(
-    ("kind", "fast"),
-    [("bpe", True), ("wordpiece", False), ("roberta-style", True), ("bert-cased", False)],
-)
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "roberta-style", "bert-cased"])
 def test_fast_and_reference_encoders_write_identical_shards(
-    tmp_path, builtin_corpus, small_vocab, published_styles, kind, fast
+    tmp_path, builtin_corpus, small_vocab, published_styles, kind
 ):
     """On the built-in corpus and multilingual lines with control characters: auto
-    takes tokie for the byte-level BPEs (train-vocab's, RoBERTa's style) and tokenizers
-    for the WordPieces (train-vocab's, BERT's cased style). Every shard equals the
-    --encoder reference run's byte for byte; the manifests differ in the encoder only."""
+    takes tokie for the byte-level BPEs (train-vocab's, RoBERTa's style) and for the
+    WordPieces (train-vocab's, BERT's cased style), the lines with a character it is not
+    proven on going to tokenizers. Every shard equals the --encoder reference run's byte
+    for byte; the manifests differ in the encoder only."""
     tokenizer = published_styles.get(kind) or small_vocab / kind
     corpus = _hard_corpus(tmp_path, builtin_corpus)
     config = ShardConfig(dup=2)
@@ -885,7 +883,7 @@ def test_fast_and_reference_encoders_write_identical_shards(
         manifests[encoder] = json.loads((out / "manifest.json").read_text())
         files[encoder] = {k: v for k, v in dataset_files(out).items() if k != "manifest.json"}
         assert summary.extra["stage_seconds"]["encode"] > 0
-    assert manifests["auto"].pop("encoder")["name"] == ("tokie" if fast else "tokenizers")
+    assert manifests["auto"].pop("encoder")["name"] == "tokie"
     assert manifests["reference"].pop("encoder")["name"] == "tokenizers"
     assert manifests["auto"] == manifests["reference"]
     assert len([name for name in files["auto"] if name.endswith(".arrow")]) > 2
@@ -913,14 +911,6 @@ def test_a_200_kb_word_shards_as_the_reference_does(tmp_path, builtin_corpus, sm
         files[encoder] = {k: v for k, v in dataset_files(out).items() if k != "manifest.json"}
     assert manifests["auto"]["encoder"]["name"] == "tokie"
     assert files["auto"] == files["reference"]
-
-
-def test_wordpiece_encodes_with_the_reference(tmp_path, builtin_corpus, small_vocab):
-    summary = shard(
-        _hard_corpus(tmp_path, builtin_corpus), small_vocab / "wordpiece", tmp_path / "wp"
-    )
-    assert summary.manifest.encoder.name == "tokenizers"
-    assert "not tested to match on a WordPiece model" in summary.report()
 
 
 def test_a_fast_encoder_that_disagrees_falls_back_and_redoes_its_partitions(
