@@ -118,6 +118,7 @@ def test_long_lived_workers_take_each_runs_own_tokenizer(
         result = CliRunner().invoke(main, [str(a) for a in args])
         assert result.exit_code == 0, result.output
     args = ["shard", builtin_corpus, "--tokenizer", small_vocab / "wordpiece", "--out", local]
+    args += ["--encoder", "reference"]  # as the cluster's runs: the manifests name it
     assert CliRunner().invoke(main, [str(a) for a in [*args, *ARGS]]).exit_code == 0
     files = dataset_files(out)
     assert len([name for name in files if name.endswith(".arrow")]) > 5
