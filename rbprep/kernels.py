@@ -1,5 +1,6 @@
-"""Every numba kernel of rbprep: the counter-based RNG, packing, masking (DESIGN §5), and
-cutting encodings of joined texts apart.
+"""Every numba kernel of rbprep: the counter-based RNG, packing, masking (DESIGN §5),
+cutting encodings of joined texts apart, reading text, and gathering a batch's rows from
+the shards (DESIGN §6).
 
 The kernels are pure: arrays and scalars in, arrays out, no I/O and no validation. The two
 public entry points, :func:`pack_rows` and :func:`mask_rows`, check their arguments once
@@ -64,7 +65,10 @@ import numpy as np
 
 __all__ = [
     "RNG_SCHEME",
+    "apply_masks",
     "cut_at_breaks",
+    "gather_masks",
+    "gather_rows",
     "join_lines",
     "mask_rows",
     "pack_rows",
@@ -75,6 +79,7 @@ __all__ = [
     "splitmix64",
     "text_byte_counts",
     "text_lines",
+    "typed_list",
 ]
 
 RNG_SCHEME = "rbprep-splitmix64-v1"
@@ -988,3 +993,219 @@ def _unsigned(array: np.ndarray, dtype: type, name: str) -> np.ndarray:
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D")
     return array
+
+
+# --------------------------------------------------------------------------- reading
+#
+# A batch gathered from any shards in one call: the shards' flat Arrow buffers (list
+# offsets and values, memory-mapped) come as numba typed lists, one entry per record
+# batch of a shard (``gather_rows``). Typed lists have no ahead-of-time signature, so
+# these kernels always run on numba's JIT (``_run_jit``).
+
+
+@_kernel
+def _gather_rows(id_offsets, id_values, parts, rows, sep_id, input_ids, attention_mask, documents):
+    lengths = np.empty(len(parts), dtype=np.int64)
+    for b in range(len(parts)):
+        offsets = id_offsets[parts[b]]
+        values = id_values[parts[b]]
+        start = offsets[rows[b]]
+        length = offsets[rows[b] + 1] - start
+        lengths[b] = length
+        document = 0
+        for j in range(length):
+            token = values[start + j]
+            input_ids[b, j] = token
+            attention_mask[b, j] = 1
+            documents[b, j] = document
+            if token == sep_id:  # the end token ends its document: the next starts after
+                document += 1
+    return lengths
+
+
+@_kernel
+def _apply_row_masks(
+    input_ids,
+    labels,
+    kinds,
+    b,
+    positions,
+    start,
+    tokens,
+    token_start,
+    masked,
+    random,
+    kept,
+    mask_id,
+):
+    for i in range(masked + random + kept):
+        column = positions[start + i]
+        labels[b, column] = input_ids[b, column]
+        kind = 3  # kept
+        if i < masked:
+            input_ids[b, column] = mask_id
+            kind = 1
+        elif i < masked + random:
+            input_ids[b, column] = tokens[token_start + i - masked]
+            kind = 2
+        if kinds.shape[0]:
+            kinds[b, column] = kind
+
+
+@_kernel
+def _gather_masks(
+    position_offsets,
+    positions,
+    groups,
+    random_offsets,
+    random_tokens,
+    parts,
+    rows,
+    copy,
+    copies,
+    mask_id,
+    input_ids,
+    labels,
+    kinds,
+):
+    for b in range(len(parts)):
+        part = parts[b]
+        row = rows[b]
+        sizes = groups[part]
+        base = row * copies * 3
+        start = position_offsets[part][row]
+        token_start = random_offsets[part][row]
+        for k in range(copy):  # the copies stored before this one
+            start += sizes[base + 3 * k] + sizes[base + 3 * k + 1] + sizes[base + 3 * k + 2]
+            token_start += sizes[base + 3 * k + 1]
+        at = base + 3 * copy
+        _apply_row_masks(
+            input_ids,
+            labels,
+            kinds,
+            b,
+            positions[part],
+            start,
+            random_tokens[part],
+            token_start,
+            sizes[at],
+            sizes[at + 1],
+            sizes[at + 2],
+            mask_id,
+        )
+
+
+@_kernel
+def _apply_masks(position_offsets, positions, groups, random_offsets, random_tokens, mask_id,
+                 input_ids, labels, kinds):  # fmt: skip
+    for b in range(len(position_offsets) - 1):
+        _apply_row_masks(
+            input_ids,
+            labels,
+            kinds,
+            b,
+            positions,
+            position_offsets[b],
+            random_tokens,
+            random_offsets[b],
+            groups[b, 0, 0],
+            groups[b, 0, 1],
+            groups[b, 0, 2],
+            mask_id,
+        )
+
+
+def _run_jit(name: str, *args: Any) -> Any:
+    """Run the kernel ``_name`` on numba's JIT (kernels that take typed lists)."""
+    use_jit()
+    return globals()[f"_{name}"](*args)
+
+
+def typed_list(arrays: list[np.ndarray]) -> Any:
+    """``arrays`` (1-D, C-contiguous, one dtype) as a numba typed list, for the reading
+    kernels: it refers to the arrays, it copies none."""
+    from numba.typed import List
+
+    use_jit()
+    typed = List()
+    for array in arrays:
+        typed.append(array)
+    return typed
+
+
+def gather_rows(
+    id_offsets: Any,
+    id_values: Any,
+    parts: np.ndarray,
+    rows: np.ndarray,
+    sep_id: int,
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    document_ids: np.ndarray,
+) -> np.ndarray:
+    """Copy rows ``rows`` (batch,) int64 of record batches ``parts`` (batch,) int64 into
+    row ``b`` of the padded outputs, in one call whatever the shards; return each row's
+    length (batch,) int64.
+
+    Args:
+        id_offsets, id_values: ``typed_list``s, one entry per record batch: its
+            ``input_ids`` list offsets (rows + 1,) int32 and flat values (uint16/uint32).
+        input_ids, attention_mask: (batch, seq_len) int64, filled with the pad id and 0;
+            a row's ids and 1s are written from column 0.
+        document_ids: (batch, seq_len) int32 filled with -1: each position's document
+            within its row from 0, the ``sep_id`` that ends a document being its last.
+    """
+    if not parts.shape == rows.shape or len(parts) > len(input_ids):
+        raise ValueError("parts and rows must be (batch,) and fit the outputs")
+    return _run_jit(
+        "gather_rows", id_offsets, id_values, parts, rows, sep_id, input_ids, attention_mask,
+        document_ids,
+    )  # fmt: skip
+
+
+def gather_masks(
+    position_offsets: Any,
+    positions: Any,
+    groups: Any,
+    random_offsets: Any,
+    random_tokens: Any,
+    parts: np.ndarray,
+    rows: np.ndarray,
+    copy: int,
+    copies: int,
+    mask_id: int,
+    input_ids: np.ndarray,
+    labels: np.ndarray,
+    kinds: np.ndarray,
+) -> None:
+    """Apply stored copy ``copy`` of ``copies`` to the gathered rows (``gather_rows``):
+    each chosen position's label becomes its id, then its id the mask id, its random
+    token or itself, and ``kinds`` (batch, seq_len) int8 (or (0, 0): not wanted) 1, 2 or
+    3. The typed lists hold each record batch's ``mask_positions`` offsets (int32) and
+    values (uint16), ``mask_groups`` flat (rows * copies * 3,) uint16, and
+    ``random_tokens`` offsets and values."""
+    _run_jit(
+        "gather_masks", position_offsets, positions, groups, random_offsets, random_tokens,
+        parts, rows, np.int64(copy), np.int64(copies), mask_id, input_ids, labels, kinds,
+    )  # fmt: skip
+
+
+def apply_masks(
+    position_offsets: np.ndarray,
+    positions: np.ndarray,
+    groups: np.ndarray,
+    random_offsets: np.ndarray,
+    random_tokens: np.ndarray,
+    mask_id: int,
+    input_ids: np.ndarray,
+    labels: np.ndarray,
+    kinds: np.ndarray,
+) -> None:
+    """As ``gather_masks``, for masks ``mask_rows`` computed for the batch's rows, one
+    copy (``groups`` (batch, 1, 3)): row ``b`` of the outputs takes row ``b``'s."""
+    if groups.shape[1:] != (1, 3) or len(position_offsets) != len(groups) + 1:
+        raise ValueError("apply_masks takes one copy's masks for every row of the batch")
+    _run_jit(
+        "apply_masks", position_offsets, positions, groups, random_offsets, random_tokens,
+        mask_id, input_ids, labels, kinds,
+    )  # fmt: skip

@@ -220,3 +220,101 @@ def join_lines(lines, starts, join_chars):
         previous = run
         position += len(line) + 2
     return texts, sizes
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+def batch(dataset, indices, copy=0, groups=False) -> dict[str, np.ndarray]:
+    """``Dataset.batch`` as it was before the gathering kernels: one Arrow ``take`` per
+    shard touched, then NumPy index arithmetic over the rows taken. Slow (its cost grows
+    with the shards a batch touches), obvious, and the reference the kernels must equal."""
+    from rbprep.dataset.format import arrow_array
+    from rbprep.dataset.masking import mask_partition_rows
+    from rbprep.dataset.reader import IGNORE_INDEX, _fixed, _lists
+
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    size, seq_len = len(indices), dataset.seq_len
+    input_ids = np.full((size, seq_len), dataset.pad_id, dtype=np.int64)
+    attention_mask = np.zeros((size, seq_len), dtype=np.int64)
+    labels = np.full((size, seq_len), IGNORE_INDEX, dtype=np.int64)
+    document_ids = np.full((size, seq_len), -1, dtype=np.int32)
+    kinds = np.zeros((size, seq_len), dtype=np.int8)
+    counts = [table.num_rows for table in dataset._tables]
+    starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+    shard_of = np.searchsorted(starts, indices, side="right") - 1
+    for shard in np.unique(shard_of):
+        out_rows = np.flatnonzero(shard_of == shard)
+        rows_in_shard = indices[out_rows] - starts[shard]
+        table = dataset._tables[shard].take(arrow_array(rows_in_shard))
+        lengths, values = _lists(table.column("input_ids"))
+        rows, columns = _scatter_index(out_rows, lengths)
+        input_ids[rows, columns] = values
+        attention_mask[rows, columns] = 1
+        ends = values == dataset.sep_id
+        ends_before = np.cumsum(ends, dtype=np.int32) - ends
+        document_ids[rows, columns] = ends_before - np.repeat(ends_before[columns == 0], lengths)
+        if copy is None:
+            continue
+        if dataset.dup is None:  # computed: the one copy asked for
+            masks = mask_partition_rows(
+                np.concatenate(([0], np.cumsum(lengths))),
+                values.astype(np.uint32),
+                dataset.mask_tables,
+                dataset.manifest.parameters.masks,
+                dataset.split,
+                dataset.shards[shard].partition,
+                range(copy, copy + 1),
+                rows_in_shard.astype(np.uint64),
+            )
+            group_sizes, positions, k = masks.groups, masks.positions, 0
+            random_tokens = masks.random_tokens
+        else:
+            group_sizes = _fixed(table.column("mask_groups")).reshape(-1, dataset.dup, 3)
+            _, positions = _lists(table.column("mask_positions"))
+            _, random_tokens = _lists(table.column("random_tokens"))
+            k = copy
+        per_copy = group_sizes.sum(axis=2, dtype=np.int64)
+        position_starts = _row_starts(per_copy.sum(axis=1)) + per_copy[:, :k].sum(axis=1)
+        chosen = _slices(position_starts, per_copy[:, k])
+        random_counts = group_sizes[:, :, 1].astype(np.int64)
+        random_starts = _row_starts(random_counts.sum(axis=1)) + random_counts[:, :k].sum(axis=1)
+        replacements = random_tokens[_slices(random_starts, random_counts[:, k])]
+        rows, rank = _scatter_index(out_rows, per_copy[:, k])
+        columns = positions[chosen].astype(np.int64)
+        labels[rows, columns] = input_ids[rows, columns]
+        masked_count = group_sizes[:, k, 0].astype(np.int64)
+        random_count = group_sizes[:, k, 1].astype(np.int64)
+        row_in_table = np.repeat(np.arange(len(out_rows)), per_copy[:, k])
+        is_masked = rank < masked_count[row_in_table]
+        is_random = ~is_masked & (rank < (masked_count + random_count)[row_in_table])
+        input_ids[rows[is_masked], columns[is_masked]] = dataset.mask_id
+        input_ids[rows[is_random], columns[is_random]] = replacements
+        kinds[rows, columns] = np.where(is_masked, 1, np.where(is_random, 2, 3))
+    result = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "document_ids": document_ids,
+    }
+    if copy is not None:
+        result["labels"] = labels
+        if groups:
+            result["mask_groups"] = kinds
+    return result
+
+
+def _row_starts(lengths: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+
+def _slices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Flat indices of the slices [start, start + length) of each row, in row order."""
+    offsets = np.repeat(starts - _row_starts(lengths), lengths)
+    return offsets + np.arange(int(lengths.sum()), dtype=np.int64)
+
+
+def _scatter_index(out_rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(output row, rank within the row) of every element of rows of ``lengths``."""
+    rows = np.repeat(out_rows, lengths)
+    rank = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(_row_starts(lengths), lengths)
+    return rows, rank

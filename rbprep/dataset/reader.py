@@ -8,8 +8,13 @@ below the vocabulary size, rows no longer than ``seq_len``, mask positions insid
 row and group sizes that add up. Damage is an ``RbprepError`` naming the file, never a
 batch built from it. ``verify`` checks everything else (the masks' rules, the layout).
 
-A batch is assembled with NumPy index arithmetic over the shards' flat Arrow buffers:
-one step per shard touched, no Python loop per row.
+A batch costs O(its rows), never O(the shards it touches): at open, each shard's
+record batches give zero-copy NumPy views of their memory-mapped Arrow buffers (list
+offsets and values), held in numba typed lists; a batch is gathered from any shards by
+one kernel call (``kernels.gather_rows``), its stored masks decoded by one more
+(``kernels.gather_masks``), or computed for the batch's rows by the one masking function
+(``kernels.mask_rows``) and applied (``kernels.apply_masks``). The kernels release the
+GIL. No Arrow call is made per batch.
 """
 
 from __future__ import annotations
@@ -17,18 +22,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from rbprep.dataset.format import (
-    SPLITS,
-    arrow_array,
-    as_location,
-    shard_schema,
-)
+from rbprep import kernels
+from rbprep.dataset.format import SPLITS, as_location, shard_schema
 from rbprep.dataset.manifest import Manifest, ShardRecord
 from rbprep.dataset.masking import Masks, MaskTables, mask_partition_rows
 from rbprep.errors import RbprepError
@@ -78,11 +80,10 @@ class Dataset:
                 f"damage that keeps the format's invariants goes unseen until `rbprep verify`"
             )
         self._tables = [self._open_shard(shard, checksums) for shard in self.shards]
-        counts = [table.num_rows for table in self._tables]
-        self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])  # (shards+1,)
+        self._parts = _Parts.of(self._tables, self.dup)
 
     def __len__(self) -> int:
-        return int(self._starts[-1])
+        return int(self._parts.starts[-1])
 
     def __repr__(self) -> str:
         return (
@@ -94,7 +95,9 @@ class Dataset:
         """(rows,) int64: every row's real tokens (specials included, padding not)."""
         if not self._tables:
             return np.zeros(0, dtype=np.int64)
-        return np.concatenate([_lists(table.column("input_ids"))[0] for table in self._tables])
+        return np.concatenate([np.diff(offsets) for offsets in self._parts.id_offsets]).astype(
+            np.int64
+        )
 
     @cached_property
     def tokenizer(self) -> Any:
@@ -157,29 +160,38 @@ class Dataset:
         size = len(indices)
         input_ids = np.full((size, self.seq_len), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((size, self.seq_len), dtype=np.int64)
-        labels = np.full((size, self.seq_len), IGNORE_INDEX, dtype=np.int64)
         document_ids = np.full((size, self.seq_len), -1, dtype=np.int32)
-        kinds = np.zeros((size, self.seq_len), dtype=np.int8) if groups else None
-        shard_of = np.searchsorted(self._starts, indices, side="right") - 1  # (batch,)
-        for shard in np.unique(shard_of):
-            out_rows = np.flatnonzero(shard_of == shard)
-            rows_in_shard = indices[out_rows] - self._starts[shard]
-            table = self._tables[shard].take(arrow_array(rows_in_shard))
-            masks = None
-            if copy is not None and self.dup is None:  # dynamic: this copy, computed now
-                masks = self._computed_masks(table, int(shard), rows_in_shard, copy)
-            self._fill(
-                table, out_rows, copy, masks, input_ids, attention_mask, document_ids, labels, kinds
-            )
+        parts = self._parts
+        part_of = np.searchsorted(parts.starts, indices, side="right") - 1  # (batch,)
+        rows = indices - parts.starts[part_of]  # (batch,) row within its record batch
+        lengths = kernels.gather_rows(
+            parts.id_offsets_list, parts.id_values_list, part_of, rows, self.sep_id,
+            input_ids, attention_mask, document_ids,
+        )  # fmt: skip
         result = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "document_ids": document_ids,
         }
-        if copy is not None:
-            result["labels"] = labels
-            if kinds is not None:
-                result["mask_groups"] = kinds
+        if copy is None:
+            return result
+        labels = np.full((size, self.seq_len), IGNORE_INDEX, dtype=np.int64)
+        kinds = np.zeros((size, self.seq_len) if groups else (0, 0), dtype=np.int8)
+        if self.dup is None:  # dynamic: this copy of these rows, computed now
+            masks = self._computed_masks(input_ids, attention_mask, lengths, part_of, rows, copy)
+            kernels.apply_masks(
+                masks.position_offsets, masks.positions, masks.groups, masks.random_offsets,
+                masks.random_tokens, self.mask_id, input_ids, labels, kinds,
+            )  # fmt: skip
+        else:
+            assert parts.masks is not None
+            kernels.gather_masks(
+                *parts.masks, part_of, rows, copy, self.dup, self.mask_id, input_ids, labels,
+                kinds,
+            )  # fmt: skip
+        result["labels"] = labels
+        if groups:
+            result["mask_groups"] = kinds
         return result
 
     @cached_property
@@ -189,71 +201,94 @@ class Dataset:
         return MaskTables.of(vocab, self.manifest.tokenizer)
 
     def _computed_masks(
-        self, table: pa.Table, shard: int, rows_in_shard: np.ndarray, copy: int
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        lengths: np.ndarray,
+        part_of: np.ndarray,
+        rows: np.ndarray,
+        copy: int,
     ) -> Masks:
-        """Copy ``copy`` of the masks of ``table``'s rows, rows ``rows_in_shard`` of shard
-        ``shard`` (a shard holds one partition's rows of the split, from its row 0)."""
-        lengths, values = _lists(table.column("input_ids"))
+        """Copy ``copy`` of the masks of the gathered rows (``input_ids`` before masking,
+        ``lengths`` (batch,) long), row ``rows[b]`` of record batch ``part_of[b]``: each
+        keyed by its shard's partition and its index within the shard, as ``shard``
+        keys them (a shard holds one partition's rows of the split, from its row 0)."""
+        parts = self._parts
+        shard = parts.shard[part_of]  # (batch,)
+        partitions = np.array([record.partition for record in self.shards], dtype=np.uint64)
         return mask_partition_rows(
             np.concatenate(([0], np.cumsum(lengths))),
-            values.astype(np.uint32),
+            input_ids[attention_mask.astype(np.bool_)].astype(np.uint32),  # rows, unpadded
             self.mask_tables,
             self.manifest.parameters.masks,
             self.split,
-            self.shards[shard].partition,
+            partitions[shard],
             range(copy, copy + 1),
-            rows_in_shard.astype(np.uint64),
+            (parts.first_row[part_of] + rows).astype(np.uint64),
         )
 
-    def _fill(
-        self,
-        table: pa.Table,
-        out_rows: np.ndarray,
-        copy: int | None,
-        masks: Masks | None,
-        input_ids: np.ndarray,
-        attention_mask: np.ndarray,
-        document_ids: np.ndarray,
-        labels: np.ndarray,
-        kinds: np.ndarray | None,
-    ) -> None:
-        lengths, values = _lists(table.column("input_ids"))
-        rows, columns = _scatter_index(out_rows, lengths)
-        input_ids[rows, columns] = values
-        attention_mask[rows, columns] = 1
-        # A position's document: the end tokens before it in its row (the one that
-        # separates two documents belongs to the first: it is that document's end).
-        ends = values == self.sep_id
-        ends_before = np.cumsum(ends, dtype=np.int32) - ends  # (total,), across rows
-        document_ids[rows, columns] = ends_before - np.repeat(ends_before[columns == 0], lengths)
-        if copy is None:
-            return
-        if masks is not None:  # computed: the one copy asked for
-            groups = masks.groups  # (n, 1, 3)
-            positions, random_tokens, copy = masks.positions, masks.random_tokens, 0
-        else:  # stored: every copy, this one taken out below
-            groups = _fixed(table.column("mask_groups")).reshape(-1, self.dup, 3)  # (n, dup, 3)
-            _, positions = _lists(table.column("mask_positions"))
-            _, random_tokens = _lists(table.column("random_tokens"))
-        per_copy = groups.sum(axis=2, dtype=np.int64)  # (n, copies)
-        # This copy's slice of each row's positions and random tokens.
-        position_starts = _row_starts(per_copy.sum(axis=1)) + per_copy[:, :copy].sum(axis=1)
-        chosen = _slices(position_starts, per_copy[:, copy])
-        random_counts = groups[:, :, 1].astype(np.int64)
-        random_starts = _row_starts(random_counts.sum(axis=1)) + random_counts[:, :copy].sum(axis=1)
-        replacements = random_tokens[_slices(random_starts, random_counts[:, copy])]
-        rows, rank = _scatter_index(out_rows, per_copy[:, copy])
-        columns = positions[chosen].astype(np.int64)
-        labels[rows, columns] = input_ids[rows, columns]
-        masked_count = groups[:, copy, 0].astype(np.int64)
-        random_count = groups[:, copy, 1].astype(np.int64)
-        row_in_table = np.repeat(np.arange(len(out_rows)), per_copy[:, copy])
-        is_masked = rank < masked_count[row_in_table]
-        is_random = ~is_masked & (rank < (masked_count + random_count)[row_in_table])
-        input_ids[rows[is_masked], columns[is_masked]] = self.mask_id
-        input_ids[rows[is_random], columns[is_random]] = replacements
-        if kinds is not None:
-            kinds[rows, columns] = np.where(is_masked, MASKED, np.where(is_random, RANDOM, KEPT))
+
+@dataclass(frozen=True)
+class _Parts:
+    """The record batches of a split's shards, in row order, as the reading kernels take
+    them: zero-copy views of their Arrow buffers in numba typed lists (one entry each)."""
+
+    starts: np.ndarray  # (parts + 1,) int64: the split's row where each starts
+    shard: np.ndarray  # (parts,) int64: its shard
+    first_row: np.ndarray  # (parts,) int64: its first row's index within its shard
+    id_offsets: list[np.ndarray]  # input_ids list offsets, (rows + 1,) int32 each
+    id_offsets_list: Any  # the same and the values, as typed lists
+    id_values_list: Any
+    # Stored masks (None: dynamic): position offsets and values, groups (flat), random
+    # token offsets and values, each a typed list.
+    masks: tuple[Any, Any, Any, Any, Any] | None
+
+    @classmethod
+    def of(cls, tables: list[pa.Table], dup: int | None) -> _Parts:
+        counts, shards, first_rows = [], [], []
+        columns: dict[str, list[np.ndarray]] = {name: [] for name in _PART_BUFFERS}
+        for index, table in enumerate(tables):
+            first = 0
+            for batch in table.to_batches():
+                counts.append(batch.num_rows)
+                shards.append(index)
+                first_rows.append(first)
+                first += batch.num_rows
+                columns["id_offsets"].append(batch.column("input_ids").offsets.to_numpy())
+                columns["id_values"].append(batch.column("input_ids").values.to_numpy())
+                if dup is not None:
+                    positions = batch.column("mask_positions")
+                    randoms = batch.column("random_tokens")
+                    columns["position_offsets"].append(positions.offsets.to_numpy())
+                    columns["positions"].append(positions.values.to_numpy())
+                    columns["groups"].append(batch.column("mask_groups").flatten().to_numpy())
+                    columns["random_offsets"].append(randoms.offsets.to_numpy())
+                    columns["random_tokens"].append(randoms.values.to_numpy())
+        lists = {name: kernels.typed_list(arrays) for name, arrays in columns.items() if arrays}
+        masks = None
+        if dup is not None and counts:
+            masks = tuple(lists[name] for name in _PART_BUFFERS[2:])
+        return cls(
+            starts=np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64),
+            shard=np.array(shards, dtype=np.int64),
+            first_row=np.array(first_rows, dtype=np.int64),
+            id_offsets=columns["id_offsets"],
+            id_offsets_list=lists.get("id_offsets"),
+            id_values_list=lists.get("id_values"),
+            masks=masks,  # type: ignore[arg-type]
+        )
+
+
+# The buffers ``_Parts`` takes from each record batch, in the reading kernels' order.
+_PART_BUFFERS = (
+    "id_offsets",
+    "id_values",
+    "position_offsets",
+    "positions",
+    "groups",
+    "random_offsets",
+    "random_tokens",
+)
 
 
 def open_dataset(
@@ -357,21 +392,3 @@ def _lists(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 def _fixed(column: pa.ChunkedArray) -> np.ndarray:
     array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     return array.flatten().to_numpy()
-
-
-def _row_starts(lengths: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-
-
-def _slices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Flat indices of the slices [start, start + length) of each row, in row order."""
-    total = int(lengths.sum())
-    offsets = np.repeat(starts - _row_starts(lengths), lengths)
-    return offsets + np.arange(total, dtype=np.int64)
-
-
-def _scatter_index(out_rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(output row, rank within the row) of every element of rows of ``lengths``."""
-    rows = np.repeat(out_rows, lengths)
-    rank = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(_row_starts(lengths), lengths)
-    return rows, rank
