@@ -57,8 +57,25 @@ SIGNATURES = {
     "join_lines": (
         "Tuple((u1[::1], i8[::1], i8[::1]))(u1[::1], i8[::1], i8[::1], i8[::1], b1[::1], i8)"
     ),
+    # The reader's checks at open, for ids of uint16 and of uint32 (the vocabulary's).
+    "shard_invariants_u2": (
+        "UniTuple(i8, 2)(i4[::1], u2[::1], i4[::1], u2[::1], u2[::1], i4[::1], u2[::1], i8, i8, i8)"
+    ),
+    "shard_invariants_u4": (
+        "UniTuple(i8, 2)(i4[::1], u4[::1], i4[::1], u2[::1], u2[::1], i4[::1], u4[::1], i8, i8, i8)"
+    ),
 }
-_ARRAY = {"i8": np.int64, "u4": np.uint32, "b1": np.bool_, "u8": np.uint64, "u1": np.uint8}
+# Exports of one kernel under several signatures: export name -> the kernel's name.
+VARIANTS = {"shard_invariants_u2": "shard_invariants", "shard_invariants_u4": "shard_invariants"}
+_ARRAY = {
+    "i8": np.int64,
+    "i4": np.int32,
+    "u4": np.uint32,
+    "u2": np.uint16,
+    "b1": np.bool_,
+    "u8": np.uint64,
+    "u1": np.uint8,
+}
 _SCALAR: dict[str, tuple[type, ...]] = {
     "i8": (int, np.integer),
     "b1": (bool, np.bool_),
@@ -76,6 +93,12 @@ ARGUMENTS = {  # kernel -> its arguments' types: "a:" a C-contiguous 1-D array, 
     "text_byte_counts": ("a:u4", "a:i8", "a:i8"),
     "text_lines": ("a:u1", "i8"),
     "join_lines": ("a:u1", "a:i8", "a:i8", "a:i8", "a:b1", "i8"),
+    "shard_invariants_u2": (
+        *("a:i4", "a:u2", "a:i4", "a:u2", "a:u2", "a:i4", "a:u2", "i8", "i8", "i8"),
+    ),
+    "shard_invariants_u4": (
+        *("a:i4", "a:u4", "a:i4", "a:u2", "a:u2", "a:i4", "a:u4", "i8", "i8", "i8"),
+    ),
 }
 
 _loaded: list[ModuleType | None] = []  # this process's answer of ``compiled_kernels``, once
@@ -236,7 +259,8 @@ def build(directory: Path) -> Path:
         compiler.output_dir = str(staging)
         compiler.verbose = False
         for name, signature in SIGNATURES.items():
-            compiler.export(name, signature)(getattr(kernels, f"_{name}").py_func)
+            function = getattr(kernels, f"_{VARIANTS.get(name, name)}").py_func
+            compiler.export(name, signature)(function)
         original = pycc_compiler.Flags
         pycc_compiler.Flags = ReleasingGil
         try:

@@ -76,6 +76,7 @@ __all__ = [
     "random_float",
     "random_u64",
     "row_key",
+    "shard_invariants",
     "splitmix64",
     "text_byte_counts",
     "text_lines",
@@ -134,14 +135,14 @@ def use_jit() -> None:
 def _run(name: str, *args: Any) -> Any:
     """Run the kernel ``_name`` on ``args``: compiled (``rbprep.aot``) where built, else
     with numba's JIT."""
-    from rbprep.aot import check_arguments, compiled_kernels
+    from rbprep.aot import VARIANTS, check_arguments, compiled_kernels
 
     compiled = compiled_kernels()
     if compiled is not None:
         check_arguments(name, args)
         return getattr(compiled, name)(*args)
     use_jit()
-    return globals()[f"_{name}"](*args)
+    return globals()[f"_{VARIANTS.get(name, name)}"](*args)
 
 
 # --------------------------------------------------------------------------- RNG
@@ -1000,7 +1001,9 @@ def _unsigned(array: np.ndarray, dtype: type, name: str) -> np.ndarray:
 # A batch gathered from any shards in one call: the shards' flat Arrow buffers (list
 # offsets and values, memory-mapped) come as numba typed lists, one entry per record
 # batch of a shard (``gather_rows``). Typed lists have no ahead-of-time signature, so
-# these kernels always run on numba's JIT (``_run_jit``).
+# the gathering kernels always run on numba's JIT (``_run_jit``). The checks at open
+# (``shard_invariants``) take one record batch's arrays: compiled ahead of time, so an
+# open need not load numba.
 
 
 @_kernel
@@ -1113,6 +1116,101 @@ def _apply_masks(position_offsets, positions, groups, random_offsets, random_tok
             groups[b, 0, 2],
             mask_id,
         )
+
+
+# What ``_shard_invariants`` found first (0: nothing); ``shard_invariants`` says it in words.
+_LIST_OFFSETS, _LENGTH, _ID, _GROUPS, _POSITION, _RANDOM_TOKEN = 1, 2, 3, 4, 5, 6
+
+
+@_kernel
+def _list_offsets_bad(offsets, rows, values):
+    if len(offsets) != rows + 1 or offsets[0] < 0 or offsets[rows] > values:
+        return True
+    for r in range(rows):  # noqa: SIM110 (a plain loop: what numba compiles best)
+        if offsets[r + 1] < offsets[r]:
+            return True
+    return False
+
+
+@_kernel
+def _shard_invariants(
+    id_offsets, ids, position_offsets, positions, groups, random_offsets, random_tokens,
+    copies, seq_len, vocab_size,
+):  # fmt: skip
+    rows = len(id_offsets) - 1
+    if rows < 0 or _list_offsets_bad(id_offsets, rows, len(ids)):
+        return _LIST_OFFSETS, 0
+    if copies and (
+        _list_offsets_bad(position_offsets, rows, len(positions))
+        or _list_offsets_bad(random_offsets, rows, len(random_tokens))
+        or len(groups) != rows * copies * 3
+    ):
+        return _LIST_OFFSETS, 0
+    for r in range(rows):
+        length = id_offsets[r + 1] - id_offsets[r]
+        if length < 3 or length > seq_len:
+            return _LENGTH, r
+        for i in range(id_offsets[r], id_offsets[r + 1]):
+            if ids[i] >= vocab_size:
+                return _ID, r
+        if not copies:
+            continue
+        chosen = 0
+        random = 0
+        for g in range(r * copies * 3, (r + 1) * copies * 3):
+            chosen += groups[g]
+            if g % 3 == 1:
+                random += groups[g]
+        if (
+            chosen != position_offsets[r + 1] - position_offsets[r]
+            or random != random_offsets[r + 1] - random_offsets[r]
+        ):
+            return _GROUPS, r
+        for i in range(position_offsets[r], position_offsets[r + 1]):
+            if positions[i] >= length:
+                return _POSITION, r
+        for i in range(random_offsets[r], random_offsets[r + 1]):
+            if random_tokens[i] >= vocab_size:
+                return _RANDOM_TOKEN, r
+    return 0, 0
+
+
+def shard_invariants(
+    id_offsets: np.ndarray,
+    ids: np.ndarray,
+    masks: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+    copies: int,
+    seq_len: int,
+    vocab_size: int,
+) -> tuple[str, int] | None:
+    """What in one record batch would make a wrong batch or let the reading kernels read
+    outside its buffers, and the row (None if nothing): one pass over each buffer.
+
+    ``id_offsets`` and ``ids``: its ``input_ids`` list offsets (rows + 1,) and values;
+    ``masks`` (None for ids alone): ``mask_positions`` offsets and values, ``mask_groups``
+    flat (rows * copies * 3,), ``random_tokens`` offsets and values. Checked: every list's
+    offsets non-decreasing and within its values, lengths in 3..``seq_len``, ids and random
+    tokens below ``vocab_size``, each row's group sizes adding up to its positions and
+    random tokens, and every position inside its row."""
+    if masks is None:  # ids alone: empty mask buffers
+        offsets = np.zeros(1, dtype=np.int32)
+        none = np.zeros(0, dtype=np.uint16)
+        masks, copies = (offsets, none, none, offsets, np.zeros(0, dtype=ids.dtype)), 0
+    what, row = _run(
+        f"shard_invariants_u{ids.dtype.itemsize}", id_offsets, ids, *masks, int(copies),
+        int(seq_len), int(vocab_size),
+    )  # fmt: skip
+    if not what:
+        return None
+    words = {
+        _LIST_OFFSETS: "list offsets outside their values (not a shard rbprep wrote)",
+        _LENGTH: f"a length outside 3..{seq_len}",
+        _ID: f"an id outside the {vocab_size:,}-id vocabulary",
+        _GROUPS: "mask group sizes that do not match its positions",
+        _POSITION: "a mask position beyond its end",
+        _RANDOM_TOKEN: f"a random token outside the {vocab_size:,}-id vocabulary",
+    }
+    return words[int(what)], int(row)
 
 
 def _run_jit(name: str, *args: Any) -> Any:

@@ -8,6 +8,7 @@ the on-disk format, and a change in the kernels must fail these tests.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -231,7 +232,7 @@ def batch(dataset, indices, copy=0, groups=False) -> dict[str, np.ndarray]:
     with the shards a batch touches), obvious, and the reference the kernels must equal."""
     from rbprep.dataset.format import arrow_array
     from rbprep.dataset.masking import mask_partition_rows
-    from rbprep.dataset.reader import IGNORE_INDEX, _fixed, _lists
+    from rbprep.dataset.reader import IGNORE_INDEX
 
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     size, seq_len = len(indices), dataset.seq_len
@@ -318,3 +319,63 @@ def _scatter_index(out_rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarra
     rows = np.repeat(out_rows, lengths)
     rank = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(_row_starts(lengths), lengths)
     return rows, rank
+
+
+def _lists(column) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths (int64) and flat values of a list column."""
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    offsets = array.offsets.to_numpy().astype(np.int64)
+    values = array.values.to_numpy()[offsets[0] : offsets[-1]]
+    return np.diff(offsets), values
+
+
+def _fixed(column) -> np.ndarray:
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    return array.flatten().to_numpy()
+
+
+def shard_invariants(id_offsets, ids, masks, copies, seq_len, vocab_size):
+    """``kernels.shard_invariants`` row by row in Python: (what, row) or None."""
+    rows = len(id_offsets) - 1
+
+    def offsets_bad(offsets, values):
+        return (
+            len(offsets) != rows + 1
+            or offsets[0] < 0
+            or offsets[-1] > len(values)
+            or any(b < a for a, b in itertools.pairwise(offsets))
+        )
+
+    if rows < 0 or offsets_bad(id_offsets, ids):
+        return "offsets", 0
+    if masks is not None:
+        position_offsets, positions, groups, random_offsets, random_tokens = masks
+        if (
+            offsets_bad(position_offsets, positions)
+            or offsets_bad(random_offsets, random_tokens)
+            or len(groups) != rows * copies * 3
+        ):
+            return "offsets", 0
+    for r in range(rows):
+        row = ids[id_offsets[r] : id_offsets[r + 1]]
+        if not 3 <= len(row) <= seq_len:
+            return "length", r
+        if any(int(t) >= vocab_size for t in row):
+            return "id", r
+        if masks is None:
+            continue
+        sizes = [int(g) for g in groups[r * copies * 3 : (r + 1) * copies * 3]]
+        if (
+            sum(sizes) != position_offsets[r + 1] - position_offsets[r]
+            or sum(sizes[1::3]) != random_offsets[r + 1] - random_offsets[r]
+        ):
+            return "groups", r
+        if any(
+            int(p) >= len(row) for p in positions[position_offsets[r] : position_offsets[r + 1]]
+        ):
+            return "position", r
+        if any(
+            int(t) >= vocab_size for t in random_tokens[random_offsets[r] : random_offsets[r + 1]]
+        ):
+            return "random", r
+    return None

@@ -127,3 +127,109 @@ def test_gather_rows_checks_its_shapes():
         kernels.gather_rows(
             offsets, values, np.zeros(2, np.int64), np.zeros(1, np.int64), 2, *out, documents
         )
+
+
+def test_ranks_divide_the_checks_and_stop_together_on_damage_any_finds(
+    many_shards, tmp_path, monkeypatch
+):
+    """With ``share`` (rank, world), a rank hashes and checks shards rank, rank + world,
+    ...; damage outside its share is for another rank to find, and ``agree`` (every
+    rank's finding) stops this one too, with the one-line error naming the file."""
+    import shutil
+
+    from rbprep.errors import RbprepError
+    from rbprep.storage import Location
+
+    copy = tmp_path / "copy"
+    shutil.copytree(many_shards["static"], copy)
+    hashed: list[str] = []
+    original = Location.sha256
+    monkeypatch.setattr(Location, "sha256", lambda self: hashed.append(self.name) or original(self))
+    dataset = open_dataset(copy, share=(1, 3))
+    names = [Path(record.file).name for record in dataset.shards]
+    assert sorted(hashed) == sorted(names[1::3])
+    damaged = copy / dataset.shards[2].file  # rank 2's of 3
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    damaged.write_bytes(bytes(data))
+    for rank in (0, 1):
+        open_dataset(copy, share=(rank, 3))  # not theirs: no error of their own
+    with pytest.raises(RbprepError, match=r"shard-00002\.arrow: checksum differs"):
+        open_dataset(copy, share=(2, 3))
+
+    def agree(finding):  # what rank 2 would report, as gather_objects gives it
+        return [finding, None, f"{damaged}: checksum differs from the manifest (damaged)"]
+
+    with pytest.raises(RbprepError, match=r"shard-00002\.arrow: checksum differs"):
+        open_dataset(copy, share=(0, 3), agree=agree)
+    with pytest.raises(RbprepError, match="share must be"):
+        open_dataset(copy, share=(3, 3))
+
+
+WORDS = {
+    "list offsets": "offsets",
+    "a length": "length",
+    "an id": "id",
+    "mask group": "groups",
+    "a mask position": "position",
+    "a random token": "random",
+}
+
+
+@st.composite
+def record_batches(draw):
+    """A record batch's buffers as a shard holds them, then damaged (or not) at random."""
+    rows, copies = draw(st.integers(0, 6)), draw(st.integers(1, 3))
+    lengths = draw(st.lists(st.integers(1, 12), min_size=rows, max_size=rows))
+    ids = [draw(st.integers(0, 60)) for _ in range(sum(lengths))]
+    groups, positions, randoms = [], [], []
+    for length in lengths:
+        for _ in range(copies):
+            sizes = [draw(st.integers(0, 2)) for _ in range(3)]
+            groups += sizes
+            positions += [draw(st.integers(0, length + 1)) for _ in range(sum(sizes))]
+            randoms += [draw(st.integers(0, 60)) for _ in range(sizes[1])]
+    arrays = [
+        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32),
+        np.array(ids, dtype=np.uint16),
+    ]
+    group_array = np.array(groups, dtype=np.uint16).reshape(-1, 3)
+    per_row = group_array.sum(axis=1).reshape(rows, copies).sum(axis=1) if rows else []
+    random_row = group_array[:, 1].reshape(rows, copies).sum(axis=1) if rows else []
+    masks = [
+        np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32),
+        np.array(positions, dtype=np.uint16),
+        np.array(groups, dtype=np.uint16),
+        np.concatenate([[0], np.cumsum(random_row)]).astype(np.int32),
+        np.array(randoms, dtype=np.uint16),
+    ]
+    if rows and draw(st.booleans()):  # damage one buffer's element
+        which = draw(st.sampled_from([0, 2, 4, 5]))
+        target = masks[which - 2] if which >= 2 else arrays[which]
+        if len(target) > 1:
+            at = draw(st.integers(0, len(target) - 1))
+            target[at] = draw(st.integers(0, 70))
+    wide = draw(st.booleans())  # ids as uint32, as a vocabulary past 65,536 stores them
+    if wide:
+        arrays[1], masks[4] = arrays[1].astype(np.uint32), masks[4].astype(np.uint32)
+    return arrays, masks, copies, draw(st.booleans())
+
+
+@pytest.mark.parametrize("backend", ["compiled", "jit"])
+@settings(max_examples=300, deadline=None)
+@given(case=record_batches(), seq_len=st.integers(3, 12), vocab=st.integers(40, 70))
+def test_shard_invariants_equal_the_reference(backend, case, seq_len, vocab):
+    from tests.test_aot import kernels_of
+
+    (id_offsets, ids), masks, copies, dynamic = case
+    masks = None if dynamic else tuple(masks)
+    expected = naive.shard_invariants(id_offsets, ids, masks, copies, seq_len, vocab)
+    with kernels_of(backend):
+        found = kernels.shard_invariants(id_offsets, ids, masks, copies, seq_len, vocab)
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None and found[1] == expected[1]
+        assert [word for start, word in WORDS.items() if found[0].startswith(start)] == [
+            expected[0]
+        ]

@@ -641,6 +641,25 @@ def test_a_failure_on_rank_zero_stops_every_rank_with_its_message(tiny_data, tmp
 
 
 @pytest.mark.slow
+def test_damage_one_rank_finds_stops_every_rank_before_a_step(tiny_data, tmp_path):
+    """The ranks divide the shards' hashing (shard 1 is rank 1's of 2): a flipped byte in
+    it stops both ranks with the one-line error naming the file, and no step is run."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    damaged = data / "train" / "shard-00001.arrow"
+    content = bytearray(damaged.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    damaged.write_bytes(bytes(content))
+    done = torchrun_pretrain(data, tmp_path / "run", "--steps", "2")
+    assert done.returncode != 0
+    assert done.stderr.count("shard-00001.arrow: checksum differs") >= 2  # both ranks say it
+    assert "rbprep/train/" not in done.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
 def test_resume_is_exact_under_two_gloo_ranks_each_with_its_own_random_stream(tiny_data, tmp_path):
     straight, halves = tmp_path / "straight", tmp_path / "halves"
     assert torchrun_pretrain(tiny_data, straight, "--steps", "4").returncode == 0

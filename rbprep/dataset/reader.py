@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -38,6 +40,9 @@ from rbprep.storage import Location
 
 logger = logging.getLogger("rbprep")
 
+# Exchanges this rank's finding (a one-line problem, or None) with every rank's; returns
+# them all (``train.distributed``'s, under torchrun).
+Agree = Callable[[str | None], list[str | None]]
 IGNORE_INDEX = -100  # labels at unmasked positions, as torch's cross-entropy expects
 MASKED, RANDOM, KEPT = 1, 2, 3  # ``mask_groups``: what a chosen position became
 
@@ -58,7 +63,14 @@ class Dataset:
     equal to copy ``k`` of a static dataset of the same corpus, tokenizer and options).
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", checksums: bool = True):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        checksums: bool = True,
+        share: tuple[int, int] = (0, 1),
+        agree: Agree | None = None,
+    ):
         self.root = as_location(root)
         self.split = split
         self.manifest = read_manifest(self.root)
@@ -79,8 +91,14 @@ class Dataset:
                 f"{self.root}: shards not checked against their sha256 (checksums off); "
                 f"damage that keeps the format's invariants goes unseen until `rbprep verify`"
             )
-        self._tables = [self._open_shard(shard, checksums) for shard in self.shards]
+        advice = f"run `rbprep verify {self.root}`, and shard again if it fails"
+        self._tables = [self._open_shard(shard, checksums, advice) for shard in self.shards]
         self._parts = _Parts.of(self._tables, self.dup)
+        found = self._check_share(share, checksums, advice)
+        findings = [found] if agree is None else agree(found)
+        problem = next((finding for finding in findings if finding is not None), None)
+        if problem is not None:
+            raise RbprepError(problem)
 
     def __len__(self) -> int:
         return int(self._parts.starts[-1])
@@ -95,9 +113,8 @@ class Dataset:
         """(rows,) int64: every row's real tokens (specials included, padding not)."""
         if not self._tables:
             return np.zeros(0, dtype=np.int64)
-        return np.concatenate([np.diff(offsets) for offsets in self._parts.id_offsets]).astype(
-            np.int64
-        )
+        offsets = self._parts.arrays["id_offsets"]
+        return np.concatenate([np.diff(o) for o in offsets]).astype(np.int64)
 
     @cached_property
     def tokenizer(self) -> Any:
@@ -117,9 +134,11 @@ class Dataset:
             raise RbprepError(f"{location}: changed since shard (sha256 differs); {advice}")
         return tokenizer
 
-    def _open_shard(self, shard: ShardRecord, checksums: bool) -> pa.Table:
+    def _open_shard(self, shard: ShardRecord, checksums: bool, advice: str) -> pa.Table:
+        """The shard's table, memory-mapped, once its size, format and rows are as the
+        manifest says (what every rank checks of every shard: no pass over its data). A
+        file Arrow cannot read is hashed (where ``checksums``), to say it is damaged."""
         location = self.root.child(shard.file)
-        advice = f"run `rbprep verify {self.root}`, and shard again if it fails"
         try:
             size = location.size()
         except FileNotFoundError as exc:
@@ -129,18 +148,67 @@ class Dataset:
                 f"{location}: {size:,} bytes, the manifest says {shard.bytes:,} "
                 f"(truncated or replaced); {advice}"
             )
-        if checksums:
-            _check_sha256(location, shard.sha256, advice)
         try:
             table = pa.ipc.open_file(location.arrow_file()).read_all()
             table.validate(full=True)
-        except pa.ArrowException as exc:
-            raise RbprepError(f"{location}: not a readable Arrow file ({exc}); {advice}") from exc
+        except (pa.ArrowException, OSError) as exc:  # a damaged footer is an OSError
+            damage = checksums and _sha256_problem(location, shard.sha256)
+            what = damage or f"not a readable Arrow file ({exc})"
+            raise RbprepError(f"{location}: {what}; {advice}") from exc
         vocab_size = self.manifest.tokenizer.vocab_size
-        problem = _shard_problem(table, shard, vocab_size, self.seq_len, self.dup)
-        if problem:
-            raise RbprepError(f"{location}: {problem}; {advice}")
+        if not table.schema.equals(shard_schema(vocab_size, self.dup)):
+            raise RbprepError(f"{location}: its columns differ from the format's; {advice}")
+        if table.num_rows != shard.rows:
+            raise RbprepError(
+                f"{location}: {table.num_rows:,} rows, the manifest says {shard.rows:,}; {advice}"
+            )
         return table
+
+    def _check_share(self, share: tuple[int, int], checksums: bool, advice: str) -> str | None:
+        """Check this rank's share of the shards (``share``: rank and world size; shard
+        ``i`` is rank ``i % world``'s): each one's sha256 (where ``checksums``), on a
+        thread, while this one runs the invariants kernel over its buffers; both leave
+        the GIL free and read at memory speed. The first problem, in shard order, as the
+        one-line error that names the file, or None."""
+        rank, world = share
+        if not 0 <= rank < world:
+            raise RbprepError(
+                f"share must be (rank, world size) with 0 <= rank < world, not {share}"
+            )
+        mine = range(rank, len(self.shards), world)
+        locations = {i: self.root.child(self.shards[i].file) for i in mine}
+        hashing = None
+        if checksums and mine:
+            hashing = ThreadPoolExecutor(1, thread_name_prefix="rbprep-sha256")
+            hashed = {
+                i: hashing.submit(_sha256_problem, locations[i], self.shards[i].sha256)
+                for i in mine
+            }
+        problems: dict[int, str] = {}
+        try:
+            vocab_size = self.manifest.tokenizer.vocab_size
+            for part in np.flatnonzero(np.isin(self._parts.shard, list(mine))).tolist():
+                shard = int(self._parts.shard[part])
+                if shard in problems:
+                    continue
+                found = kernels.shard_invariants(
+                    *self._parts.buffers(part), self.dup or 0, self.seq_len, vocab_size
+                )
+                if found is not None:
+                    what, row = found
+                    row += int(self._parts.first_row[part])
+                    problems[shard] = f"row {row} has {what}"
+            if hashing is not None:
+                for i, future in hashed.items():
+                    if future.result():  # a checksum that differs comes before all else
+                        problems[i] = future.result()
+        finally:
+            if hashing is not None:
+                hashing.shutdown(cancel_futures=True)
+        if not problems:
+            return None
+        first = min(problems)
+        return f"{locations[first]}: {problems[first]}; {advice}"
 
     def batch(
         self, indices: Any, copy: int | None = 0, *, groups: bool = False
@@ -164,10 +232,11 @@ class Dataset:
         parts = self._parts
         part_of = np.searchsorted(parts.starts, indices, side="right") - 1  # (batch,)
         rows = indices - parts.starts[part_of]  # (batch,) row within its record batch
-        lengths = kernels.gather_rows(
-            parts.id_offsets_list, parts.id_values_list, part_of, rows, self.sep_id,
-            input_ids, attention_mask, document_ids,
-        )  # fmt: skip
+        if size:
+            lengths = kernels.gather_rows(
+                *parts.id_lists, part_of, rows, self.sep_id, input_ids, attention_mask,
+                document_ids,
+            )  # fmt: skip
         result = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -177,14 +246,13 @@ class Dataset:
             return result
         labels = np.full((size, self.seq_len), IGNORE_INDEX, dtype=np.int64)
         kinds = np.zeros((size, self.seq_len) if groups else (0, 0), dtype=np.int8)
-        if self.dup is None:  # dynamic: this copy of these rows, computed now
+        if size and self.dup is None:  # dynamic: this copy of these rows, computed now
             masks = self._computed_masks(input_ids, attention_mask, lengths, part_of, rows, copy)
             kernels.apply_masks(
                 masks.position_offsets, masks.positions, masks.groups, masks.random_offsets,
                 masks.random_tokens, self.mask_id, input_ids, labels, kinds,
             )  # fmt: skip
-        else:
-            assert parts.masks is not None
+        elif size:
             kernels.gather_masks(
                 *parts.masks, part_of, rows, copy, self.dup, self.mask_id, input_ids, labels,
                 kinds,
@@ -231,17 +299,30 @@ class Dataset:
 @dataclass(frozen=True)
 class _Parts:
     """The record batches of a split's shards, in row order, as the reading kernels take
-    them: zero-copy views of their Arrow buffers in numba typed lists (one entry each)."""
+    them: zero-copy views of their Arrow buffers, and the same in numba typed lists (one
+    entry each), made when the first batch is (they load numba; the checks at open do
+    not need it)."""
 
     starts: np.ndarray  # (parts + 1,) int64: the split's row where each starts
     shard: np.ndarray  # (parts,) int64: its shard
     first_row: np.ndarray  # (parts,) int64: its first row's index within its shard
-    id_offsets: list[np.ndarray]  # input_ids list offsets, (rows + 1,) int32 each
-    id_offsets_list: Any  # the same and the values, as typed lists
-    id_values_list: Any
-    # Stored masks (None: dynamic): position offsets and values, groups (flat), random
-    # token offsets and values, each a typed list.
-    masks: tuple[Any, Any, Any, Any, Any] | None
+    arrays: dict[str, list[np.ndarray]]  # _PART_BUFFERS -> one zero-copy view per part
+
+    @cached_property
+    def lists(self) -> dict[str, Any]:
+        """``_PART_BUFFERS`` -> the parts' views as a typed list (those the split has)."""
+        return {name: kernels.typed_list(views) for name, views in self.arrays.items() if views}
+
+    @property
+    def id_lists(self) -> tuple[Any, Any]:
+        """input_ids list offsets and values, as typed lists."""
+        return self.lists["id_offsets"], self.lists["id_values"]
+
+    @property
+    def masks(self) -> tuple[Any, ...]:
+        """The stored masks' typed lists: position offsets and values, groups (flat),
+        random token offsets and values."""
+        return tuple(self.lists[name] for name in _PART_BUFFERS[2:])
 
     @classmethod
     def of(cls, tables: list[pa.Table], dup: int | None) -> _Parts:
@@ -264,19 +345,21 @@ class _Parts:
                     columns["groups"].append(batch.column("mask_groups").flatten().to_numpy())
                     columns["random_offsets"].append(randoms.offsets.to_numpy())
                     columns["random_tokens"].append(randoms.values.to_numpy())
-        lists = {name: kernels.typed_list(arrays) for name, arrays in columns.items() if arrays}
-        masks = None
-        if dup is not None and counts:
-            masks = tuple(lists[name] for name in _PART_BUFFERS[2:])
         return cls(
             starts=np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64),
             shard=np.array(shards, dtype=np.int64),
             first_row=np.array(first_rows, dtype=np.int64),
-            id_offsets=columns["id_offsets"],
-            id_offsets_list=lists.get("id_offsets"),
-            id_values_list=lists.get("id_values"),
-            masks=masks,  # type: ignore[arg-type]
+            arrays=columns,
         )
+
+    def buffers(self, part: int) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+        """Part ``part``'s input_ids offsets and values, and its stored masks' five
+        buffers (None: dynamic), as ``kernels.shard_invariants`` takes them."""
+        arrays = self.arrays
+        masks = None
+        if arrays["groups"]:
+            masks = tuple(arrays[name][part] for name in _PART_BUFFERS[2:])
+        return arrays["id_offsets"][part], arrays["id_values"][part], masks
 
 
 # The buffers ``_Parts`` takes from each record batch, in the reading kernels' order.
@@ -292,15 +375,27 @@ _PART_BUFFERS = (
 
 
 def open_dataset(
-    root: str | os.PathLike, split: str = "train", *, checksums: bool = True
+    root: str | os.PathLike,
+    split: str = "train",
+    *,
+    checksums: bool = True,
+    share: tuple[int, int] = (0, 1),
+    agree: Agree | None = None,
 ) -> Dataset:
     """Open one split (``train`` or ``valid``) of a dataset made by ``rbprep shard``.
 
-    Each shard's size and the invariants batches rely on are always checked; its sha256
-    too, unless ``checksums`` is False (then a flipped byte that keeps the invariants
-    goes unseen: for a dataset verified on the same disk, when hashing costs too much).
+    Every shard's size, format and row count are checked, and the invariants batches
+    rely on (a kernel over its buffers); its sha256 too, unless ``checksums`` is False
+    (then a flipped byte that keeps the invariants goes unseen: for a dataset verified on
+    the same disk, when hashing costs too much). Damage is an ``RbprepError`` naming the
+    file, before any batch.
+
+    Ranks of a distributed run divide that work: with ``share`` (rank, world size), this
+    process hashes and checks shards ``rank``, ``rank + world``, ...; ``agree`` then
+    exchanges its finding with every rank's (``train.distributed.agree``), so that damage
+    any rank finds stops them all, and none makes a batch from a shard that failed.
     """
-    return Dataset(root, split, checksums)
+    return Dataset(root, split, checksums, share, agree)
 
 
 # Files whose sha256 this process has checked: (location, sha256, size, mtime_ns).
@@ -308,87 +403,19 @@ _HASHED: set[tuple[str, str, int, int]] = set()
 _UNHASHED: set[str] = set()  # datasets opened without checksums (warned once)
 
 
-def _check_sha256(location: Location, sha256: str, advice: str) -> None:
-    """Stream ``location`` through sha256 once per process (again if it changed)."""
+def _sha256_problem(location: Location, sha256: str) -> str | None:
+    """What is wrong with ``location``'s sha256, or None: streamed once per process (again
+    if the file changed), on a thread (hashlib and reads leave the GIL free)."""
     modified = 0 if location.remote else os.stat(location.path).st_mtime_ns
     key = (str(location), sha256, location.size(), modified)
     if key in _HASHED:
-        return
+        return None
     if location.sha256() != sha256:
-        raise RbprepError(f"{location}: checksum differs from the manifest (damaged); {advice}")
+        return "checksum differs from the manifest (damaged)"
     _HASHED.add(key)
-
-
-def _shard_problem(
-    table: pa.Table, shard: ShardRecord, vocab_size: int, seq_len: int, dup: int | None
-) -> str | None:
-    """What in ``table`` would make a wrong batch or a crash, or None. Vectorised: one
-    pass over each column, no loop per row. ``dup`` None: ids alone (dynamic masking)."""
-    if not table.schema.equals(shard_schema(vocab_size, dup)):
-        return "its columns differ from the format's"
-    if table.num_rows != shard.rows:
-        return f"{table.num_rows:,} rows, the manifest says {shard.rows:,}"
-    lengths, ids = _lists(table.column("input_ids"))
-    rows = (
-        ((lengths < 3) | (lengths > seq_len), f"a length outside 3..{seq_len}"),
-        (
-            _any_per_row(ids >= vocab_size, lengths),
-            f"an id outside the {vocab_size:,}-id vocabulary",
-        ),
-    )
-    if dup is None:
-        return _first_problem(rows)
-    position_counts, positions = _lists(table.column("mask_positions"))
-    random_counts, random_tokens = _lists(table.column("random_tokens"))
-    groups = _fixed(table.column("mask_groups")).reshape(-1, dup, 3).astype(np.int64)
-    problems = (  # (bad per row, what is wrong), first problem first
-        *rows,
-        (
-            (groups.sum(axis=(1, 2)) != position_counts)
-            | (groups[:, :, 1].sum(axis=1) != random_counts),
-            "mask group sizes that do not match its positions",
-        ),
-        (
-            _any_per_row(positions >= np.repeat(lengths, position_counts), position_counts),
-            "a mask position beyond its end",
-        ),
-        (
-            _any_per_row(random_tokens >= vocab_size, random_counts),
-            f"a random token outside the {vocab_size:,}-id vocabulary",
-        ),
-    )
-    return _first_problem(problems)
-
-
-def _first_problem(problems: Any) -> str | None:
-    """``row N has ...`` for the first (bad per row, what is wrong) that holds, or None."""
-    for bad, what in problems:
-        if bad.any():
-            return f"row {int(np.argmax(bad))} has {what}"
     return None
-
-
-def _any_per_row(flags: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """(rows,) bool: does any of a row's ``lengths`` elements have its flag set."""
-    bad = np.zeros(len(lengths), dtype=np.bool_)
-    if flags.any():  # the row of each element only where damage is
-        bad[np.repeat(np.arange(len(lengths)), lengths)[flags]] = True
-    return bad
 
 
 def read_manifest(root: Location | str | os.PathLike) -> Manifest:
     """The manifest of the dataset at ``root`` (a local path or a URI), checked."""
     return Manifest.read(root)
-
-
-def _lists(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Lengths (int64) and flat values of a list column, zero-copy where possible."""
-    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    offsets = array.offsets.to_numpy().astype(np.int64)
-    values = array.values.to_numpy()[offsets[0] : offsets[-1]]
-    return np.diff(offsets), values
-
-
-def _fixed(column: pa.ChunkedArray) -> np.ndarray:
-    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    return array.flatten().to_numpy()

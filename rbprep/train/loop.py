@@ -221,7 +221,8 @@ def pretrain(
     """Train a RoBERTa masked-LM on the dataset at ``data``; write the run to ``out``.
 
     The dataset's shards are checked before the first step (``open_dataset``; the
-    sha256 of each unless ``checksums`` is False). Log lines go to ``log_stream``
+    sha256 of each unless ``checksums`` is False), each rank its share, and damage any
+    rank finds stops every rank. Log lines go to ``log_stream``
     (stdout by default; the CLI sends them to stderr under --json), unless ``progress``
     is False.
 
@@ -301,11 +302,11 @@ def _setup(
     started = time.perf_counter()
     config = config.resolved()
     config.check()
-    train_set = open_dataset(data, "train", checksums=checksums)
+    # The ranks divide the shards' checks, and stop together on damage any rank finds.
+    checks = dict(checksums=checksums, share=(rank, world), agree=distributed.gather_objects)
+    train_set = open_dataset(data, "train", **checks)
     train_set.tokenizer  # noqa: B018  (a damaged tokenizer.json stops the run before a step)
-    valid_set = (
-        open_dataset(data, "valid", checksums=checksums) if _has_rows(data, "valid") else None
-    )
+    valid_set = open_dataset(data, "valid", **checks) if _has_rows(data, "valid") else None
     model_config = _model_config(config, train_set)
     loader = _loader(data, config, train_set, rank, world, device)
     total = _total_steps(config, loader)
