@@ -149,12 +149,35 @@ def test_resume_refuses_other_options_and_drops_the_log_past_the_checkpoint(tiny
     pretrain(tiny_data, run, TrainConfig(**{**TINY, "steps": 8, "stop_at": 4}), progress=False)
     with (run / "metrics.jsonl").open("a") as log:  # a crash after steps 5 and 6 were logged
         log.write('{"step": 5, "loss": 9.0}\n{"step": 6, "loss": 9.0}\n')
-    for changed in ({"micro_batch": 4}, {"seed": 1}, {"model": "small"}):
+    for changed in ({"batch_size": 32}, {"seed": 1}, {"model": "small"}):
         with pytest.raises(RbprepError, match="--resume with"):
             pretrain(tiny_data, run, replace(config, **changed), resume=True, progress=False)
-    pretrain(tiny_data, run, config, resume=True, progress=False)
+    # Another micro-batch is free: the global batch (--batch-size) decides the rows.
+    pretrain(tiny_data, run, replace(config, micro_batch=4), resume=True, progress=False)
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == list(range(1, 9))
+
+
+def test_a_checkpoint_whose_cursor_counted_micro_batches_resumes_at_its_step(tiny_data, tmp_path):
+    """Checkpoints from before cursors counted steps held each rank's micro-batches (here
+    8 x 2 accumulated = 16 a step: step 4 was micro-batch 8); resumed, the run goes on
+    exactly as one never stopped."""
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    config = TrainConfig(**{**TINY, "micro_batch": 8, "batch_size": 16, "steps": 6})
+    pretrain(tiny_data, straight, config, progress=False)
+    pretrain(tiny_data, halves, replace(config, stop_at=4), progress=False)
+    latest = (halves / "checkpoints" / "latest").read_text().strip()
+    path = halves / "checkpoints" / latest / "trainer.pt"
+    state = torch.load(path, weights_only=True)
+    assert state.pop("cursor_unit") == "steps" and state["cursor"] == [0, 4]
+    state["cursor"] = [0, 8]
+    torch.save(state, path)
+    pretrain(tiny_data, halves, config, resume=True, progress=False)
+    losses = [
+        [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for run in (straight, halves)
+    ]
+    assert losses[0] == losses[1]
 
 
 @pytest.mark.parametrize(
@@ -245,7 +268,7 @@ def test_loader_order_copies_and_ranks(tiny_data):
     # The prefetching iterator yields exactly what step_at gives, cursor after cursor,
     # across the epoch's end; two micro-batches a step.
     loader = Loader(dataset, FixedBatches(4, accumulation=2), seed=7, rank=0, world=2)
-    cursor = Cursor(0, loader.batches_per_epoch - 3)
+    cursor = Cursor(0, loader.steps_per_epoch() - 1)
     stream = loader(cursor)
     for _ in range(3):
         step = next(stream)
@@ -256,7 +279,7 @@ def test_loader_order_copies_and_ranks(tiny_data):
             torch.testing.assert_close(a["input_ids"], b["input_ids"])
         cursor = step.cursor
     stream.close()
-    assert cursor == Cursor(1, 3)
+    assert cursor == Cursor(1, 2)
 
 
 def test_token_budget_steps(builtin_corpus, small_vocab, tmp_path):
@@ -609,11 +632,17 @@ def test_export_of_a_cuda_run_loads_in_transformers_on_cpu(tiny_data, tmp_path):
     assert_export_gives_the_checkpoints_logits(tiny_data, tmp_path / "run", step=3)
 
 
-def torchrun_pretrain(data: Path, run: Path, *options: str) -> subprocess.CompletedProcess:
-    """``rbprep pretrain`` of the tiny model on two gloo ranks under torchrun."""
+def torchrun_pretrain(
+    data: Path, run: Path, *options: str, ranks: int = 2
+) -> subprocess.CompletedProcess:
+    """``rbprep pretrain`` of the tiny model on ``ranks`` gloo ranks under torchrun (one:
+    a plain process)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun
-    command = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "rbprep", "pretrain"]
+    command = [torchrun, "--standalone", "--nproc-per-node", str(ranks), "-m", "rbprep"]
+    if ranks == 1:
+        command = [sys.executable, "-m", "rbprep"]
+    command.append("pretrain")
     command += [str(data), "--out", str(run), "--model", "tiny", "--device", "cpu"]
     command += ["--micro-batch", "4", "--batch-size", "16", "--log-every", "1", *options]
     return subprocess.run(command, timeout=300, capture_output=True, text=True)
@@ -679,6 +708,46 @@ def test_resume_is_exact_under_two_gloo_ranks_each_with_its_own_random_stream(ti
     assert (straight / "hf" / "model.safetensors").read_bytes() == (
         halves / "hf" / "model.safetensors"
     ).read_bytes()
+
+
+@pytest.mark.slow
+def test_elastic_resume_takes_the_same_rows_on_another_number_of_ranks(tiny_data, tmp_path):
+    """2 gloo ranks stopped at a checkpoint resume on 1 process, and 1 process on 2 ranks,
+    with the same global batch (16 sequences: 4 x 2 micro-batches x 2 ranks, or 4 x 4 x 1):
+    every later step takes the same rows (its tokens and sequences) and the losses agree
+    up to the order of float sums (a model without dropout: the ranks' dropout streams
+    cannot carry over). A global batch the ranks cannot split is a one-line error."""
+    model = tmp_path / "model.json"
+    model.write_text(
+        json.dumps({"layers": 2, "hidden": 64, "heads": 2, "ffn": 128, "dropout": 0.0})
+    )
+    options = ("--config", str(model), "--steps", "4")
+    straight = tmp_path / "straight"
+    assert torchrun_pretrain(tiny_data, straight, *options).returncode == 0
+
+    def steps(run: Path) -> list[dict]:
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    expected = steps(straight)
+    for first, then in ((2, 1), (1, 2)):
+        run = tmp_path / f"from-{first}-to-{then}"
+        done = torchrun_pretrain(tiny_data, run, *options, "--stop-at", "2", ranks=first)
+        assert done.returncode == 0, done.stderr
+        done = torchrun_pretrain(tiny_data, run, *options, "--resume", ranks=then)
+        assert done.returncode == 0, done.stderr
+        got = steps(run)
+        assert [r["step"] for r in got] == [1, 2, 3, 4]
+        for mine, theirs in zip(got, expected, strict=True):
+            assert (mine["tokens"], mine.get("sequences")) == (
+                theirs["tokens"],
+                theirs.get("sequences"),
+            )
+            assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
+    done = torchrun_pretrain(
+        tiny_data, tmp_path / "from-1-to-2", *options, "--resume", "--micro-batch", "3"
+    )
+    assert done.returncode != 0
+    assert "--batch-size 16 is not a multiple of --micro-batch x ranks (3 x 2)" in done.stderr
 
 
 def test_each_rank_draws_its_own_stream_from_the_seed():

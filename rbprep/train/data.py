@@ -4,10 +4,13 @@ ranks and micro-batches, assembled ahead on a thread.
 
 A step is planned one of two ways, both a pure function of (seed, epoch, position):
 
-- ``FixedBatches(micro_batch, accumulation)``: each rank reads the rows ``r, r + world,
-  ...`` of the epoch's order, ``micro_batch`` at a time, ``accumulation`` micro-batches
-  a step (the cursor counts this rank's micro-batches; a rank's incomplete last
-  micro-batch of an epoch is dropped).
+- ``FixedBatches(micro_batch, accumulation)``: a step takes the next ``micro_batch x
+  accumulation x world`` rows of the epoch's order (the global batch), and they are
+  dealt to the ranks: micro-batch ``a`` of rank ``r`` is rows ``r, r + world, ...`` of
+  the step's ``a``-th slice of ``micro_batch x world``. The cursor counts the epoch's
+  steps, and an epoch's last rows that fill no step are dropped: which rows a step takes
+  depends only on (seed, epoch, step) and the global batch, never on the number of
+  ranks, so a run resumes on another number of ranks with the same data (elastic).
 - ``TokenBudget(batch_tokens, micro_batch_tokens)``: a step takes rows in the epoch's
   order until their real tokens would pass ``batch_tokens`` (RoBERTa's variable batch
   for DOC-SENTENCES); the rows left at an epoch's end that cannot pass it are dropped.
@@ -37,8 +40,8 @@ from rbprep.dataset.reader import IGNORE_INDEX, Dataset
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where the loader is: the epoch, and what of it was taken (this rank's
-    micro-batches under fixed batches, the steps under a token budget)."""
+    """Where the loader is: the epoch, and the steps of it taken (the same on every rank,
+    and for any number of ranks)."""
 
     epoch: int = 0
     batch: int = 0
@@ -119,11 +122,12 @@ class Loader:
         self._order: tuple[int, np.ndarray] = (-1, np.zeros(0, dtype=np.int64))  # (epoch, rows)
         self._steps: tuple[int, np.ndarray] = (-1, np.zeros(1, dtype=np.int64))  # (epoch, bounds)
         if isinstance(plan, FixedBatches):
-            self.batches_per_epoch = len(dataset) // world // plan.micro_batch
-            if self.batches_per_epoch == 0:
+            self.global_batch = plan.micro_batch * plan.accumulation * world
+            self.fixed_steps = len(dataset) // self.global_batch  # per epoch
+            if self.fixed_steps == 0:
                 raise ValueError(
-                    f"{len(dataset)} rows make no micro-batch of {plan.micro_batch} on "
-                    f"{world} ranks"
+                    f"{len(dataset)} rows make no step of {self.global_batch} sequences "
+                    f"({plan.micro_batch} x {plan.accumulation} x {world} ranks)"
                 )
         else:
             longest = dataset.seq_len
@@ -150,7 +154,7 @@ class Loader:
     def steps_per_epoch(self) -> float:
         """Steps in an epoch (under a token budget, epoch 0's; others differ slightly)."""
         if isinstance(self.plan, FixedBatches):
-            return self.batches_per_epoch / self.plan.accumulation
+            return self.fixed_steps
         return len(self._step_bounds(0)) - 1
 
     def copy_of(self, epoch: int) -> int:
@@ -180,13 +184,10 @@ class Loader:
     def next_cursor(self, cursor: Cursor) -> Cursor:
         """The cursor after the step at ``cursor``."""
         if isinstance(self.plan, FixedBatches):
-            epoch, batch = cursor.epoch, cursor.batch
-            for _ in range(self.plan.accumulation):
-                epoch, batch = (epoch, batch + 1)
-                if batch == self.batches_per_epoch:
-                    epoch, batch = epoch + 1, 0
-            return Cursor(epoch, batch)
-        if cursor.batch + 1 < len(self._step_bounds(cursor.epoch)) - 1:
+            steps = self.fixed_steps
+        else:
+            steps = len(self._step_bounds(cursor.epoch)) - 1
+        if cursor.batch + 1 < steps:
             return Cursor(cursor.epoch, cursor.batch + 1)
         return Cursor(cursor.epoch + 1, 0)
 
@@ -206,22 +207,23 @@ class Loader:
         return self._budget_plan(cursor)
 
     def _fixed_plan(self, cursor: Cursor) -> tuple[Step, list[np.ndarray], list[int]]:
-        micro_batch = self.plan.micro_batch
-        parts, copies, tokens, sequences, local_tokens = [], [], 0, 0, 0
-        at = cursor
-        for _ in range(self.plan.accumulation):  # a step may run into the next epoch
-            order = self._epoch_order(at.epoch)
-            start = at.batch * micro_batch * self.world
-            every_rank = order[start : start + micro_batch * self.world]
-            mine = order[self.rank :: self.world][at.batch * micro_batch :][:micro_batch]
-            tokens += int(self.lengths[every_rank].sum())
-            sequences += len(every_rank)
-            local_tokens += int(self.lengths[mine].sum())
-            parts.append(mine)
-            copies.append(self.copy_of(at.epoch))
-            batch = at.batch + 1
-            at = Cursor(at.epoch, batch) if batch < self.batches_per_epoch else Cursor(at.epoch + 1)
-        return Step(at, tokens, sequences, local_tokens, len(parts), []), parts, copies
+        unit = self.plan.micro_batch * self.world  # rows of one micro-batch on every rank
+        start = cursor.batch * self.global_batch
+        rows = self._epoch_order(cursor.epoch)[start : start + self.global_batch]
+        parts = [
+            rows[a * unit : (a + 1) * unit][self.rank :: self.world]
+            for a in range(self.plan.accumulation)
+        ]
+        local_tokens = sum(int(self.lengths[part].sum()) for part in parts)
+        step = Step(
+            self.next_cursor(cursor),
+            int(self.lengths[rows].sum()),
+            len(rows),
+            local_tokens,
+            len(parts),
+            [],
+        )
+        return step, parts, [self.copy_of(cursor.epoch)] * len(parts)
 
     def _budget_plan(self, cursor: Cursor) -> tuple[Step, list[np.ndarray], list[int]]:
         bounds = self._step_bounds(cursor.epoch)

@@ -378,7 +378,8 @@ def _loader(
         if config.batch_size % per_step:
             raise RbprepError(
                 f"--batch-size {config.batch_size} is not a multiple of --micro-batch x ranks "
-                f"({per_step})"
+                f"({config.micro_batch} x {world}); choose a --micro-batch that makes it one "
+                "(a resumed run keeps its --batch-size)"
             )
         plan = FixedBatches(config.micro_batch, config.batch_size // per_step)
         advice = "use a smaller --micro-batch"
@@ -402,7 +403,9 @@ def _resume(training: _Training) -> None:
     training.model.load_state_dict(state["model"])
     training.optimizer.load_state_dict(state["optimizer"])
     training.step, training.cursor = int(state["step"]), Cursor(*state["cursor"])
-    _restore_rng(state, training.rank, training.device)
+    if state.get("cursor_unit") != "steps" and isinstance(training.loader.plan, FixedBatches):
+        training.cursor = _steps_cursor(run, training.cursor, training.loader)
+    _restore_rng(state, training.config.seed, training.rank, training.world, training.device)
 
 
 def _train(training: _Training, progress: bool, log_stream: TextIO) -> TrainSummary:
@@ -666,13 +669,12 @@ def _log_line(record: dict[str, Any], total: int) -> str:
 
 
 # What fixes the order of the data, the shape of the model and what it learns: a
-# resumed run must keep it.
+# resumed run must keep it. The number of ranks and the micro-batches are free (elastic
+# resume): a step's rows depend on the global batch alone (``train.data``).
 _RESUME_FIXED = (
     "seed",
-    "micro_batch",
     "batch_size",
     "batch_tokens",
-    "micro_batch_tokens",
     "attention",
 )
 
@@ -696,8 +698,10 @@ def _check_resumable(
     run: Path, config: TrainConfig, model: ModelConfig, world: int, dataset: dict[str, Any]
 ) -> None:
     """Refuse to resume on another dataset, or with options that would change which
-    rows come next (the cursor counts micro-batches of this size, from this seed's
-    order, over this many ranks) or the model's shape."""
+    rows come next (the cursor counts steps of this global batch or token budget, from
+    this seed's order) or the model's shape. Another number of ranks or micro-batch size
+    is fine: the global batch decides a step's rows (``_loader`` refuses a global batch
+    the ranks cannot split evenly, saying which option to change)."""
     try:
         saved = json.loads((run / "config.json").read_text())
     except (OSError, ValueError):
@@ -723,8 +727,6 @@ def _check_resumable(
     ]
     if saved.get("model") not in (None, model.as_dict()):
         changed.append("the model (--model / --config)")
-    if saved.get("world", world) != world:
-        changed.append(f"ranks {saved['world']} -> {world}")
     if changed:
         raise RbprepError(
             f"{run}: --resume with {', '.join(changed)}; resume with the run's options "
@@ -798,6 +800,7 @@ def _write_checkpoint(
         "optimizer": optimizer.state_dict(),
         "step": step,
         "cursor": [cursor.epoch, cursor.batch],
+        "cursor_unit": "steps",  # before: each rank's micro-batches (_steps_cursor)
         # One row per rank: each rank resumes its own random stream.
         "rng_cpu": torch.stack([cpu for cpu, _ in rng]),
         # Which dataset the state belongs to (config.json records it too, and --resume
@@ -821,14 +824,29 @@ def _write_checkpoint(
     os.replace(run / "checkpoints" / "latest.tmp", run / "checkpoints" / "latest")
 
 
-def _restore_rng(state: dict[str, Any], rank: int, device: torch.device) -> None:
+def _restore_rng(
+    state: dict[str, Any], seed: int, rank: int, world: int, device: torch.device
+) -> None:
     """Set this rank's random state from a checkpoint (one row per rank; a checkpoint
-    from before that holds rank 0's state alone, which then seeds every rank)."""
+    from before that holds rank 0's state alone, which then seeds every rank). Resumed on
+    another number of ranks, the ranks' streams (dropout) cannot carry over: each rank
+    starts a new one from the seed, its rank and the step."""
     cpu = state["rng_cpu"]
+    if cpu.dim() == 2 and cpu.shape[0] != world:
+        torch.manual_seed(distributed.rank_seed(seed + int(state["step"]), rank))
+        return
     torch.set_rng_state((cpu[rank] if cpu.dim() == 2 else cpu).clone())
     cuda = state.get("rng_cuda")
     if device.type == "cuda" and cuda is not None:
         torch.cuda.set_rng_state((cuda[rank] if cuda.dim() == 2 else cuda).clone(), device)
+
+
+def _steps_cursor(run: Path, cursor: Cursor, loader: Loader) -> Cursor:
+    """A fixed-batch cursor of a checkpoint from before cursors counted steps: it counted
+    each rank's micro-batches, of the saved run's micro-batch and ranks (config.json)."""
+    saved = json.loads((run / "config.json").read_text())
+    rows = cursor.batch * saved["train"]["micro_batch"] * saved.get("world", 1)
+    return Cursor(cursor.epoch, rows // loader.global_batch)
 
 
 def _write_atomically(path: Path, record: dict[str, Any]) -> None:
