@@ -494,7 +494,7 @@ def verify_command(data: str, retokenize: float, quiet: bool, as_json: bool) -> 
 
 
 @main.command("pretrain")
-@click.argument("data", type=click.Path(path_type=str))
+@click.argument("data", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
 @click.option(
     "--model",
@@ -573,13 +573,18 @@ def verify_command(data: str, retokenize: float, quiet: bool, as_json: bool) -> 
     is_flag=True,
     help="Continue from the run's latest checkpoint (with the run's seed, batch and model).",
 )
+@click.option(
+    "--weights",
+    help="Shares of several DATA, comma-separated (3,1: three sequences of the first for "
+    "one of the second); default equal.",
+)
 @click.option("--force", is_flag=True, help="Start over in a non-empty --out.")
 @quiet_option("No log lines on the terminal.")
 @json_option(note=" (log lines go to stderr)")
 @skip_checksums_option
 @_user_errors
 def pretrain_command(
-    data: str,
+    data: tuple[str, ...],
     out: Path,
     model: str,
     config_file: Path | None,
@@ -606,19 +611,22 @@ def pretrain_command(
     save_every: int,
     stop_at: int | None,
     resume: bool,
+    weights: str | None,
     force: bool,
     quiet: bool,
     as_json: bool,
     skip_checksums: bool,
 ) -> None:
-    """Train a RoBERTa masked-LM on a dataset made by `rbprep shard`.
+    """Train a RoBERTa masked-LM on a dataset made by `rbprep shard` (or several).
 
     Epoch e reads copy e % dup of the masks (copy e of a --masking dynamic dataset),
     rows shuffled from --seed. Logs loss, learning rate, tokens/s and MFU to the
     terminal and OUT/metrics.jsonl (with every step's tokens and sequences);
     checkpoints to OUT/checkpoints/; the final model to OUT/hf/
     (RobertaForMaskedLM.from_pretrained). Several GPUs: torchrun --nproc-per-node N -m
-    rbprep pretrain ... (DDP).
+    rbprep pretrain ... (DDP); a run resumes on another number of GPUs with the same
+    data. Several DATA with one tokenizer mix by --weights, deterministically (each
+    step's line in metrics.jsonl gives its sequences from each: "sources").
 
     \b
     Example:
@@ -626,6 +634,7 @@ def pretrain_command(
       rbprep pretrain data --out run --model base --batch-size 2048 --steps 100000
       rbprep pretrain data --out run --attention document --batch-tokens 1000000
       rbprep pretrain data --out run --model tiny --device cpu --steps 200
+      rbprep pretrain web books wiki --weights 3,1,1 --out run --batch-size 2048
     """
     try:
         from rbprep.train.loop import TrainConfig, pretrain
@@ -669,9 +678,10 @@ def pretrain_command(
         eval_every=eval_every,
         save_every=save_every,
         stop_at=stop_at,
+        weights=_weights(weights, len(data)),
     )
     summary = pretrain(
-        data,
+        list(data) if len(data) > 1 else data[0],
         out,
         config,
         resume=resume,
@@ -682,6 +692,23 @@ def pretrain_command(
         log_stream=sys.stderr if as_json else sys.stdout,
     )
     click.echo(json.dumps(asdict(summary), indent=2) if as_json else summary.report())
+
+
+def _weights(text: str | None, datasets: int) -> tuple[float, ...] | None:
+    """``--weights`` as floats, one per dataset, each above 0."""
+    if text is None:
+        return None
+    try:
+        weights = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: give numbers, e.g. 3,1", param_hint="--weights"
+        ) from None
+    if len(weights) != datasets or not all(w > 0 for w in weights):
+        raise click.BadParameter(
+            f"{text!r}: give one weight above 0 per dataset ({datasets})", param_hint="--weights"
+        )
+    return weights
 
 
 @main.command("compare-tokenizers")

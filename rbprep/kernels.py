@@ -66,6 +66,7 @@ import numpy as np
 __all__ = [
     "RNG_SCHEME",
     "apply_masks",
+    "blend",
     "cut_at_breaks",
     "gather_masks",
     "gather_rows",
@@ -1307,3 +1308,30 @@ def apply_masks(
         "apply_masks", position_offsets, positions, groups, random_offsets, random_tokens,
         mask_id, input_ids, labels, kinds,
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- mixtures
+
+
+@_kernel
+def _blend(weights, counts, first, choices):
+    for i in range(len(choices)):
+        best = 0
+        gap = weights[0] * (first + i + 1) - counts[0]
+        for s in range(1, len(weights)):
+            behind = weights[s] * (first + i + 1) - counts[s]
+            if behind > gap:
+                best, gap = s, behind
+        choices[i] = best
+        counts[best] += 1
+
+
+def blend(weights: np.ndarray, counts: np.ndarray, first: int, n: int) -> np.ndarray:
+    """Megatron's greedy blending: the source of each of samples ``first .. first + n -
+    1`` of a mixture, (n,) int64, each the source furthest below its share of the samples
+    so far (``weights`` (sources,) float64, summing to 1; ties to the first). ``counts``
+    (sources,) int64, the samples each source gave before ``first``, is advanced in place.
+    A pure function of the weights and the position: no random state."""
+    choices = np.empty(n, dtype=np.int64)
+    _run_jit("blend", np.ascontiguousarray(weights, np.float64), counts, np.int64(first), choices)
+    return choices

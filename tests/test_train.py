@@ -26,6 +26,7 @@ from rbprep.train.data import (  # noqa: E402
     Cursor,
     FixedBatches,
     Loader,
+    Mixture,
     TokenBudget,
     epoch_order,
 )
@@ -755,3 +756,125 @@ def test_each_rank_draws_its_own_stream_from_the_seed():
 
     seeds = [rank_seed(0, rank) for rank in range(4)] + [rank_seed(1, 0)]
     assert len(set(seeds)) == 5 and rank_seed(0, 1) == rank_seed(0, 1)
+
+
+# --- mixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def other_data(tmp_path_factory, builtin_corpus, small_vocab) -> Path:
+    """A second, smaller dataset with tiny_data's tokenizer and options: the built-in
+    corpus's last 300 KB, in 64-token rows, 2 masked copies, with a valid split."""
+    out = tmp_path_factory.mktemp("other-data")
+    text = builtin_corpus.read_text(encoding="utf-8")[-300_000:]
+    (out / "corpus.txt").write_text(text.split("\n\n", 1)[1], encoding="utf-8")
+    config = ShardConfig(seq_len=64, dup=2, valid_fraction=0.05)
+    shard([out / "corpus.txt"], small_vocab / "bpe", out / "data", config, force=True)
+    return out / "data"
+
+
+def test_a_mixture_takes_sequences_by_weight_with_no_random_state(tiny_data, other_data):
+    """Weights 3,1: after every sample, each dataset's count is within one of its share
+    (greedy blending); the same steps every time; each dataset reads its own rows in its
+    own order, and the small one, run out, starts its next epoch with its next copy; the
+    ranks split a step's rows whatever their number (elastic)."""
+    datasets = [open_dataset(tiny_data), open_dataset(other_data)]
+    mixture = Mixture(datasets, [3, 1])
+    loader = Loader(mixture, FixedBatches(4, accumulation=2), seed=5)
+    taken = np.zeros(2, dtype=np.int64)
+    small_rows: list[int] = []
+    cursor = Cursor()
+    for _ in range(3 * len(datasets[1]) // 4 + 2):  # past the small dataset's first epoch
+        step, parts, copies = loader._plan(cursor)
+        assert sum(step.sources) == step.sequences == 8
+        taken += step.sources
+        assert np.all(np.abs(taken - np.array([0.75, 0.25]) * taken.sum()) <= 1)
+        rows = np.concatenate(parts)
+        small = rows[rows >= mixture.starts[1]]
+        small_rows += small.tolist()
+        row_copies = np.concatenate(copies)[rows >= mixture.starts[1]]
+        epochs = (np.arange(len(small_rows) - len(small), len(small_rows))) // len(datasets[1])
+        assert row_copies.tolist() == (epochs % 2).tolist()  # epoch e reads copy e % dup
+        cursor = step.cursor
+    first_epoch = small_rows[: len(datasets[1])]
+    assert sorted(first_epoch) == list(range(mixture.starts[1], mixture.starts[2]))
+    assert len(small_rows) > len(datasets[1])  # its second epoch began
+    again = Loader(mixture, FixedBatches(4, accumulation=2), seed=5)
+    for a, b in zip(
+        micro_batches(loader, Cursor(0, 3)), micro_batches(again, Cursor(0, 3)), strict=True
+    ):
+        torch.testing.assert_close(a["input_ids"], b["input_ids"])
+    # Two ranks, micro-batches of 2 (the same global batch): together, the same rows.
+    one = np.sort(np.concatenate(loader._plan(Cursor(0, 5))[1]))
+    ranks = [
+        Loader(mixture, FixedBatches(2, accumulation=2), seed=5, rank=r, world=2) for r in (0, 1)
+    ]
+    both = np.sort(np.concatenate([np.concatenate(r._plan(Cursor(0, 5))[1]) for r in ranks]))
+    np.testing.assert_array_equal(one, both)
+    # A micro-batch of mixed rows equals each dataset's own batch of them.
+    rows, row_copies = (
+        np.concatenate(loader._plan(Cursor(0, 1))[1]),
+        np.concatenate(loader._plan(Cursor(0, 1))[2]),
+    )
+    got = mixture.batch(rows, row_copies)
+    for i in range(len(rows)):
+        source = int(rows[i] >= mixture.starts[1])
+        own = datasets[source].batch([rows[i] - mixture.starts[source]], copy=int(row_copies[i]))
+        np.testing.assert_array_equal(got["labels"][i], own["labels"][0])
+
+
+def test_pretrain_on_a_mixture_logs_sources_and_resumes_exactly(tiny_data, other_data, tmp_path):
+    config = TrainConfig(**{**TINY, "steps": 4, "eval_every": 2, "weights": (3.0, 1.0)})
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    pretrain([tiny_data, other_data], straight, config, progress=False)
+    pretrain([tiny_data, other_data], halves, replace(config, stop_at=2), progress=False)
+    pretrain([tiny_data, other_data], halves, config, resume=True, progress=False)
+    records = [
+        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for run in (straight, halves)
+    ]
+    assert [r["loss"] for r in records[0]] == [r["loss"] for r in records[1]]
+    assert [sum(r["sources"]) for r in records[0]] == [16] * 4
+    assert sum(r["sources"][0] for r in records[0]) == 48  # 3:1 of 64
+    evaluated = [r for r in records[0] if "val_losses" in r]
+    assert len(evaluated) == 2 and len(evaluated[0]["val_losses"]) == 2
+    with pytest.raises(RbprepError, match="--resume with --weights"):
+        pretrain(
+            [tiny_data, other_data],
+            halves,
+            replace(config, weights=(1.0, 1.0)),
+            resume=True,
+            progress=False,
+        )
+
+
+def test_datasets_that_cannot_mix_are_refused_in_one_line(
+    tiny_data, other_data, tmp_path, builtin_corpus, small_vocab
+):
+    longer = tmp_path / "longer"
+    shard([builtin_corpus], small_vocab / "bpe", longer, ShardConfig(seq_len=128, dup=2))
+    with pytest.raises(RbprepError, match=r"another seq_len than .* \(128 against 64\)"):
+        pretrain([tiny_data, longer], tmp_path / "run", TrainConfig(**TINY), progress=False)
+    with pytest.raises(RbprepError, match="--weights gives 1 weights for 2 datasets"):
+        pretrain(
+            [tiny_data, other_data],
+            tmp_path / "run",
+            TrainConfig(**{**TINY, "weights": (1.0,)}),
+            progress=False,
+        )
+    budget = TrainConfig(**{**TINY, "batch_size": None, "batch_tokens": 4096})
+    with pytest.raises(RbprepError, match="--batch-tokens with a mixture is not supported"):
+        pretrain([tiny_data, other_data], tmp_path / "run", budget, progress=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "pretrain",
+            str(tiny_data),
+            str(other_data),
+            "--out",
+            str(tmp_path / "r"),
+            "--weights",
+            "3,x",
+        ],
+    )
+    assert result.exit_code == 2 and "give numbers" in result.output

@@ -19,6 +19,13 @@ A step is planned one of two ways, both a pure function of (seed, epoch, positio
   micro-batches as the busiest (splitting its own, or, having too few rows, running a
   row that adds nothing), as DDP needs. The cursor counts the epoch's steps.
 
+Several datasets with one tokenizer (``Mixture``) are read by weight under fixed
+batches: sample ``i`` of the run comes from the source furthest below its share of the
+samples so far (Megatron's greedy blending, ``kernels.blend``: no random state), and each
+source reads its own rows in its own order, epoch after epoch (its masked copy with
+them). A step takes the next global batch of samples, so mixtures resume exactly and
+elastically as one dataset does; its ``sources`` count each dataset's sequences.
+
 Every step also carries its counts, from the CPU arrays (no device sync): the real
 tokens and sequences of the whole step (all ranks: every rank knows the plan), and this
 rank's masked positions and attended lengths for the loss and MFU.
@@ -31,10 +38,12 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
 
+from rbprep import kernels
 from rbprep.dataset.reader import IGNORE_INDEX, Dataset
 
 
@@ -87,11 +96,57 @@ class Step:
     local_tokens: int
     passes: int  # this rank's micro-batches (the same on every rank)
     micro_batches: Iterable[MicroBatch]
+    sources: list[int] | None = None  # a mixture's: the step's sequences from each dataset
 
 
 def epoch_order(rows: int, seed: int, epoch: int) -> np.ndarray:
     """The row order of ``epoch``: a permutation that depends only on (seed, epoch)."""
     return np.random.default_rng([seed, epoch]).permutation(rows)  # (rows,) int64
+
+
+class Mixture:
+    """Datasets with one tokenizer, seq_len and masking rules, read by ``weights``: row
+    ``i`` of the mixture is row ``i - starts[s]`` of dataset ``s`` (the datasets' rows
+    one after another), and ``batch(rows, copies)`` takes each row's own copy."""
+
+    def __init__(self, datasets: list[Dataset], weights: list[float]):
+        if len(datasets) != len(weights) or not all(w > 0 for w in weights):
+            raise ValueError("a mixture needs one positive weight per dataset")
+        self.datasets = datasets
+        self.weights = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
+        sizes = [len(dataset) for dataset in datasets]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        first = datasets[0]
+        self.seq_len, self.pad_id, self.sep_id = first.seq_len, first.pad_id, first.sep_id
+        self.manifest = first.manifest
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def lengths(self) -> np.ndarray:
+        """(rows,) int64: every row's real tokens, dataset after dataset."""
+        return np.concatenate([dataset.lengths() for dataset in self.datasets])
+
+    def copy_of(self, source: int, epoch: int) -> int:
+        """The masked copy dataset ``source`` reads in its epoch ``epoch``."""
+        dup = self.datasets[source].dup
+        return epoch if dup is None else epoch % dup
+
+    def batch(self, rows: np.ndarray, copies: np.ndarray) -> dict[str, np.ndarray]:
+        """``Dataset.batch`` of mixture rows ``rows`` (n,), each masked as its copy in
+        ``copies`` (n,): one call per (dataset, copy) among them, rows kept in order."""
+        source = np.searchsorted(self.starts, rows, side="right") - 1  # (n,)
+        out: dict[str, np.ndarray] = {}
+        keys = source * (int(copies.max()) + 1 if len(copies) else 1) + copies
+        for key in np.unique(keys):
+            at = np.flatnonzero(keys == key)
+            s = int(source[at[0]])
+            part = self.datasets[s].batch(rows[at] - self.starts[s], copy=int(copies[at[0]]))
+            for name, array in part.items():
+                if name not in out:
+                    out[name] = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
+                out[name][at] = array
+        return out
 
 
 class Loader:
@@ -102,7 +157,7 @@ class Loader:
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Dataset | Mixture,
         plan: FixedBatches | TokenBudget,
         seed: int,
         rank: int = 0,
@@ -121,6 +176,15 @@ class Loader:
         self.prefetch = prefetch
         self._order: tuple[int, np.ndarray] = (-1, np.zeros(0, dtype=np.int64))  # (epoch, rows)
         self._steps: tuple[int, np.ndarray] = (-1, np.zeros(1, dtype=np.int64))  # (epoch, bounds)
+        self.mixture = dataset if isinstance(dataset, Mixture) else None
+        if self.mixture is not None and not isinstance(plan, FixedBatches):
+            raise ValueError("several datasets are read in fixed batches only (not --batch-tokens)")
+        # A mixture's samples taken before ``_blended[0]``, per source (kernels.blend).
+        self._blended: tuple[int, np.ndarray] = (
+            0,
+            np.zeros(len(getattr(dataset, "datasets", [0])), dtype=np.int64),
+        )
+        self._source_orders: dict[tuple[int, int], np.ndarray] = {}
         if isinstance(plan, FixedBatches):
             self.global_batch = plan.micro_batch * plan.accumulation * world
             self.fixed_steps = len(dataset) // self.global_batch  # per epoch
@@ -160,6 +224,46 @@ class Loader:
     def copy_of(self, epoch: int) -> int:
         """The masked copy an epoch reads: ``epoch % dup``, or ``epoch`` (dynamic)."""
         return epoch if self.dataset.dup is None else epoch % self.dataset.dup
+
+    def _mixture_rows(self, step: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """A mixture's step ``step``: its rows (global batch,) of the mixture, each row's
+        copy, and the sequences from each source. Samples ``step x global batch`` on
+        are blended; each source reads the next rows of its own order, epoch after epoch
+        (its epoch ``e``'s order: a permutation of its rows from (seed, e, source))."""
+        mixture, size = self.mixture, self.global_batch
+        assert mixture is not None
+        first = step * size
+        if self._blended[0] > first:  # an earlier step: blend again from the start
+            self._blended = (0, np.zeros(len(mixture.datasets), dtype=np.int64))
+        done, counts = self._blended
+        if done < first:
+            kernels.blend(mixture.weights, counts, done, first - done)
+        before = counts.copy()
+        choices = kernels.blend(mixture.weights, counts, first, size)
+        self._blended = (first + size, counts)
+        rows = np.empty(size, dtype=np.int64)
+        copies = np.empty(size, dtype=np.int64)
+        for source, dataset in enumerate(mixture.datasets):
+            at = np.flatnonzero(choices == source)
+            positions = before[source] + np.arange(len(at))  # its samples so far
+            epochs, within = np.divmod(positions, len(dataset))
+            for epoch in np.unique(epochs).tolist():
+                here = epochs == epoch
+                order = self._source_order(source, epoch)
+                rows[at[here]] = order[within[here]] + mixture.starts[source]
+                copies[at[here]] = mixture.copy_of(source, epoch)
+        return rows, copies, [int(n) for n in counts - before]
+
+    def _source_order(self, source: int, epoch: int) -> np.ndarray:
+        key = (source, epoch)
+        if key not in self._source_orders:
+            if len(self._source_orders) > 8:  # the few epochs a step can span
+                self._source_orders.clear()
+            rows = len(self.mixture.datasets[source])
+            self._source_orders[key] = np.random.default_rng(
+                [self.seed, epoch, source + 1]
+            ).permutation(rows)
+        return self._source_orders[key]
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         if self._order[0] != epoch:  # one permutation per epoch, not per step
@@ -206,14 +310,24 @@ class Loader:
             return self._fixed_plan(cursor)
         return self._budget_plan(cursor)
 
-    def _fixed_plan(self, cursor: Cursor) -> tuple[Step, list[np.ndarray], list[int]]:
+    def _fixed_plan(self, cursor: Cursor) -> tuple[Step, list[np.ndarray], list[Any]]:
         unit = self.plan.micro_batch * self.world  # rows of one micro-batch on every rank
-        start = cursor.batch * self.global_batch
-        rows = self._epoch_order(cursor.epoch)[start : start + self.global_batch]
-        parts = [
-            rows[a * unit : (a + 1) * unit][self.rank :: self.world]
+        sources = None
+        if self.mixture is not None:
+            step_index = cursor.epoch * self.fixed_steps + cursor.batch  # the run's
+            rows, row_copies, sources = self._mixture_rows(step_index)
+        else:
+            start = cursor.batch * self.global_batch
+            rows = self._epoch_order(cursor.epoch)[start : start + self.global_batch]
+            row_copies = np.full(len(rows), self.copy_of(cursor.epoch), dtype=np.int64)
+        mine = [
+            np.arange(a * unit, (a + 1) * unit)[self.rank :: self.world]
             for a in range(self.plan.accumulation)
         ]
+        parts = [rows[at] for at in mine]
+        copies: list[Any] = [row_copies[at] for at in mine]
+        if self.mixture is None:
+            copies = [int(c[0]) for c in copies]
         local_tokens = sum(int(self.lengths[part].sum()) for part in parts)
         step = Step(
             self.next_cursor(cursor),
@@ -222,8 +336,9 @@ class Loader:
             local_tokens,
             len(parts),
             [],
+            sources,
         )
-        return step, parts, [self.copy_of(cursor.epoch)] * len(parts)
+        return step, parts, copies
 
     def _budget_plan(self, cursor: Cursor) -> tuple[Step, list[np.ndarray], list[int]]:
         bounds = self._step_bounds(cursor.epoch)
@@ -256,12 +371,15 @@ class Loader:
             taken, start = int(totals[end - 1]), end
         return parts
 
-    def _micro_batch(self, rows: np.ndarray, copy: int) -> MicroBatch:
-        """The micro-batch of ``rows`` masked as ``copy`` (no rows: one row that adds
-        nothing)."""
+    def _micro_batch(self, rows: np.ndarray, copy: Any) -> MicroBatch:
+        """The micro-batch of ``rows`` masked as ``copy`` (a mixture's: each row's own,
+        (rows,)); no rows: one row that adds nothing."""
         if len(rows) == 0:
             return self._idle_micro_batch()
-        arrays = self.dataset.batch(rows, copy=copy)
+        if self.mixture is not None:
+            arrays = self.mixture.batch(rows, copy)
+        else:
+            arrays = self.dataset.batch(rows, copy=copy)
         lengths = arrays["attention_mask"].sum(axis=1)
         squares = int((lengths * lengths).sum())
         if self.documents:

@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,7 +35,7 @@ from rbprep.dataset.reader import Dataset, open_dataset
 from rbprep.errors import RbprepError
 from rbprep.storage import Location, check_output_directory
 from rbprep.train import distributed
-from rbprep.train.data import Cursor, FixedBatches, Loader, Step, TokenBudget
+from rbprep.train.data import Cursor, FixedBatches, Loader, Mixture, Step, TokenBudget
 from rbprep.train.export import export_hf
 from rbprep.train.model import (
     PRESETS,
@@ -119,6 +120,7 @@ class TrainConfig:
     eval_batches: int = 50
     save_every: int = 1000
     stop_at: int | None = None  # stop (with a checkpoint) after this step; --resume goes on
+    weights: tuple[float, ...] | None = None  # several datasets: their shares (default equal)
 
     def resolved(self) -> TrainConfig:
         """This config with the recipe's values and the defaults filled in where None
@@ -208,7 +210,7 @@ class TrainSummary:
 
 
 def pretrain(
-    data: str | os.PathLike,
+    data: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
     config: TrainConfig = TrainConfig(),
     *,
@@ -219,6 +221,11 @@ def pretrain(
     log_stream: TextIO | None = None,
 ) -> TrainSummary:
     """Train a RoBERTa masked-LM on the dataset at ``data``; write the run to ``out``.
+
+    ``data`` may be several datasets with one tokenizer, seq_len and masking rules: each
+    step takes sequences from each in proportion to ``config.weights`` (equal by
+    default), by Megatron's greedy blending (``train.data.Mixture``); each step's line in
+    metrics.jsonl then gives ``sources``, and validation a loss per dataset.
 
     The dataset's shards are checked before the first step (``open_dataset``; the
     sha256 of each unless ``checksums`` is False), each rank its share, and damage any
@@ -266,8 +273,9 @@ class _Training:
     device: torch.device
     precision: str  # "bf16" or "fp32"
     train_set: Dataset
-    valid_set: Dataset | None
-    dataset: dict[str, Any]  # its identity, for --resume
+    # (dataset's index, path, its valid split) of each dataset with a valid split
+    valid_sets: list[tuple[int, str, Dataset]]
+    dataset: dict[str, Any]  # its identity, for --resume (a mixture's: "mixture" too)
     model_config: ModelConfig
     model: RobertaMLM
     wrapped: torch.nn.Module  # the model under DDP (its no_sync skips the all-reduce)
@@ -304,11 +312,34 @@ def _setup(
     config.check()
     # The ranks divide the shards' checks, and stop together on damage any rank finds.
     checks = dict(checksums=checksums, share=(rank, world), agree=distributed.gather_objects)
-    train_set = open_dataset(data, "train", **checks)
+    paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    if config.weights is not None and len(config.weights) != len(paths):
+        raise RbprepError(
+            f"--weights gives {len(config.weights)} weights for {len(paths)} datasets; "
+            "give one per dataset"
+        )
+    train_sets = [open_dataset(path, "train", **checks) for path in paths]
+    train_set = train_sets[0]
     train_set.tokenizer  # noqa: B018  (a damaged tokenizer.json stops the run before a step)
-    valid_set = open_dataset(data, "valid", **checks) if _has_rows(data, "valid") else None
+    _check_mixable(paths, train_sets)
+    valid_sets = [
+        (index, str(path), open_dataset(path, "valid", **checks))
+        for index, path in enumerate(paths)
+        if _has_rows(path, "valid")
+    ]
     model_config = _model_config(config, train_set)
-    loader = _loader(data, config, train_set, rank, world, device)
+    source: Dataset | Mixture = train_set
+    if len(train_sets) > 1 and config.batch_tokens is not None:
+        raise RbprepError(
+            "several datasets mix in steps of --batch-size sequences; --batch-tokens with a "
+            "mixture is not supported yet"
+        )
+    if len(train_sets) > 1:
+        source = Mixture(train_sets, list(config.weights or [1.0] * len(train_sets)))
+    loader = _loader(paths[0], config, source, rank, world, device)
+    identity = _dataset_identity(train_set)
+    if len(train_sets) > 1:
+        identity["mixture"] = [_dataset_identity(dataset) for dataset in train_sets]
     total = _total_steps(config, loader)
     precision = config.precision
     if precision == "auto":
@@ -332,8 +363,8 @@ def _setup(
         device=device,
         precision=precision,
         train_set=train_set,
-        valid_set=valid_set,
-        dataset=_dataset_identity(train_set),
+        valid_sets=valid_sets,
+        dataset=identity,
         model_config=model_config,
         model=model,
         wrapped=model,
@@ -363,7 +394,7 @@ def _setup(
 def _loader(
     data: str | os.PathLike,
     config: TrainConfig,
-    train_set: Dataset,
+    train_set: Dataset | Mixture,
     rank: int,
     world: int,
     device: torch.device,
@@ -430,6 +461,8 @@ def _train(training: _Training, progress: bool, log_stream: TextIO) -> TrainSumm
                 "tokens": step.tokens,
                 "sequences": step.sequences,
             }
+            if step.sources is not None:
+                record["sources"] = step.sources
             # The last step of this invocation (--stop-at included) always has its loss.
             if training.step % config.log_every == 0 or training.step == end:
                 loss_value = distributed.all_mean(loss).item()
@@ -438,10 +471,18 @@ def _train(training: _Training, progress: bool, log_stream: TextIO) -> TrainSumm
                 )
                 record.update(loss=loss_value, lr=lr, tokens_per_s=tokens_per_s, mfu=mfu)
                 last.update(loss=loss_value, tokens_per_s=tokens_per_s, mfu=mfu)
-            if training.valid_set is not None and (
+            if training.valid_sets and (
                 training.step % config.eval_every == 0 or training.step == total
             ):
-                record["val_loss"] = last["val_loss"] = _evaluate(training)
+                losses = [_evaluate(training, valid) for _, _, valid in training.valid_sets]
+                count = len(training.dataset.get("mixture", [0]))
+                weights = training.config.weights or [1.0] * count
+                shares = [weights[index] for index, _, _ in training.valid_sets]
+                mixed = sum(w * loss for w, loss in zip(shares, losses, strict=True)) / sum(shares)
+                record["val_loss"] = last["val_loss"] = mixed  # a mixture's: as it is mixed
+                if "mixture" in training.dataset:
+                    names = [path for _, path, _ in training.valid_sets]
+                    record["val_losses"] = dict(zip(names, losses, strict=True))
                 window.restart()  # no credit or blame for evaluation time
             if metrics is not None:
                 metrics.write(json.dumps(record) + "\n")
@@ -622,10 +663,10 @@ class _Window:
 
 
 @torch.no_grad()
-def _evaluate(training: _Training) -> float:
-    """Mean masked-LM loss on valid/ (copy 0, in order), at most eval_batches batches
-    of micro_batch rows, with the run's attention."""
-    model, dataset, config = training.model, training.valid_set, training.config
+def _evaluate(training: _Training, dataset: Dataset) -> float:
+    """Mean masked-LM loss on ``dataset`` (a valid split; copy 0, in order), at most
+    eval_batches batches of micro_batch rows, with the run's attention."""
+    model, config = training.model, training.config
     device, rank, world = training.device, training.rank, training.world
     model.eval()
     rows = torch.arange(len(dataset))[rank::world][: config.eval_batches * config.micro_batch]
@@ -676,7 +717,33 @@ _RESUME_FIXED = (
     "batch_size",
     "batch_tokens",
     "attention",
+    "weights",
 )
+
+
+def _check_mixable(paths: list[Any], datasets: list[Dataset]) -> None:
+    """Refuse datasets that cannot be mixed, in one line naming the difference: another
+    tokenizer, seq_len or masking rules than the first's."""
+    first = datasets[0]
+    for path, dataset in zip(paths[1:], datasets[1:], strict=True):
+        rules = [
+            ("tokenizer (sha256)", lambda d: d.manifest.tokenizer.sha256),
+            ("seq_len", lambda d: d.seq_len),
+            ("masking rules", lambda d: _masking_rules(d)),
+        ]
+        for what, of in rules:
+            if of(dataset) != of(first):
+                raise RbprepError(
+                    f"{path}: another {what} than {paths[0]}'s ({of(dataset)} against "
+                    f"{of(first)}); mix datasets sharded with one tokenizer and options"
+                )
+
+
+def _masking_rules(dataset: Dataset) -> dict[str, Any]:
+    """What decides how a row is masked, but the seed (datasets mask apart anyway)."""
+    masks = asdict(dataset.manifest.parameters.masks)
+    masks.pop("seed", None)
+    return masks
 
 
 def _dataset_identity(train_set: Any) -> dict[str, Any]:
@@ -720,11 +787,19 @@ def _check_resumable(
             f"{', '.join(differences) or 'its manifest differs'}; resume on that dataset "
             "or start a new run"
         )
+    now = json.loads(json.dumps(asdict(config)))  # as config.json holds it
     changed = [
-        f"--{key.replace('_', '-')} {saved['train'][key]} -> {getattr(config, key)}"
+        f"--{key.replace('_', '-')} {saved['train'][key]} -> {now[key]}"
         for key in _RESUME_FIXED
-        if key in saved.get("train", {}) and saved["train"][key] != getattr(config, key)
+        if key in saved.get("train", {}) and saved["train"][key] != now[key]
     ]
+    mixed = [d["manifest_sha256"] for d in (before or {}).get("mixture", [])]
+    if before and mixed != [d["manifest_sha256"] for d in dataset.get("mixture", [])]:
+        raise RbprepError(
+            f"{run}: --resume on other datasets than the run's "
+            f"({', '.join(d['path'] for d in before.get('mixture', [before]))}); resume on "
+            "those or start a new run"
+        )
     if saved.get("model") not in (None, model.as_dict()):
         changed.append("the model (--model / --config)")
     if changed:
