@@ -229,3 +229,94 @@ def test_a_failed_write_behind_stops_later_writes_and_is_raised_where_it_is_used
         assert not marker.exists() and not later.exists()
         writes.submit([(last, b"{}")])
     assert not last.exists()
+
+
+# --- a dataset on an object store, read in bounded memory ------------------------------
+
+
+@pytest.fixture(scope="module")
+def sharded_small(tmp_path_factory, builtin_corpus, small_vocab):
+    """The built-in corpus in partitions of 300 KB (about 15 shards), seq 128, 2 copies;
+    and the same corpus four times over (four times the shards)."""
+    out = tmp_path_factory.mktemp("for-s3")
+    config = ShardConfig(seq_len=128, dup=2, valid_fraction=0.02)
+    shard(
+        open_corpus([builtin_corpus], partition_size=300_000),
+        small_vocab / "bpe",
+        out / "one",
+        config,
+    )
+    copies = []
+    for n in range(4):
+        copy = out / f"copy{n}.txt"
+        copy.write_bytes(builtin_corpus.read_bytes())
+        copies.append(copy)
+    shard(open_corpus(copies, partition_size=300_000), small_vocab / "bpe", out / "four", config)
+    return out / "one", out / "four"
+
+
+def _cache_bytes(directory) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*.arrow"))
+
+
+def test_a_remote_dataset_is_fetched_as_batches_need_it_into_a_bounded_folder(
+    object_store, sharded_small, tmp_path, monkeypatch
+):
+    """Opening reads no shard; each batch fetches the shards it needs, checked, and the
+    folder stays within its bound (a batch's own shards aside); batches equal a local
+    open's. A shard damaged in the store is a one-line error when first needed, and its
+    copy is not kept."""
+    monkeypatch.setenv("RBPREP_CACHE_DIR", str(tmp_path / "cache"))
+    local_root = sharded_small[0]
+    uri = object_store.upload(local_root, "datasets/bounded")
+    local = open_dataset(local_root)
+    sizes = [record.bytes for record in local.shards]
+    bound = int(2.5 * max(sizes))
+    remote = open_dataset(uri, cache_bytes=bound)
+    folder = tmp_path / "cache" / "datasets"
+    assert len(local.shards) > 8 and _cache_bytes(folder) == 0  # nothing fetched at open
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        rows = rng.choice(len(local), size=3, replace=False)
+        got, expected = remote.batch(rows, 1, groups=True), local.batch(rows, 1, groups=True)
+        for name, array in expected.items():
+            np.testing.assert_array_equal(got[name], array)
+        assert _cache_bytes(folder) <= max(bound, 3 * max(sizes))
+    assert len(remote.lengths()) == len(local) and (remote.lengths() == local.lengths()).all()
+    assert _cache_bytes(folder) <= bound
+    # Damage in the store: found on arrival, named, not kept.
+    damaged = tmp_path / "damaged"
+    import shutil
+
+    shutil.copytree(local_root, damaged)
+    target = damaged / local.shards[3].file
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    bad = open_dataset(object_store.upload(damaged, "datasets/damaged"), cache_bytes=bound)
+    first_of_three = int(bad._parts.starts[3])
+    with pytest.raises(RbprepError, match=r"shard-00003\.arrow\S*: checksum differs"):
+        bad.batch([first_of_three], 0)
+    assert not list(folder.rglob(f"{local.shards[3].sha256}*"))
+
+
+def test_reading_a_remote_dataset_holds_no_more_than_its_bound(
+    object_store, sharded_small, tmp_path, monkeypatch
+):
+    """Every row of a dataset four times the bound, in order: Arrow never holds more than
+    a shard in memory (the reader once read a remote dataset into memory whole: as many
+    bytes as its shards), and the folder never more than its bound."""
+    monkeypatch.setenv("RBPREP_CACHE_DIR", str(tmp_path / "cache"))
+    root = sharded_small[1]
+    uri = object_store.upload(root, "datasets/whole")
+    shards = json.loads((root / "manifest.json").read_text())["splits"]["train"]["shards"]
+    largest, total = max(s["bytes"] for s in shards), sum(s["bytes"] for s in shards)
+    bound = 2 * largest
+    assert total > 4 * bound
+    dataset = open_dataset(uri, cache_bytes=bound)
+    held, on_disk = [], []
+    for start in range(0, len(dataset), 64):
+        dataset.batch(np.arange(start, min(start + 64, len(dataset))), copy=1)
+        held.append(pa.total_allocated_bytes())
+        on_disk.append(_cache_bytes(tmp_path / "cache" / "datasets"))
+    assert max(held) < largest and max(on_disk) <= bound

@@ -1,6 +1,7 @@
 """``open_dataset``: memory-mapped shards -> padded, masked NumPy batches.
 
-A dataset on a remote file system (a URI, see ``rbprep.storage``) is read into memory.
+A dataset on a remote file system (a URI, see ``rbprep.storage``) is fetched shard by
+shard as batches need them, into a local folder of bounded size (``_ShardCache``).
 
 Before a batch is made, every shard is checked against the manifest (size and sha256,
 once per process per file) and for the invariants a batch relies on: valid Arrow, ids
@@ -32,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from rbprep import kernels
-from rbprep.dataset.format import SPLITS, as_location, shard_schema
+from rbprep.dataset.format import SPLITS, as_location, id_dtype, shard_schema
 from rbprep.dataset.manifest import Manifest, ShardRecord
 from rbprep.dataset.masking import Masks, MaskTables, mask_partition_rows
 from rbprep.errors import RbprepError
@@ -70,6 +71,7 @@ class Dataset:
         checksums: bool = True,
         share: tuple[int, int] = (0, 1),
         agree: Agree | None = None,
+        cache_bytes: int | None = None,
     ):
         self.root = as_location(root)
         self.split = split
@@ -92,6 +94,11 @@ class Dataset:
                 f"damage that keeps the format's invariants goes unseen until `rbprep verify`"
             )
         advice = f"run `rbprep verify {self.root}`, and shard again if it fails"
+        self._cache: _ShardCache | None = None
+        if self.root.remote:  # fetched as batches need them, checked on arrival
+            self._cache = _ShardCache(self, checksums, advice, cache_bytes)
+            self._parts = self._cache.parts
+            return
         self._tables = [self._open_shard(shard, checksums, advice) for shard in self.shards]
         self._parts = _Parts.of(self._tables, self.dup)
         found = self._check_share(share, checksums, advice)
@@ -110,9 +117,12 @@ class Dataset:
         )
 
     def lengths(self) -> np.ndarray:
-        """(rows,) int64: every row's real tokens (specials included, padding not)."""
-        if not self._tables:
+        """(rows,) int64: every row's real tokens (specials included, padding not). A
+        remote dataset's are read shard by shard through its cache (once per process)."""
+        if not self.shards:
             return np.zeros(0, dtype=np.int64)
+        if self._cache is not None:
+            return self._cache.lengths()
         offsets = self._parts.arrays["id_offsets"]
         return np.concatenate([np.diff(o) for o in offsets]).astype(np.int64)
 
@@ -134,13 +144,16 @@ class Dataset:
             raise RbprepError(f"{location}: changed since shard (sha256 differs); {advice}")
         return tokenizer
 
-    def _open_shard(self, shard: ShardRecord, checksums: bool, advice: str) -> pa.Table:
+    def _open_shard(
+        self, shard: ShardRecord, checksums: bool, advice: str, local: str | None = None
+    ) -> pa.Table:
         """The shard's table, memory-mapped, once its size, format and rows are as the
         manifest says (what every rank checks of every shard: no pass over its data). A
-        file Arrow cannot read is hashed (where ``checksums``), to say it is damaged."""
+        file Arrow cannot read is hashed (where ``checksums``), to say it is damaged.
+        ``local``: the file's copy to read (a remote shard's, fetched into the cache)."""
         location = self.root.child(shard.file)
         try:
-            size = location.size()
+            size = os.stat(local).st_size if local else location.size()
         except FileNotFoundError as exc:
             raise RbprepError(f"{location}: missing; {advice}") from exc
         if size != shard.bytes:
@@ -149,7 +162,8 @@ class Dataset:
                 f"(truncated or replaced); {advice}"
             )
         try:
-            table = pa.ipc.open_file(location.arrow_file()).read_all()
+            source = pa.memory_map(local) if local else location.arrow_file()
+            table = pa.ipc.open_file(source).read_all()
             table.validate(full=True)
         except (pa.ArrowException, OSError) as exc:  # a damaged footer is an OSError
             damage = checksums and _sha256_problem(location, shard.sha256)
@@ -232,6 +246,8 @@ class Dataset:
         parts = self._parts
         part_of = np.searchsorted(parts.starts, indices, side="right") - 1  # (batch,)
         rows = indices - parts.starts[part_of]  # (batch,) row within its record batch
+        if self._cache is not None and size:  # its shards fetched and mapped, if not yet
+            self._cache.hold(np.unique(part_of).tolist())
         if size:
             lengths = kernels.gather_rows(
                 *parts.id_lists, part_of, rows, self.sep_id, input_ids, attention_mask,
@@ -294,6 +310,140 @@ class Dataset:
             range(copy, copy + 1),
             (parts.first_row[part_of] + rows).astype(np.uint64),
         )
+
+
+class _ShardCache:
+    """A remote dataset's shards, fetched when a batch first needs them into a local
+    folder of bounded size, checked on arrival (size, sha256 while downloading, format,
+    rows and the invariants kernel), and memory-mapped from there. Least recently used
+    shards leave the folder (and the reading kernels' lists) when it passes its bound;
+    the shards of the batch being made never do, so one batch may pass it alone.
+
+    The folder is ``cache_bytes``'s bound (default ``RBPREP_DATASET_CACHE_BYTES``, else 4
+    GiB) under ``default_cache_dir()/datasets/``, one per dataset (its manifest's sha256).
+    A shard is one part (several record batches are joined, in memory)."""
+
+    def __init__(
+        self, dataset: Dataset, checksums: bool, advice: str, cache_bytes: int | None
+    ) -> None:
+        from rbprep.cache import default_cache_dir
+
+        self.dataset, self.checksums, self.advice = dataset, checksums, advice
+        limit = cache_bytes or int(os.environ.get("RBPREP_DATASET_CACHE_BYTES", 4 * 2**30))
+        self.limit = limit
+        manifest = dataset.root.child("manifest.json").read_bytes()
+        key = hashlib.sha256(manifest).hexdigest()[:24]
+        self.directory = default_cache_dir() / "datasets" / f"{key}-{dataset.split}"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        shards = dataset.shards
+        ids = id_dtype(dataset.manifest.tokenizer.vocab_size)
+        counts = [shard.rows for shard in shards]
+        empty_offsets = np.zeros(1, dtype=np.int32)
+        placeholders = {
+            "id_offsets": empty_offsets,
+            "id_values": np.zeros(0, dtype=ids),
+            "position_offsets": empty_offsets,
+            "positions": np.zeros(0, dtype=np.uint16),
+            "groups": np.zeros(0, dtype=np.uint16),
+            "random_offsets": empty_offsets,
+            "random_tokens": np.zeros(0, dtype=ids),
+        }
+        for array in placeholders.values():  # as Arrow's views are: typed lists take one type
+            array.flags.writeable = False
+        names = _PART_BUFFERS if dataset.dup is not None else _PART_BUFFERS[:2]
+        self.placeholders = {name: placeholders[name] for name in names}
+        self.parts = _Parts(
+            starts=np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64),
+            shard=np.arange(len(shards), dtype=np.int64),
+            first_row=np.zeros(len(shards), dtype=np.int64),
+            arrays={
+                name: [placeholders[name]] * len(shards) if name in names else []
+                for name in _PART_BUFFERS
+            },
+        )
+        self.resident: dict[int, int] = {}  # shard -> bytes on disk, least recently used first
+        self._lengths: np.ndarray | None = None
+
+    def hold(self, needed: list[int]) -> None:
+        """Make shards ``needed`` resident (fetched, checked, mapped), then evict the least
+        recently used others while the folder is past its bound."""
+        for shard in needed:
+            if shard in self.resident:
+                self.resident[shard] = self.resident.pop(shard)  # now the most recent
+            else:
+                self._fetch(shard)
+        held = set(needed)
+        for shard in list(self.resident):
+            if sum(self.resident.values()) <= self.limit:
+                break
+            if shard not in held:
+                self._evict(shard)
+
+    def lengths(self) -> np.ndarray:
+        """(rows,) int64: every row's real tokens, each shard's read once through the
+        cache (the reading kernels' bound holds meanwhile)."""
+        if self._lengths is None:
+            parts = []
+            for shard in range(len(self.dataset.shards)):
+                self.hold([shard])
+                parts.append(np.diff(self.parts.arrays["id_offsets"][shard]).astype(np.int64))
+            self._lengths = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return self._lengths
+
+    def _fetch(self, shard: int) -> None:
+        record = self.dataset.shards[shard]
+        location = self.dataset.root.child(record.file)
+        local = self.directory / f"{record.sha256}.arrow"
+        if not local.exists() or local.stat().st_size != record.bytes:
+            partial = local.with_name(f"{local.name}.{os.getpid()}.part")
+            digest = hashlib.sha256()
+            try:
+                with location.open() as source, open(partial, "wb") as target:
+                    while block := source.read(1 << 22):
+                        digest.update(block)
+                        target.write(block)
+            except FileNotFoundError as exc:
+                partial.unlink(missing_ok=True)
+                raise RbprepError(f"{location}: missing; {self.advice}") from exc
+            if self.checksums and digest.hexdigest() != record.sha256:
+                partial.unlink(missing_ok=True)
+                raise RbprepError(
+                    f"{location}: checksum differs from the manifest (damaged); {self.advice}"
+                )
+            os.replace(partial, local)
+        try:
+            table = self.dataset._open_shard(record, False, self.advice, str(local))
+        except RbprepError:
+            local.unlink(missing_ok=True)  # fetched again next time, not kept damaged
+            raise
+        if table.num_columns and table.column(0).num_chunks != 1:
+            table = table.combine_chunks()
+        parts = _Parts.of([table], self.dataset.dup)
+        problem = kernels.shard_invariants(
+            *parts.buffers(0),
+            self.dataset.dup or 0,
+            self.dataset.seq_len,
+            self.dataset.manifest.tokenizer.vocab_size,
+        )
+        if problem is not None:
+            local.unlink(missing_ok=True)
+            raise RbprepError(f"{location}: row {problem[1]} has {problem[0]}; {self.advice}")
+        self._place(shard, {name: parts.arrays[name][0] for name in self.placeholders})
+        self.resident[shard] = record.bytes
+
+    def _evict(self, shard: int) -> None:
+        self._place(shard, self.placeholders)
+        del self.resident[shard]
+        record = self.dataset.shards[shard]
+        (self.directory / f"{record.sha256}.arrow").unlink(missing_ok=True)
+
+    def _place(self, shard: int, arrays: dict[str, np.ndarray]) -> None:
+        """Set shard ``shard``'s buffers, in the views and, once made, the typed lists."""
+        lists = self.parts.__dict__.get("lists")  # the cached property, if made
+        for name, array in arrays.items():
+            self.parts.arrays[name][shard] = array
+            if lists is not None:
+                lists[name][shard] = array
 
 
 @dataclass(frozen=True)
@@ -381,6 +531,7 @@ def open_dataset(
     checksums: bool = True,
     share: tuple[int, int] = (0, 1),
     agree: Agree | None = None,
+    cache_bytes: int | None = None,
 ) -> Dataset:
     """Open one split (``train`` or ``valid``) of a dataset made by ``rbprep shard``.
 
@@ -394,8 +545,14 @@ def open_dataset(
     process hashes and checks shards ``rank``, ``rank + world``, ...; ``agree`` then
     exchanges its finding with every rank's (``train.distributed.agree``), so that damage
     any rank finds stops them all, and none makes a batch from a shard that failed.
+
+    A dataset on an object store (a URI) opens without reading its shards: each is
+    fetched when a batch first needs it into a local folder of at most ``cache_bytes``
+    (default ``$RBPREP_DATASET_CACHE_BYTES``, else 4 GiB; a batch's own shards stay
+    whatever their size), checked on arrival as above, and memory-mapped from there, so
+    memory does not grow with the dataset.
     """
-    return Dataset(root, split, checksums, share, agree)
+    return Dataset(root, split, checksums, share, agree, cache_bytes)
 
 
 # Files whose sha256 this process has checked: (location, sha256, size, mtime_ns).
