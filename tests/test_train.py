@@ -297,11 +297,14 @@ def test_token_budget_steps(builtin_corpus, small_vocab, tmp_path):
     ranks = [
         Loader(dataset, TokenBudget(budget, micro_budget), seed=3, rank=r, world=2) for r in (0, 1)
     ]
+    alone = Loader(dataset, TokenBudget(budget, micro_budget), seed=3)  # elastic: one rank
     order = epoch_order(len(dataset), 3, 0)
     taken = 0
     cursor = Cursor()
     for _ in range(ranks[0].steps_per_epoch()):
         steps = [loader.step_at(cursor) for loader in ranks]
+        one = alone._plan(cursor)[0]
+        assert (one.tokens, one.sequences) == (steps[0].tokens, steps[0].sequences)
         rows = order[taken : taken + steps[0].sequences]
         assert steps[0].tokens == lengths[rows].sum() <= budget
         assert (
