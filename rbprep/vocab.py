@@ -1,7 +1,8 @@
 """``train-vocab``: train RoBERTa's byte-level BPE and BERT's WordPiece on one corpus.
 
-Both are trained with Hugging Face ``tokenizers`` from a stream of sentence units
-(bounded memory: the trainers keep word counts, not text) and saved so that
+Both are trained from a stream of sentence units (bounded memory: the trainers keep word
+counts, not text) with Hugging Face ``tokenizers``, the BPE by gigabpe where it gives the
+same files (``rbprep.bpe_trainers``, ``--trainer``), and saved so that
 ``tokenizers.Tokenizer.from_file(DIR/x/tokenizer.json)`` and
 ``transformers.AutoTokenizer.from_pretrained(DIR/x)`` load them as they are.
 
@@ -29,9 +30,17 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer, WordPieceTrainer
 
+from rbprep.bpe_trainers import (
+    FAST_NAME,
+    REFERENCE_NAME,
+    choose_trainer,
+    fast_trainer_version,
+    new_bpe,
+    train_bpe_fast,
+)
 from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
 from rbprep.corpus.sampling import Usage, sample_documents
-from rbprep.encoding import BATCH_CHARS, batch_bounds
+from rbprep.encoding import BATCH_CHARS, batch_bounds, installed_version
 from rbprep.errors import RbprepError
 from rbprep.progress import ByteProgress
 from rbprep.sizes import counted, format_size
@@ -57,6 +66,7 @@ class VocabConfig:
     cased: bool = False  # WordPiece only: the BPE never normalises
     sample_bytes: int | None = None
     seed: int = 0
+    trainer: str = "auto"  # the BPE's: auto | fast (gigabpe) | reference (tokenizers)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -71,6 +81,8 @@ class TokenizerResult:
     vocab_size: int
     seconds: float
     files: list[str]
+    trainer: dict[str, str] = field(default_factory=dict)  # name and version
+    trainer_note: str | None = None  # why auto did not take the fast trainer
 
 
 @dataclass
@@ -114,6 +126,9 @@ class VocabSummary:
                 f"  {result.kind:<10} {result.vocab_size:>7,} entries{short}  "
                 f"{result.seconds:6.1f} s  -> {result.path}/ ({', '.join(result.files)})"
             )
+            by = f"{result.trainer.get('name')} {result.trainer.get('version')}"
+            note = f" ({result.trainer_note})" if result.trainer_note else ""
+            lines.append(f"  {'':<10} trained by {by}{note}")
         lines.append(f"Done in {self.seconds:.1f} s.")
         return "\n".join(lines)
 
@@ -148,7 +163,9 @@ def train_vocab(
         stats = ReadStats()
         used = Usage()
         kind_started = time.perf_counter()
+        chosen, note = "reference", None
         if kind == "bpe":
+            chosen, note = choose_trainer(config.trainer)
             tokenizer, trainer = _new_bpe(config)
         else:
             with _warnings_only_if(False):  # the training pass below warns
@@ -163,7 +180,13 @@ def train_vocab(
             ByteProgress(f"{kind}: reading", corpus.size, enabled=progress) as bar,
         ):
             documents = sample_documents(corpus, stats, config.sample_bytes, config.seed, used)
-            tokenizer.train_from_iterator(_unit_batches(documents, stats, bar), trainer)
+            if chosen == "fast":
+                batches = _unit_batches(documents, stats, bar)
+                tokenizer = train_bpe_fast(
+                    batches, config.bpe_size, config.min_frequency, BPE_SPECIALS
+                )
+            else:
+                tokenizer.train_from_iterator(_unit_batches(documents, stats, bar), trainer)
         if used.documents == 0:
             raise RbprepError(_empty_message(corpus, stats))
         if kind == "wordpiece":
@@ -181,6 +204,7 @@ def train_vocab(
                 reached,
                 requested,
             )
+        version = fast_trainer_version() if chosen == "fast" else installed_version("tokenizers")
         results.append(
             TokenizerResult(
                 kind,
@@ -189,6 +213,11 @@ def train_vocab(
                 reached,
                 round(time.perf_counter() - kind_started, 3),
                 files,
+                {
+                    "name": FAST_NAME if chosen == "fast" else REFERENCE_NAME,
+                    "version": version or "",
+                },
+                note,
             )
         )
         if summary is None:
@@ -271,18 +300,8 @@ def _unit_batches(
 
 
 def _new_bpe(config: VocabConfig) -> tuple[Tokenizer, BpeTrainer]:
-    tokenizer = Tokenizer(models.BPE())
     # Byte-level, no normaliser and no prefix space: decode(encode(x)) == x for any text.
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = BpeTrainer(
-        vocab_size=config.bpe_size,
-        min_frequency=config.min_frequency,
-        special_tokens=list(BPE_SPECIALS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    return tokenizer, trainer
+    return new_bpe(config.bpe_size, config.min_frequency, BPE_SPECIALS)
 
 
 def _new_wordpiece(

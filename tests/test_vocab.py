@@ -251,3 +251,122 @@ def test_no_warning_when_the_size_is_reached(tmp_path, builtin_corpus, caplog):
         [builtin_corpus], tmp_path, VocabConfig(only="bpe", bpe_size=500, sample_bytes=200_000)
     )
     assert "filled" not in caplog.text
+
+
+# --- the fast BPE trainer: gigabpe, proven to give tokenizers' files ---------------------
+
+COMPARED = ("tokenizer.json", "vocab.json", "merges.txt")
+HOSTILE_LINES = (
+    "Größe und Übermaß, naïve café; İstanbul'da çay. Привет, мир! Γειά σου κόσμε.\n"
+    "日本語のテキスト。中文文本没有空格。한국어 문장입니다. ภาษาไทยไม่มีช่องว่าง\n"
+    "Controls \x01\x02\x1b[0m and \x7f\x85\x9f inside, a zero\u200bwidth space, \u2028 \u2029.\n"
+    "form\x0cfeed and vertical\x0btab, \x1c\x1d\x1e separators, emoji 🙂👍🏽👨\u200d👩\u200d👧\n"
+    "crlf line\r\nand a lone cr\rline, tabs\tand  double  spaces, <s> </s> <mask> spelled\n"
+)
+
+
+def _trained_files(tmp_path, text_or_files, trainer, **options):
+    """train-vocab --only bpe with ``trainer`` on a file of ``text`` (or the files): its
+    BPE's files, and the summary."""
+    files = text_or_files
+    if isinstance(text_or_files, str):
+        files = [tmp_path / "corpus.txt"]
+        files[0].write_bytes(text_or_files.encode("utf-8", "surrogatepass"))
+    out = tmp_path / trainer
+    config = VocabConfig(only="bpe", trainer=trainer, **options)
+    summary = train_vocab(files, out, config, force=True)
+    return {name: (out / "bpe" / name).read_bytes() for name in COMPARED}, summary
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    lines=st.lists(
+        st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=60)
+        | st.sampled_from(HOSTILE_LINES.splitlines())
+        | st.builds(
+            lambda c, n: c * n, st.sampled_from(["ab", "x", "日本", " a"]), st.integers(1, 80)
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    size=st.sampled_from([261, 300, 700, 2000, 50_000]),
+    min_frequency=st.sampled_from([1, 2, 3, 7]),
+)
+def test_the_fast_trainer_writes_the_reference_files_on_hypothesis_text(
+    tmp_path_factory, lines, size, min_frequency
+):
+    tmp_path = tmp_path_factory.mktemp("bpe")
+    text = "\n".join(lines) + "\n"
+    if not text.strip():
+        return
+    options = dict(bpe_size=size, min_frequency=min_frequency)
+    outcomes = []
+    for trainer in ("fast", "reference"):
+        try:  # text the reader refuses (all NULs: a binary file) is refused by both alike
+            outcomes.append(_trained_files(tmp_path, text, trainer, **options)[0])
+        except RbprepError as error:
+            outcomes.append(str(error).replace(trainer, "TRAINER"))
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("size", [300, 5_000, 50_000])
+def test_the_fast_trainer_writes_the_reference_files_on_real_and_hostile_text(
+    tmp_path, builtin_corpus, size
+):
+    """The built-in corpus, many languages and hostile Unicode (controls, line and
+    paragraph separators, CR and CRLF, spelled specials), and a line longer than
+    MAX_UNIT_BYTES (cut into units as it is read), at vocabularies from 300 to 50K; with
+    and without --sample-bytes."""
+    from rbprep.corpus.formats import MAX_UNIT_BYTES
+
+    hostile = tmp_path / "hostile.txt"
+    hostile.write_text(
+        HOSTILE_LINES * 50 + "word " * (MAX_UNIT_BYTES // 4) + "\n", encoding="utf-8"
+    )
+    for options in ({}, {"sample_bytes": 1_000_000, "seed": 3}):
+        files = [builtin_corpus, hostile]
+        fast, summary = _trained_files(tmp_path, files, "fast", bpe_size=size, **options)
+        reference, _ = _trained_files(tmp_path, files, "reference", bpe_size=size, **options)
+        assert fast == reference
+        assert summary.tokenizers[0].trainer == {"name": "gigabpe", "version": "0.1.0"}
+
+
+def test_auto_takes_the_fast_trainer_and_says_who_trained(tmp_path, small_corpus):
+    summary = train_vocab([small_corpus], tmp_path / "auto", VocabConfig(only="bpe", bpe_size=300))
+    assert summary.tokenizers[0].trainer["name"] == "gigabpe"
+    assert "trained by gigabpe 0.1.0" in summary.report()
+    recorded = json.loads((tmp_path / "auto" / "train-vocab.json").read_text())
+    assert recorded["tokenizers"][0]["trainer"] == {"name": "gigabpe", "version": "0.1.0"}
+    assert recorded["config"]["trainer"] == "auto"
+    summary = train_vocab(
+        [small_corpus], tmp_path / "ref", VocabConfig(only="bpe", bpe_size=300, trainer="reference")
+    )
+    assert summary.tokenizers[0].trainer["name"] == "tokenizers"
+
+
+def test_a_fast_trainer_that_disagrees_at_load_is_left_for_the_reference(
+    tmp_path, small_corpus, monkeypatch
+):
+    """A changed wheel (here: gigabpe's merges with the last one dropped) fails the probe
+    at load: auto trains with tokenizers and says why; fast is a one-line error."""
+    import gigabpe
+
+    from rbprep import bpe_trainers
+
+    original = gigabpe.train_bpe
+    monkeypatch.setattr(
+        gigabpe, "train_bpe", lambda *a, **k: (lambda v, m: (v, m[:-1]))(*original(*a, **k))
+    )
+    bpe_trainers.fast_trainer_problem.cache_clear()
+    try:
+        summary = train_vocab([small_corpus], tmp_path / "a", VocabConfig(only="bpe", bpe_size=300))
+        result = summary.tokenizers[0]
+        assert result.trainer["name"] == "tokenizers"
+        assert "trains other merges than tokenizers on the probe text" in result.trainer_note
+        assert "trains other merges" in summary.report()
+        with pytest.raises(
+            RbprepError, match=r"--trainer fast: gigabpe 0\.1\.0 trains other merges"
+        ):
+            train_vocab([small_corpus], tmp_path / "f", VocabConfig(only="bpe", trainer="fast"))
+    finally:
+        bpe_trainers.fast_trainer_problem.cache_clear()
