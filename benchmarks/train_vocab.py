@@ -10,7 +10,10 @@ What is measured, per tokenizer kind (byte-level BPE, WordPiece), on one corpus:
   ``VocabConfig``, so the settings cannot drift from rbprep's. (The WordPiece floor
   declares no "##c" pieces: rbprep's extra pass over the text that finds them, to make
   its WordPiece deterministic, is a cost of rbprep and is timed as such.)
-- rbprep: ``rbprep train-vocab CORPUS --only KIND --out TMP --force --quiet``.
+- rbprep: ``rbprep train-vocab CORPUS --only KIND --out TMP --force --quiet --trainer
+  T`` (``--trainer``: auto by default, which takes gigabpe for the BPE; fast or
+  reference to measure one; the ratio to the floor is then the BPE trainer's speed-up
+  over tokenizers called directly, with the files compared).
 
 Every contestant is a separate process, timed whole (imports and start-up included):
 wall time around the child, peak RSS from ``os.wait4``'s rusage of that child. Runs are
@@ -159,9 +162,11 @@ def run_floor(kind: str, corpus: Corpus, out: Path) -> Run:
     return timed(command, out / "log.txt")
 
 
-def run_rbprep(kind: str, corpus_args: list[str], out: Path, sample_bytes: int | None) -> Run:
+def run_rbprep(
+    kind: str, corpus_args: list[str], out: Path, sample_bytes: int | None, trainer: str = "auto"
+) -> Run:
     command = [*rbprep_command(), "train-vocab", *corpus_args, "--only", kind]
-    command += ["--out", str(out), "--force", "--quiet"]
+    command += ["--out", str(out), "--force", "--quiet", "--trainer", trainer]
     if sample_bytes is not None:
         command += ["--sample-bytes", str(sample_bytes)]
     out.mkdir(parents=True, exist_ok=True)
@@ -220,14 +225,20 @@ def check_floor_can_read(corpus: Corpus) -> None:
 
 
 def bench_kind(
-    kind: str, corpus_args: list[str], corpus: Corpus, repeats: int, sample_bytes: int, work: Path
+    kind: str,
+    corpus_args: list[str],
+    corpus: Corpus,
+    repeats: int,
+    sample_bytes: int,
+    work: Path,
+    trainer: str = "auto",
 ) -> KindResult:
     result = KindResult(kind, sample_bytes=sample_bytes)
     floor_jsons, rbprep_jsons = [], []
     for repeat in range(repeats):
         floor_dir, rbprep_dir = work / f"floor-{kind}-{repeat}", work / f"rbprep-{kind}-{repeat}"
         result.floor.append(run_floor(kind, corpus, floor_dir))
-        result.rbprep.append(run_rbprep(kind, corpus_args, rbprep_dir, None))
+        result.rbprep.append(run_rbprep(kind, corpus_args, rbprep_dir, None, trainer))
         floor_jsons.append(floor_dir / "tokenizer.json")
         rbprep_jsons.append(rbprep_dir / kind / "tokenizer.json")
         print(
@@ -241,7 +252,7 @@ def bench_kind(
     if repeats > 1:
         result.floor_vs_floor = compare_vocabs(kind, floor_jsons[0], floor_jsons[-1])
         result.rbprep_vs_rbprep = compare_vocabs(kind, rbprep_jsons[0], rbprep_jsons[-1])
-    result.sample = run_rbprep(kind, corpus_args, work / f"sample-{kind}", sample_bytes)
+    result.sample = run_rbprep(kind, corpus_args, work / f"sample-{kind}", sample_bytes, trainer)
     print(f"  {kind} sample run: {result.sample.seconds:.1f} s", flush=True)
     return result
 
@@ -279,9 +290,12 @@ def table(result: KindResult, corpus_bytes: int, requested: int) -> str:
     return "\n".join(lines)
 
 
-def append_results(path: Path, corpus_args: list[str], corpus_bytes: int, results: list) -> None:
+def append_results(
+    path: Path, corpus_args: list[str], corpus_bytes: int, results: list, trainer: str
+) -> None:
     record = {
         **record_header(),
+        "trainer": trainer,
         "corpus": corpus_args,
         "corpus_bytes": corpus_bytes,
         "kinds": [r.as_dict() for r in results],
@@ -296,6 +310,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kinds", default=",".join(KINDS), help="bpe,wordpiece (both)")
     parser.add_argument(
         "--sample-bytes", type=parse_size, help="memory check sample (half the corpus)"
+    )
+    parser.add_argument(
+        "--trainer", default="auto", help="rbprep's --trainer for the BPE: auto, fast, reference"
     )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSON lines file")
     args = parser.parse_args(argv)
@@ -322,14 +339,16 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="rbprep-bench-") as work:
         for kind in args.kinds:
             results.append(
-                bench_kind(kind, corpus_args, corpus, args.repeats, sample_bytes, Path(work))
+                bench_kind(
+                    kind, corpus_args, corpus, args.repeats, sample_bytes, Path(work), args.trainer
+                )
             )
     print()
     for result in results:
         requested = config.bpe_size if result.kind == "bpe" else config.wordpiece_size
         print(table(result, corpus.size, requested))
         print()
-    append_results(args.results, corpus_args, corpus.size, results)
+    append_results(args.results, corpus_args, corpus.size, results, args.trainer)
 
 
 if __name__ == "__main__":
