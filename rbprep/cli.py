@@ -636,7 +636,9 @@ def pretrain_command(
     (RobertaForMaskedLM.from_pretrained). Several GPUs: torchrun --nproc-per-node N -m
     rbprep pretrain ... (DDP); a run resumes on another number of GPUs with the same
     data. Several DATA with one tokenizer mix by --weights, deterministically (each
-    step's line in metrics.jsonl gives its sequences from each: "sources").
+    step's line in metrics.jsonl gives its sequences from each: "sources"). DATA on an
+    object store (s3://...) is fetched shard by shard as steps need it, into a local
+    cache of RBPREP_DATASET_CACHE_BYTES (4 GiB), checked on arrival.
 
     \b
     Example:
