@@ -353,11 +353,7 @@ def cut_characters(config: dict[str, Any]) -> tuple[int, ...]:
     pre_tokenizer = config.get("pre_tokenizer") or {}
     if _bert_kind(config):
         return (0x20, 0x0A)
-    if (
-        config.get("normalizer") is not None
-        or pre_tokenizer.get("type") != "ByteLevel"
-        or not pre_tokenizer.get("use_regex", True)
-    ):
+    if not _byte_level_kind(config) or not pre_tokenizer.get("use_regex", True):
         return ()
     return (0x20,) if pre_tokenizer.get("add_prefix_space", False) else (0x20, 0x0A)
 

@@ -279,6 +279,11 @@ class Dataset:
         return result
 
     @cached_property
+    def _partitions(self) -> np.ndarray:
+        """(shards,) uint64: each shard's partition, which keys its rows' masks."""
+        return np.array([record.partition for record in self.shards], dtype=np.uint64)
+
+    @cached_property
     def mask_tables(self) -> MaskTables:
         """The tokenizer's tables for masking (dynamic masking computes with them)."""
         vocab = self.tokenizer.get_vocab(with_added_tokens=True)
@@ -299,14 +304,13 @@ class Dataset:
         keys them (a shard holds one partition's rows of the split, from its row 0)."""
         parts = self._parts
         shard = parts.shard[part_of]  # (batch,)
-        partitions = np.array([record.partition for record in self.shards], dtype=np.uint64)
         return mask_partition_rows(
             np.concatenate(([0], np.cumsum(lengths))),
             input_ids[attention_mask.astype(np.bool_)].astype(np.uint32),  # rows, unpadded
             self.mask_tables,
             self.manifest.parameters.masks,
             self.split,
-            partitions[shard],
+            self._partitions[shard],
             range(copy, copy + 1),
             (parts.first_row[part_of] + rows).astype(np.uint64),
         )

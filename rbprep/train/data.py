@@ -180,10 +180,7 @@ class Loader:
         if self.mixture is not None and not isinstance(plan, FixedBatches):
             raise ValueError("several datasets are read in fixed batches only (not --batch-tokens)")
         # A mixture's samples taken before ``_blended[0]``, per source (kernels.blend).
-        self._blended: tuple[int, np.ndarray] = (
-            0,
-            np.zeros(len(getattr(dataset, "datasets", [0])), dtype=np.int64),
-        )
+        self._blended: tuple[int, np.ndarray] | None = None
         self._source_orders: dict[tuple[int, int], np.ndarray] = {}
         if isinstance(plan, FixedBatches):
             self.global_batch = plan.micro_batch * plan.accumulation * world
@@ -233,7 +230,7 @@ class Loader:
         mixture, size = self.mixture, self.global_batch
         assert mixture is not None
         first = step * size
-        if self._blended[0] > first:  # an earlier step: blend again from the start
+        if self._blended is None or self._blended[0] > first:  # blend from the start
             self._blended = (0, np.zeros(len(mixture.datasets), dtype=np.int64))
         done, counts = self._blended
         if done < first:
