@@ -12,6 +12,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# MosaicML Streaming, the MDS reader of the tests: without its pins (numpy<2.2,
+	# transformers<5), which its reader does not need; tests lend it a torchvision stub.
+	$(BIN)/pip install --quiet --no-deps mosaicml-streaming==0.13.0
 	# The kernels compiled ahead of time (rbprep.aot); where that fails, numba's JIT runs them.
 	-$(BIN)/python -m rbprep.aot
 	touch $@

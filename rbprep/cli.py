@@ -1,14 +1,18 @@
 """The ``rbprep`` command line: Click commands only, each one library call.
 
-Options carry the names of the config fields they set (``--bpe-size`` <-> ``bpe_size``).
+Options carry the names of the config fields they set (``--bpe-size`` <-> ``bpe_size``):
+a config's options are made from its fields (``config_options``, ``rbprep.options``), so
+its defaults, choices and help are written once, in the config.
 A user's problem (``RbprepError``) becomes one ``Error: ...`` line and exit status 1;
 bad usage is Click's exit status 2.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
+import importlib
 import json
 import logging
 import os
@@ -16,35 +20,140 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from rbprep import __version__
 from rbprep.errors import RbprepError
+from rbprep.options import FieldOption, build, field_options
 from rbprep.progress import WarningHandler
 from rbprep.sizes import parse_size
+
+if TYPE_CHECKING:
+    from rbprep.sharding.config import ShardConfig
+    from rbprep.train.loop import TrainConfig
+    from rbprep.vocab import VocabConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class SizeType(click.ParamType):
-    """A byte size: ``64MB``, ``500KB``, ``1.5GB``, ``2GiB`` or plain bytes."""
+class ParsedType(click.ParamType):
+    """A value parsed from its text by a plain function (an ``Option.type``), whose
+    ValueError is Click's usage error."""
 
-    name = "SIZE"
+    def __init__(self, parse: Callable[[str], Any], name: str = "TEXT") -> None:
+        self.parse = parse
+        self.name = name
 
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> int | None:
-        if value == "auto" or value is None:
-            return None
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value  # a default, a value already
         try:
-            return parse_size(value)
+            return self.parse(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-SIZE = SizeType()
+def _size_or_auto(text: str) -> int | None:
+    """A byte size: ``64MB``, ``500KB``, ``1.5GB``, ``2GiB`` or plain bytes; auto: None."""
+    return None if text == "auto" else parse_size(text)
+
+
+SIZE = ParsedType(_size_or_auto, "SIZE")
+
+# Config fields as options (``rbprep.options``): a config dataclass's fields become a
+# command's options where its callback is decorated with ``config_options``.
+
+_CLICK_TYPES: dict[Any, click.ParamType] = {int: click.INT, float: click.FLOAT, str: click.STRING}
+
+
+def click_option(field: FieldOption) -> click.Option:
+    """The Click option of one config field."""
+    spec = field.spec
+    text, show_default = spec.help, field.default is not None and not field.is_flag
+    if spec.show_default is not None:  # Click would show it in parentheses
+        text, show_default = f"{text}  [default: {spec.show_default}]", False
+    kind: click.ParamType | None = None
+    if spec.choices is not None:
+        kind = click.Choice(spec.choices)
+    elif not field.is_flag:
+        kind = _CLICK_TYPES.get(field.type) or ParsedType(field.type, spec.metavar or "TEXT")
+    return click.Option(
+        [*field.decls, field.field],
+        type=kind,
+        is_flag=field.is_flag,
+        default=field.default,
+        nargs=field.nargs,
+        show_default=show_default,
+        metavar=spec.metavar,
+        hidden=spec.hidden,
+        help=text,
+    )
+
+
+class _ConfigOptions:
+    """A config's options in a command's parameter list, made when first needed."""
+
+    def __init__(self, config: type | Callable[[], type], dest: str) -> None:
+        self._config = config
+        self.dest = dest
+
+    @functools.cached_property
+    def cls(self) -> type:
+        return self._config if isinstance(self._config, type) else self._config()
+
+    @functools.cached_property
+    def options(self) -> list[click.Option]:
+        return [click_option(field) for field in field_options(self.cls)]
+
+
+def config_options(config: type | Callable[[], type], dest: str = "config") -> Callable[[F], F]:
+    """One option per field of the config dataclass ``config`` (see ``rbprep.options``),
+    here among the command's options; the callback gets the config as ``dest`` instead.
+
+    ``config`` may be a function that imports and returns the class: it is called when
+    the command is first parsed or helped, not when the CLI is imported (the trainer's
+    config module imports torch)."""
+
+    def decorator(command: F) -> F:
+        params = command.__dict__.setdefault("__click_params__", [])
+        params.append(_ConfigOptions(config, dest))
+        return command
+
+    return decorator
+
+
+class ConfigCommand(click.Command):
+    """A command with ``config_options``: they become options when its parameters are
+    first needed, and its callback gets each config built from them."""
+
+    @property  # type: ignore[override]
+    def params(self) -> list[click.Parameter]:
+        if any(isinstance(param, _ConfigOptions) for param in self._params):
+            self._params = [
+                option
+                for param in self._params
+                for option in (param.options if isinstance(param, _ConfigOptions) else [param])
+            ]
+        return self._params
+
+    @params.setter
+    def params(self, params: list[Any]) -> None:
+        self._params = list(params)
+        self._configs = [param for param in params if isinstance(param, _ConfigOptions)]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        for config in self._configs:
+            built = build(config.cls, ctx.params)
+            for field in dataclasses.fields(built):
+                del ctx.params[field.name]
+            ctx.params[config.dest] = built
+        return super().invoke(ctx)
+
+
+class _Group(click.Group):
+    command_class = ConfigCommand
 
 
 def _user_errors(command: F) -> F:
@@ -178,7 +287,7 @@ def _open_corpus(
     return open_corpus(paths, text_field=text_field, strict=strict, partition_size=partition_size)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rbprep")
 def main() -> None:
     """Prepare data for RoBERTa-style masked-language-model pretraining.
@@ -209,27 +318,7 @@ def run() -> None:
 @main.command("train-vocab")
 @corpus_options
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory.")
-@click.option("--only", type=click.Choice(["bpe", "wordpiece"]), help="Train only one of the two.")
-@click.option("--bpe-size", default=50_000, show_default=True, help="Byte-level BPE vocabulary.")
-@click.option("--wordpiece-size", default=30_000, show_default=True, help="WordPiece vocabulary.")
-@click.option(
-    "--min-frequency", default=2, show_default=True, help="Least count of a merge or word piece."
-)
-@click.option("--cased", is_flag=True, help="WordPiece keeps case and accents (BERT-cased).")
-@click.option(
-    "--sample-bytes",
-    type=SIZE,
-    help="Train on a deterministic sample of about this much text, drawn from all files.",
-)
-@seed_option("the sample")
-@click.option(
-    "--trainer",
-    type=click.Choice(["auto", "fast", "reference"]),
-    default="auto",
-    show_default=True,
-    help="Who trains the BPE: fast (gigabpe, the same files as tokenizers, several times "
-    "faster; checked at load), reference (tokenizers), auto (fast where it loads and agrees).",
-)
+@config_options(lambda: importlib.import_module("rbprep.vocab").VocabConfig)
 @click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
 @output_options
 @_user_errors
@@ -240,14 +329,7 @@ def train_vocab_command(
     strict: bool,
     partition_size: int | None,
     out: Path,
-    only: str | None,
-    bpe_size: int,
-    wordpiece_size: int,
-    min_frequency: int,
-    cased: bool,
-    sample_bytes: int | None,
-    seed: int,
-    trainer: str,
+    config: VocabConfig,
     force: bool,
     quiet: bool,
     as_json: bool,
@@ -264,18 +346,8 @@ def train_vocab_command(
       rbprep train-vocab corpus/ 'more/*.jsonl.gz' --out vocab
       rbprep train-vocab --builtin-corpus --out vocab --bpe-size 8000 --only bpe
     """
-    from rbprep.vocab import VocabConfig, train_vocab
+    from rbprep.vocab import train_vocab
 
-    config = VocabConfig(
-        only=only,
-        bpe_size=bpe_size,
-        wordpiece_size=wordpiece_size,
-        min_frequency=min_frequency,
-        cased=cased,
-        sample_bytes=sample_bytes,
-        seed=seed,
-        trainer=trainer,
-    )
     opened = _open_corpus(corpus, builtin_corpus, text_field, strict, partition_size)
     summary = train_vocab(opened, out, config, force=force, progress=not quiet)
     if as_json:
@@ -298,47 +370,7 @@ def train_vocab_command(
     type=click.Path(path_type=str),
     help="Dataset directory: a path, or a URI such as s3://bucket/data.",
 )
-@click.option(
-    "--seq-len", default=512, show_default=True, help="Tokens per row, specials included."
-)
-@click.option(
-    "--dup",
-    type=int,
-    help="Masked copies stored of every row (static masking).  [default: 10]",
-)
-@click.option(
-    "--masking",
-    type=click.Choice(["static", "dynamic"]),
-    default="static",
-    show_default=True,
-    help="static: store --dup masked copies (epoch e reads copy e % dup). dynamic: store "
-    "ids only; copy e is computed from the seed when a batch is made, a new mask every "
-    "epoch (RoBERTa's), equal to copy e of a static dataset.",
-)
-@click.option(
-    "--mode",
-    type=click.Choice(["full-sentences", "doc-sentences"]),
-    default="full-sentences",
-    show_default=True,
-    help="Rows may cross documents (RoBERTa), or never do.",
-)
-@click.option("--mask-prob", default=0.15, show_default=True, help="Share of tokens predicted.")
-@click.option(
-    "--random-prob", default=0.1, show_default=True, help="Of those, given a random token."
-)
-@click.option("--keep-prob", default=0.1, show_default=True, help="Of those, left unchanged.")
-@click.option(
-    "--whole-word",
-    is_flag=True,
-    help="Mask all pieces of a word together (pieces marked Ġ, ▁ or ##).",
-)
-@seed_option("the masks and the split")
-@click.option(
-    "--valid-fraction",
-    default=0.01,
-    show_default=True,
-    help="Share of documents held out in valid/ (0 for none).",
-)
+@config_options(lambda: importlib.import_module("rbprep.sharding.config").ShardConfig)
 @click.option(
     "--workers",
     type=int,
@@ -350,13 +382,6 @@ def train_vocab_command(
     "be paths or URIs every worker reaches. Needs rbprep[dask].",
 )
 @click.option("--resume", is_flag=True, help="Finish an interrupted run into --out.")
-@click.option(
-    "--compression",
-    type=click.Choice(["none", "zstd", "lz4"]),
-    default="none",
-    show_default=True,
-    help="Arrow buffer compression.",
-)
 @encoder_option
 @check_fraction_option
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
@@ -370,20 +395,10 @@ def shard_command(
     partition_size: int | None,
     tokenizer: str,
     out: str,
-    seq_len: int,
-    dup: int | None,
-    masking: str,
-    mode: str,
-    mask_prob: float,
-    random_prob: float,
-    keep_prob: float,
-    whole_word: bool,
-    seed: int,
-    valid_fraction: float,
+    config: ShardConfig,
     workers: int | None,
     scheduler: str | None,
     resume: bool,
-    compression: str,
     encoder: str,
     check_fraction: float,
     force: bool,
@@ -408,23 +423,10 @@ def shard_command(
       rbprep shard s3://bucket/corpus/ --tokenizer vocab/bpe --out s3://bucket/data
     """
     from rbprep.executors import THREADS_PER_PROCESS, limit_malloc_arenas
-    from rbprep.sharding import ShardConfig, shard
+    from rbprep.sharding import shard
 
     # An arena per partition thread: a quarter less peak memory, at the same speed.
     limit_malloc_arenas(max(2, min(workers or os.cpu_count() or 1, THREADS_PER_PROCESS)))
-    config = ShardConfig(
-        seq_len=seq_len,
-        dup=dup,
-        masking=masking,
-        mode=mode,
-        mask_prob=mask_prob,
-        random_prob=random_prob,
-        keep_prob=keep_prob,
-        whole_word=whole_word,
-        seed=seed,
-        valid_fraction=valid_fraction,
-        compression=compression,
-    )
     opened = _open_corpus(corpus, builtin_corpus, text_field, strict, partition_size)
     summary = shard(
         opened,
@@ -506,87 +508,11 @@ def verify_command(data: str, retokenize: float, quiet: bool, as_json: bool) -> 
 @main.command("pretrain")
 @click.argument("data", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
-@click.option(
-    "--model",
-    type=click.Choice(["tiny", "small", "base", "large"]),
-    default="base",
-    show_default=True,
-    help="Size preset (base: RoBERTa-base, 12 x 768).",
-)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSON model config (layers, hidden, heads, ffn, ...) instead of --model.",
-)
-@click.option(
-    "--recipe",
-    type=click.Choice(["bsz256", "bsz2k", "bsz8k"]),
-    help="RoBERTa's batch recipes (Table 3), same sequences seen: bsz256 = 256 sequences "
-    "x 1M steps at lr 1e-4, warmup 10K; bsz2k = 2,048 x 125K at 7e-4, warmup 10K; bsz8k "
-    "= 8,192 x 31K at 1e-3, warmup 2.5K. Sets --batch-size, --steps, --lr and --warmup; "
-    "each given explicitly wins.",
-)
-@click.option("--micro-batch", default=32, show_default=True, help="Sequences per forward pass.")
-@click.option(
-    "--batch-size",
-    type=int,
-    help="Sequences per optimizer step (accumulation x ranks x micro-batch).  [default: 256]",
-)
-@click.option(
-    "--batch-tokens",
-    type=int,
-    help="Instead of --batch-size: each step takes rows in the epoch's order until their "
-    "real tokens would pass this (RoBERTa's variable batch, for doc-sentences rows).",
-)
-@click.option(
-    "--micro-batch-tokens",
-    type=int,
-    help="With --batch-tokens: real tokens per forward pass at most.  "
-    "[default: micro-batch x seq_len]",
-)
-@click.option(
-    "--attention",
-    type=click.Choice(["row", "document"]),
-    default="row",
-    show_default=True,
-    help="row: every token of a row attends to all of it (RoBERTa's). document: only to "
-    "its own document, position ids restarting at each (doc-sentences semantics at "
-    "full-sentences packing; unpadded variable-length attention on CUDA).",
-)
-@click.option("--lr", type=float, help="Peak learning rate.  [default: 6e-4]")
-@click.option("--warmup", type=int, help="Warmup steps [default: 6% of the run].")
-@click.option("--steps", type=int, help="Optimizer steps [default: one epoch].")
-@click.option("--epochs", type=float, help="Epochs instead of --steps.")
-@click.option("--weight-decay", default=0.01, show_default=True)
-@click.option("--betas", default=(0.9, 0.98), nargs=2, type=float, show_default=True)
-@click.option("--eps", default=1e-6, show_default=True)
-@click.option("--grad-clip", default=1.0, show_default=True, help="Max gradient norm; 0: off.")
-@seed_option("the model's initial weights, the data order and (with the rank) dropout")
-@click.option("--device", default="auto", show_default=True, help="cuda, cuda:N, cpu or auto.")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "bf16", "fp32"]),
-    default="auto",
-    show_default=True,
-    help="auto: bf16 autocast on CUDA, fp32 on CPU.",
-)
-@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
-@click.option("--log-every", default=10, show_default=True, help="Steps between log lines.")
-@click.option("--eval-every", default=500, show_default=True, help="Steps between val losses.")
-@click.option("--save-every", default=1000, show_default=True, help="Steps between checkpoints.")
-@click.option(
-    "--stop-at", type=int, help="Stop after this step with a checkpoint (preemptible jobs)."
-)
+@config_options(lambda: _train().TrainConfig)
 @click.option(
     "--resume",
     is_flag=True,
     help="Continue from the run's latest checkpoint (with the run's seed, batch and model).",
-)
-@click.option(
-    "--weights",
-    help="Shares of several DATA, comma-separated (3,1: three sequences of the first for "
-    "one of the second); default equal.",
 )
 @click.option("--force", is_flag=True, help="Start over in a non-empty --out.")
 @quiet_option("No log lines on the terminal.")
@@ -596,32 +522,8 @@ def verify_command(data: str, retokenize: float, quiet: bool, as_json: bool) -> 
 def pretrain_command(
     data: tuple[str, ...],
     out: Path,
-    model: str,
-    config_file: Path | None,
-    recipe: str | None,
-    micro_batch: int,
-    batch_size: int | None,
-    batch_tokens: int | None,
-    micro_batch_tokens: int | None,
-    attention: str,
-    lr: float | None,
-    warmup: int | None,
-    steps: int | None,
-    epochs: float | None,
-    weight_decay: float,
-    betas: tuple[float, float],
-    eps: float,
-    grad_clip: float,
-    seed: int,
-    device: str,
-    precision: str,
-    compile_model: bool,
-    log_every: int,
-    eval_every: int,
-    save_every: int,
-    stop_at: int | None,
+    config: TrainConfig,
     resume: bool,
-    weights: str | None,
     force: bool,
     quiet: bool,
     as_json: bool,
@@ -648,51 +550,8 @@ def pretrain_command(
       rbprep pretrain data --out run --model tiny --device cpu --steps 200
       rbprep pretrain web books wiki --weights 3,1,1 --out run --batch-size 2048
     """
-    try:
-        from rbprep.train.loop import TrainConfig, pretrain
-    except ImportError as exc:
-        missing = (exc.name or "").split(".")[0]
-        if missing not in ("torch", "safetensors"):
-            raise
-        raise RbprepError(
-            f"pretrain needs PyTorch ({missing} is not installed): pip install 'rbprep[train]'"
-            " (for a GPU, first the torch build for your CUDA from pytorch.org)"
-        ) from exc
-
-    model_config = None
-    if config_file is not None:
-        try:
-            model_config = json.loads(config_file.read_text())
-        except ValueError as exc:
-            raise click.ClickException(f"{config_file}: not valid JSON ({exc})") from exc
-    config = TrainConfig(
-        model=model,
-        model_config=model_config,
-        recipe=recipe,
-        micro_batch=micro_batch,
-        batch_size=batch_size,
-        batch_tokens=batch_tokens,
-        micro_batch_tokens=micro_batch_tokens,
-        attention=attention,
-        lr=lr,
-        warmup=warmup,
-        steps=steps,
-        epochs=epochs,
-        weight_decay=weight_decay,
-        betas=betas,
-        eps=eps,
-        grad_clip=grad_clip,
-        seed=seed,
-        device=device,
-        precision=precision,
-        compile=compile_model,
-        log_every=log_every,
-        eval_every=eval_every,
-        save_every=save_every,
-        stop_at=stop_at,
-        weights=_weights(weights, len(data)),
-    )
-    summary = pretrain(
+    _check_weights(config.weights, len(data))
+    summary = _train().pretrain(
         list(data) if len(data) > 1 else data[0],
         out,
         config,
@@ -706,21 +565,28 @@ def pretrain_command(
     click.echo(json.dumps(asdict(summary), indent=2) if as_json else summary.report())
 
 
-def _weights(text: str | None, datasets: int) -> tuple[float, ...] | None:
-    """``--weights`` as floats, one per dataset, each above 0."""
-    if text is None:
-        return None
+def _train() -> Any:
+    """``rbprep.train.loop``, or how to install what it needs."""
     try:
-        weights = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r}: give numbers, e.g. 3,1", param_hint="--weights"
-        ) from None
-    if len(weights) != datasets or not all(w > 0 for w in weights):
+        from rbprep.train import loop
+    except ImportError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in ("torch", "safetensors"):
+            raise
+        raise click.ClickException(
+            f"pretrain needs PyTorch ({missing} is not installed): pip install 'rbprep[train]'"
+            " (for a GPU, first the torch build for your CUDA from pytorch.org)"
+        ) from exc
+    return loop
+
+
+def _check_weights(weights: tuple[float, ...] | None, datasets: int) -> None:
+    """``--weights``: one per dataset, each above 0."""
+    if weights is not None and (len(weights) != datasets or not all(w > 0 for w in weights)):
+        text = ",".join(f"{w:g}" for w in weights)
         raise click.BadParameter(
             f"{text!r}: give one weight above 0 per dataset ({datasets})", param_hint="--weights"
         )
-    return weights
 
 
 @main.command("compare-tokenizers")

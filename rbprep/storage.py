@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
@@ -244,6 +244,29 @@ class Location:
             with self.filesystem.open_output_stream(temporary) as stream:
                 stream.write(data)
             self.filesystem.move(temporary, self.path)
+
+    def write_chunks_atomically(self, chunks: Iterable[bytes]) -> int:
+        """Write the concatenation of ``chunks`` as ``write_atomically`` does, one chunk
+        in memory at a time; return the size written."""
+        size = 0
+        if not self.remote:
+            temporary = f"{self.path}.tmp"
+            with open(temporary, "wb") as file:
+                for chunk in chunks:
+                    size += file.write(chunk)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.path)
+            return size
+        direct = self.filesystem.type_name in _OBJECT_STORES
+        target = self.path if direct else f"{self.path}.tmp"
+        with self.filesystem.open_output_stream(target) as stream:
+            for chunk in chunks:
+                stream.write(chunk)
+                size += len(chunk)
+        if not direct:
+            self.filesystem.move(target, self.path)
+        return size
 
     def write_json(self, data: Any) -> None:
         self.write_atomically(json_bytes(data))

@@ -33,6 +33,7 @@ from tokenizers.trainers import BpeTrainer, WordPieceTrainer
 from rbprep.bpe_trainers import (
     FAST_NAME,
     REFERENCE_NAME,
+    TRAINER_CHOICES,
     choose_trainer,
     fast_trainer_version,
     new_bpe,
@@ -42,8 +43,9 @@ from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
 from rbprep.corpus.sampling import Usage, sample_documents
 from rbprep.encoding import BATCH_CHARS, batch_bounds, installed_version
 from rbprep.errors import RbprepError
+from rbprep.options import opt
 from rbprep.progress import ByteProgress
-from rbprep.sizes import counted, format_size
+from rbprep.sizes import counted, format_size, parse_size
 from rbprep.storage import check_output_directory
 from rbprep.tokenizer_files import write_transformers_configs
 
@@ -59,14 +61,26 @@ _BATCH_UNITS = 1000
 class VocabConfig:
     """Parameters of ``train_vocab``; CLI options carry the same names."""
 
-    only: str | None = None  # "bpe" | "wordpiece" | None for both
-    bpe_size: int = 50_000
-    wordpiece_size: int = 30_000
-    min_frequency: int = 2
-    cased: bool = False  # WordPiece only: the BPE never normalises
-    sample_bytes: int | None = None
-    seed: int = 0
-    trainer: str = "auto"  # the BPE's: auto | fast (gigabpe) | reference (tokenizers)
+    only: str | None = opt(None, choices=KINDS, help="Train only one of the two.")
+    bpe_size: int = opt(50_000, help="Byte-level BPE vocabulary.")
+    wordpiece_size: int = opt(30_000, help="WordPiece vocabulary.")
+    min_frequency: int = opt(2, help="Least count of a merge or word piece.")
+    # WordPiece only: the BPE never normalises.
+    cased: bool = opt(False, help="WordPiece keeps case and accents (BERT-cased).")
+    sample_bytes: int | None = opt(
+        None,
+        type=parse_size,
+        metavar="SIZE",
+        help="Train on a deterministic sample of about this much text, drawn from all files.",
+    )
+    seed: int = opt(0, help="Seed of the sample.")
+    trainer: str = opt(
+        "auto",
+        choices=TRAINER_CHOICES,
+        help="Who trains the BPE: fast (gigabpe, the same files as tokenizers, several times "
+        "faster; checked at load), reference (tokenizers), auto (fast where it loads and "
+        "agrees).",
+    )
 
     @property
     def kinds(self) -> tuple[str, ...]:

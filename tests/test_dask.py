@@ -177,3 +177,22 @@ def test_no_scheduler_is_a_clear_error(tmp_path, small_corpus, small_vocab):
     result = CliRunner().invoke(main, [str(a) for a in [*args, "--scheduler", "tcp://127.0.0.1:9"]])
     assert result.exit_code == 1
     assert "no Dask scheduler answers at tcp://127.0.0.1:9" in result.stderr
+
+
+@pytest.mark.slow
+def test_other_formats_on_the_cluster_are_byte_identical_to_local(
+    cluster, tmp_path, builtin_corpus, small_vocab
+):
+    """Megatron's workers write their partitions' .bin/.idx to the shared --out and the
+    client joins them; MDS's write their shards and the client the index.json."""
+    address, _ = cluster
+    for output in ("megatron", "mds"):
+        args = ["shard", builtin_corpus, "--tokenizer", small_vocab / "bpe", "--format", output]
+        args += ["--partition-size", "400KB", "-q"]
+        for out, extra in ((tmp_path / output, ["--scheduler", address]), (tmp_path / "l", [])):
+            result = CliRunner().invoke(main, [str(a) for a in [*args, "--out", out, *extra]])
+            assert result.exit_code == 0, result.output
+        files = dataset_files(tmp_path / output)
+        assert any(name.endswith((".bin", ".mds")) for name in files)
+        assert files == dataset_files(tmp_path / "l")
+        (tmp_path / "l").rename(tmp_path / f"local-{output}")

@@ -582,9 +582,11 @@ def test_malloc_arenas_are_limited_unless_the_user_set_them():
 
 
 @pytest.mark.slow
-def test_resume_after_kill_9_is_byte_identical(tmp_path, builtin_corpus, small_vocab):
+@pytest.mark.parametrize("output", ["arrow", "megatron", "mds"])
+def test_resume_after_kill_9_is_byte_identical(tmp_path, builtin_corpus, small_vocab, output):
     args = [sys.executable, "-m", "rbprep", "shard", str(builtin_corpus), "--tokenizer"]
     args += [str(small_vocab / "bpe"), "--partition-size", "300KB", "--workers", "1", "-q"]
+    args += ["--format", output]
     subprocess.run([*args, "--out", str(tmp_path / "straight")], check=True)
     victim = subprocess.Popen([*args, "--out", str(tmp_path / "killed")])
     parts = tmp_path / "killed" / ".parts"
@@ -740,9 +742,9 @@ def test_verify_catches_a_shard_dropped_from_the_manifest_and_damage(tmp_path, b
 
 
 def test_length_histogram_labels_hold_their_lengths():
-    from rbprep.sharding import _length_histogram
+    from rbprep.sharding.sinks import length_histogram
 
-    histogram = _length_histogram(np.array([1, 3, 3, 8]), 8)
+    histogram = length_histogram(np.array([1, 3, 3, 8]), 8)
     assert histogram == {
         "1-1": 1,
         "2-2": 0,
@@ -1322,7 +1324,7 @@ def test_older_manifests_still_open_and_bad_ones_are_one_line_errors(bpe_dataset
     assert len(open_dataset(older).batch([0], copy=9)["labels"]) == 1
     assert "encoder:    not recorded" in inspect(older, rows=0).report()
     for damage, message in (
-        (lambda d: d.update(format_version=99), "format version 99, this rbprep reads 1 and 2"),
+        (lambda d: d.update(format_version=99), "format version 99, this rbprep reads 1, 2, 3"),
         (lambda d: d.update(format="other"), "not an rbprep dataset manifest"),
         (lambda d: d["splits"].pop("valid"), "damaged manifest (KeyError: 'valid')"),
         (lambda d: d["tokenizer"].pop("sep_id"), "damaged manifest (TypeError"),
@@ -1339,7 +1341,7 @@ def test_older_manifests_still_open_and_bad_ones_are_one_line_errors(bpe_dataset
 def test_resume_accepts_a_run_state_written_before_masking_modes(small_corpus, small_vocab):
     from dataclasses import asdict
 
-    from rbprep.sharding import _as_now, _run_state
+    from rbprep.sharding.run import _as_now, _run_state
 
     corpus = open_corpus([small_corpus])
     _, info = load_tokenizer(small_vocab / "bpe")

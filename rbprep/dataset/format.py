@@ -34,6 +34,7 @@ FORMAT_NAME = "rbprep-mlm-shards"
 # Static datasets are still written as 1, readable by every version.
 FORMAT_VERSION = 2
 STATIC_FORMAT_VERSION = 1
+OTHER_FORMAT_VERSION = 3  # --format megatron or mds: the manifest describes others' files
 SPLITS = ("train", "valid")
 MANIFEST = "manifest.json"
 COLUMNS = ("input_ids", "mask_positions", "mask_groups", "random_tokens")

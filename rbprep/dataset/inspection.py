@@ -10,7 +10,14 @@ import numpy as np
 
 from rbprep.corpus import ReadStats
 from rbprep.dataset.format import SPLITS, as_location
-from rbprep.dataset.reader import IGNORE_INDEX, MASKED, RANDOM, open_dataset, read_manifest
+from rbprep.dataset.reader import (
+    IGNORE_INDEX,
+    MASKED,
+    OTHER_READERS,
+    RANDOM,
+    open_dataset,
+    read_manifest,
+)
 from rbprep.errors import RbprepError
 from rbprep.sizes import counted, format_size
 
@@ -33,7 +40,12 @@ class Inspection:
     def report(self) -> str:
         s = self.summary
         lines = [
-            f"{self.root}: rbprep {s['rbprep_version']}, format {s['format_version']}",
+            f"{self.root}: rbprep {s['rbprep_version']}, "
+            + (
+                f"format {s['format_version']}"
+                if s["format"] == "arrow"
+                else f"--format {s['format']} ({OTHER_READERS[s['format']].split(': ', 1)[1]})"
+            ),
             f"  parameters: {s['parameters_line']}",
             f"  tokenizer:  vocabulary {s['vocab_size']:,}, sha256 {s['tokenizer_sha256'][:12]}",
             f"  encoder:    {s['encoder_line']}",
@@ -82,6 +94,7 @@ def inspect(
     totals = manifest.totals
     parameters = asdict(manifest.parameters)
     summary = {
+        "format": manifest.output,
         "format_version": manifest.format_version,
         "rbprep_version": manifest.rbprep_version,
         "parameters": parameters,
@@ -116,6 +129,8 @@ def inspect(
         },
     }
     result = Inspection(str(root), split, copy, summary)
+    if manifest.output != "arrow":  # the numbers only: its files are others' to read
+        return result
     dataset = open_dataset(root, split, checksums=checksums)
     if not len(dataset) or rows <= 0:
         return result

@@ -10,13 +10,14 @@ for key, so the same dataset always gives the same bytes.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from rbprep.dataset.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST,
+    OTHER_FORMAT_VERSION,
     SPLITS,
     STATIC_FORMAT_VERSION,
     as_location,
@@ -43,6 +44,8 @@ class ShardParameters:
     valid_fraction: float
     compression: str
     max_predictions: int
+    format: str = "arrow"  # absent from datasets written before other formats
+    split_sentences: bool = False
 
     @property
     def masks(self) -> MaskParameters:
@@ -125,8 +128,19 @@ class ShardRecord:
 
 
 @dataclass(frozen=True)
+class FileRecord:
+    """A file of a split that is not one partition's (Megatron's joined ``.bin`` and
+    ``.idx``, MDS's ``index.json``): its size and sha256."""
+
+    file: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class SplitRecord:
-    """A split's counts and its shards, in partition order."""
+    """A split's counts, its shards in partition order (Arrow and MDS: one per partition
+    with rows; Megatron: none) and its other files. ``rows`` are Megatron's sequences."""
 
     documents: int
     units: int
@@ -137,11 +151,21 @@ class SplitRecord:
     bytes: int
     length_histogram: dict[str, int]
     shards: list[ShardRecord]
+    files: list[FileRecord] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SplitRecord:
         shards = [ShardRecord(**_known(ShardRecord, shard)) for shard in data["shards"]]
-        return cls(**{**_known(cls, data), "shards": shards})
+        files = [FileRecord(**_known(FileRecord, file)) for file in data.get("files", [])]
+        return cls(**{**_known(cls, data), "shards": shards, "files": files})
+
+    def to_json(self) -> dict[str, Any]:
+        """The split as the manifest holds it (``files`` only where there are some, so
+        an Arrow dataset's manifest is what it was before other formats)."""
+        data = asdict(self)
+        if not self.files:
+            del data["files"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -179,9 +203,17 @@ class Manifest:
         return self.parameters.masking
 
     @property
+    def output(self) -> str:
+        """What the dataset's files are: "arrow" (rbprep's), "megatron" or "mds"."""
+        return self.parameters.format
+
+    @property
     def format_version(self) -> int:
-        """2 for a dynamic dataset (no masks stored), 1 for a static one, which every
-        rbprep version reads."""
+        """3 for Megatron and MDS files (which rbprep's reader does not read), 2 for a
+        dynamic Arrow dataset (no masks stored), 1 for a static one, which every rbprep
+        version reads."""
+        if self.output != "arrow":
+            return OTHER_FORMAT_VERSION
         return FORMAT_VERSION if self.masking == "dynamic" else STATIC_FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -203,7 +235,7 @@ class Manifest:
             "partition_size": self.corpus.partition_size,
             "partitions": self.corpus.partitions,
         }
-        data["splits"] = {split: asdict(record) for split, record in self.splits.items()}
+        data["splits"] = {split: record.to_json() for split, record in self.splits.items()}
         data["totals"] = asdict(self.totals)
         return data
 
@@ -213,10 +245,11 @@ class Manifest:
         ``where`` for another format, another version or a missing field."""
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise RbprepError(f"{where}: not an rbprep dataset manifest")
-        if data.get("format_version") not in (STATIC_FORMAT_VERSION, FORMAT_VERSION):
+        known = (STATIC_FORMAT_VERSION, FORMAT_VERSION, OTHER_FORMAT_VERSION)
+        if data.get("format_version") not in known:
             raise RbprepError(
                 f"{where}: format version {data.get('format_version')}, this rbprep reads "
-                f"{STATIC_FORMAT_VERSION} and {FORMAT_VERSION}; reshard with this version"
+                f"{', '.join(map(str, known))}; reshard with this version"
             )
         try:
             encoder = data.get("encoder")

@@ -44,6 +44,13 @@ logger = logging.getLogger("rbprep")
 # Exchanges this rank's finding (a one-line problem, or None) with every rank's; returns
 # them all (``train.distributed``'s, under torchrun).
 Agree = Callable[[str | None], list[str | None]]
+# What reads a dataset written with --format megatron or mds (rbprep's reader does not).
+OTHER_READERS = {
+    "megatron": "holds Megatron-Core files (--format megatron), which rbprep's reader does not "
+    "read: give Megatron --data-path DATA/train, or open IndexedDataset('DATA/train')",
+    "mds": "holds MosaicML Streaming shards (--format mds), which rbprep's reader does not "
+    "read: open streaming.StreamingDataset(local='DATA/train')",
+}
 IGNORE_INDEX = -100  # labels at unmasked positions, as torch's cross-entropy expects
 MASKED, RANDOM, KEPT = 1, 2, 3  # ``mask_groups``: what a chosen position became
 
@@ -76,6 +83,8 @@ class Dataset:
         self.root = as_location(root)
         self.split = split
         self.manifest = read_manifest(self.root)
+        if self.manifest.output != "arrow":
+            raise RbprepError(f"{self.root}: {OTHER_READERS[self.manifest.output]}")
         if split not in SPLITS:
             raise RbprepError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
         parameters = self.manifest.parameters

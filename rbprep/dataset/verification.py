@@ -24,7 +24,14 @@ import numpy as np
 import pyarrow as pa
 
 from rbprep.corpus import Corpus, Partition, open_corpus
-from rbprep.dataset.format import MANIFEST, SPLITS, as_location, file_sha256, shard_schema
+from rbprep.dataset.format import (
+    MANIFEST,
+    SPLITS,
+    as_location,
+    file_sha256,
+    id_dtype,
+    shard_schema,
+)
 from rbprep.dataset.manifest import Manifest, ShardParameters, ShardRecord, TokenizerRecord
 from rbprep.dataset.masking import MaskTables, mask_partition_rows
 from rbprep.dataset.reader import read_manifest
@@ -46,8 +53,15 @@ class VerifyReport:
     partitions: int = 0
     retokenized_rows: int = 0
     encoder: str = ""  # the reference encoder and its version, where it re-encoded
+    output: str = "arrow"  # the dataset's --format
 
     def report(self) -> str:
+        if self.output != "arrow":
+            rows = "sequence" if self.output == "megatron" else "sample"
+            return (
+                f"OK: {counted(self.shards, 'file')} of --format {self.output}, "
+                f"{counted(self.rows, rows)} and {self.tokens:,} tokens verified."
+            )
         line = (
             f"OK: {counted(self.shards, 'shard')}, {counted(self.rows, 'row')}, "
             f"{self.tokens:,} tokens and "
@@ -75,7 +89,14 @@ def verify(
         raise RbprepError(f"--retokenize must be in 0..1, got {retokenize}")
     root = as_location(root)
     manifest = read_manifest(root)
+    if manifest.output != "arrow" and retokenize:
+        raise RbprepError(
+            f"{root}: --retokenize compares Arrow rows; this dataset is --format "
+            f"{manifest.output} (verify it without --retokenize)"
+        )
     try:
+        if manifest.output != "arrow":
+            return _verify_other(root, manifest, progress)
         report = _verify(root, manifest, progress)
         if retokenize:
             _retokenize(root, manifest, retokenize, report, progress)
@@ -87,6 +108,78 @@ def verify(
             f"{root.child(MANIFEST)}: damaged, it does not describe this dataset "
             f"({type(exc).__name__}: {exc}); write the dataset again with `rbprep shard`"
         ) from exc
+
+
+def _verify_other(root: Location, manifest: Manifest, progress: bool) -> VerifyReport:
+    """Megatron's or MDS's files: every one's sha256, then what their readers rely on:
+    counts against the manifest, ids in the vocabulary, documents ended by the end
+    token (Megatron), sample offsets within the file (MDS)."""
+    from rbprep.dataset import mds, megatron
+
+    tokenizer = manifest.tokenizer
+    tokenizer_path = root.child(tokenizer.file)
+    if tokenizer_path.kind() != "file" or file_sha256(tokenizer_path) != tokenizer.sha256:
+        raise RbprepError(f"{tokenizer_path}: missing or changed (sha256 differs from manifest)")
+    report = VerifyReport(0, 0, 0, 0, output=manifest.output)
+    listed = [
+        (split, record.file, record.bytes, record.sha256)
+        for split in SPLITS
+        for record in (*manifest.splits[split].shards, *manifest.splits[split].files)
+    ]
+    with ByteProgress("verify", sum(size for _, _, size, _ in listed), enabled=progress) as bar:
+        for _, name, size, sha256 in listed:
+            path = root.child(name)
+            if path.kind() != "file":
+                raise RbprepError(f"{path}: missing; the dataset is incomplete")
+            if path.size() != size or file_sha256(path) != sha256:
+                raise RbprepError(f"{path}: checksum differs from the manifest (damaged file)")
+            report.shards += 1
+            bar.update(size)
+    for split in SPLITS:
+        record = manifest.splits[split]
+        if manifest.output == "megatron" and record.files:
+            index = root.child(f"{split}.idx")
+            dtype, lengths, documents = megatron.read_index(index.read_bytes())
+            tokens = np.frombuffer(root.child(f"{split}.bin").read_bytes(), dtype=dtype)
+            ends = np.cumsum(lengths, dtype=np.int64)
+            last = ends[documents[1:][np.diff(documents) > 0] - 1] - 1  # each document's
+            problem = (
+                "its sequences or documents are not the manifest's"
+                if (len(lengths), len(documents) - 1, len(tokens))
+                != (record.rows, record.documents, record.tokens)
+                or (len(ends) and ends[-1] != len(tokens))
+                else "an id is outside the vocabulary"
+                if len(tokens) and int(tokens.max()) >= tokenizer.vocab_size
+                else "a document does not end with the end token"
+                if np.any(tokens[last] != tokenizer.sep_id)
+                else None
+            )
+            if problem is not None:
+                raise RbprepError(f"{index}: {problem}; shard again")
+        elif manifest.output == "mds":
+            for shard in record.shards:
+                path = root.child(shard.file)
+                data = path.read_bytes()
+                samples = int(np.frombuffer(data, np.uint32, 1)[0]) if len(data) >= 4 else -1
+                offsets = np.frombuffer(data, np.uint32, samples + 1, 4) if samples >= 0 else None
+                if (
+                    samples != shard.rows
+                    or offsets is None
+                    or np.any(np.diff(offsets.astype(np.int64)) <= 0)
+                    or offsets[-1] != len(data)
+                ):
+                    raise RbprepError(f"{path}: its samples are not the manifest's; shard again")
+            expected = [
+                mds.ShardInfo(shard.file.rsplit("/", 1)[1], shard.bytes, shard.rows)
+                for shard in record.shards
+            ]
+            index = root.child(f"{split}/{mds.INDEX_NAME}")
+            written = index.read_bytes().decode()
+            if written != mds.index_text(mds.index_json(expected, id_dtype(tokenizer.vocab_size))):
+                raise RbprepError(f"{index}: does not list the manifest's shards; shard again")
+        report.rows += record.rows
+        report.tokens += record.tokens
+    return report
 
 
 def _verify(root: Location, manifest: Manifest, progress: bool) -> VerifyReport:

@@ -33,6 +33,7 @@ import torch
 
 from rbprep.dataset.reader import Dataset, open_dataset
 from rbprep.errors import RbprepError
+from rbprep.options import comma_floats, opt, read_json
 from rbprep.storage import Location, check_output_directory
 from rbprep.train import distributed
 from rbprep.train.data import Cursor, FixedBatches, Loader, Mixture, Step, TokenBudget
@@ -95,32 +96,82 @@ class TrainConfig:
     ``steps``, ``lr`` and ``warmup`` left None come from ``recipe`` where one is named,
     else from the defaults (256 sequences, one epoch, 6e-4, 6% of the run)."""
 
-    model: str = "base"  # a preset name, or ignored when model_config is given
-    model_config: dict[str, Any] | None = None  # from --config config.json
-    recipe: str | None = None  # a name in RECIPES
-    micro_batch: int = 32
-    batch_size: int | None = None  # sequences per step (default 256)
-    batch_tokens: int | None = None  # real tokens per step instead of batch_size
-    micro_batch_tokens: int | None = None  # with batch_tokens; default micro_batch x seq_len
-    attention: str = "row"  # "row" (RoBERTa's) or "document" (within each document)
-    lr: float | None = None  # peak (default 6e-4)
-    warmup: int | None = None  # steps; default 6% of the run
-    steps: int | None = None
-    epochs: float | None = None
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    grad_clip: float = 1.0  # 0 turns clipping off
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # bf16 on CUDA, fp32 on CPU
-    compile: bool = False
-    log_every: int = 10
-    eval_every: int = 500
-    eval_batches: int = 50
-    save_every: int = 1000
-    stop_at: int | None = None  # stop (with a checkpoint) after this step; --resume goes on
-    weights: tuple[float, ...] | None = None  # several datasets: their shares (default equal)
+    # A preset name, ignored when model_config is given.
+    model: str = opt("base", choices=PRESETS, help="Size preset (base: RoBERTa-base, 12 x 768).")
+    model_config: dict[str, Any] | None = opt(  # noqa: RUF009 (its default is None)
+        None,
+        name="--config",
+        type=read_json,
+        metavar="FILE",
+        help="JSON model config (layers, hidden, heads, ffn, ...) instead of --model.",
+    )
+    recipe: str | None = opt(
+        None,
+        choices=RECIPES,
+        help="RoBERTa's batch recipes (Table 3), same sequences seen: bsz256 = 256 sequences "
+        "x 1M steps at lr 1e-4, warmup 10K; bsz2k = 2,048 x 125K at 7e-4, warmup 10K; bsz8k "
+        "= 8,192 x 31K at 1e-3, warmup 2.5K. Sets --batch-size, --steps, --lr and --warmup; "
+        "each given explicitly wins.",
+    )
+    micro_batch: int = opt(32, help="Sequences per forward pass.")
+    batch_size: int | None = opt(
+        None,
+        show_default=str(DEFAULT_BATCH_SIZE),
+        help="Sequences per optimizer step (accumulation x ranks x micro-batch).",
+    )
+    batch_tokens: int | None = opt(
+        None,
+        help="Instead of --batch-size: each step takes rows in the epoch's order until their "
+        "real tokens would pass this (RoBERTa's variable batch, for doc-sentences rows).",
+    )
+    micro_batch_tokens: int | None = opt(
+        None,
+        show_default="micro-batch x seq_len",
+        help="With --batch-tokens: real tokens per forward pass at most.",
+    )
+    attention: str = opt(
+        "row",
+        choices=ATTENTIONS,
+        help="row: every token of a row attends to all of it (RoBERTa's). document: only to "
+        "its own document, position ids restarting at each (doc-sentences semantics at "
+        "full-sentences packing; unpadded variable-length attention on CUDA).",
+    )
+    lr: float | None = opt(None, show_default=f"{DEFAULT_LR:g}", help="Peak learning rate.")
+    warmup: int | None = opt(None, show_default="6% of the run", help="Warmup steps.")
+    steps: int | None = opt(None, show_default="one epoch", help="Optimizer steps.")
+    epochs: float | None = opt(None, help="Epochs instead of --steps.")
+    weight_decay: float = opt(
+        0.01, help="AdamW's weight decay, of the weight matrices (not biases or LayerNorm)."
+    )
+    betas: tuple[float, float] = opt((0.9, 0.98), help="AdamW's betas.")
+    eps: float = opt(1e-6, help="AdamW's epsilon.")
+    grad_clip: float = opt(1.0, help="Max gradient norm; 0: off.")
+    seed: int = opt(
+        0, help="Seed of the model's initial weights, the data order and (with the rank) dropout."
+    )
+    device: str = opt("auto", help="cuda, cuda:N, cpu or auto.")
+    precision: str = opt(
+        "auto",
+        choices=("auto", "bf16", "fp32"),
+        help="auto: bf16 autocast on CUDA, fp32 on CPU.",
+    )
+    compile: bool = opt(False, help="torch.compile the model.")
+    log_every: int = opt(10, help="Steps between log lines.")
+    eval_every: int = opt(500, help="Steps between val losses.")
+    eval_batches: int = opt(
+        50, hidden=True, help="Batches of --micro-batch rows (each rank's) per val loss."
+    )
+    save_every: int = opt(1000, help="Steps between checkpoints.")
+    stop_at: int | None = opt(
+        None,
+        help="Stop after this step with a checkpoint (preemptible jobs); --resume goes on.",
+    )
+    weights: tuple[float, ...] | None = opt(
+        None,
+        type=comma_floats,
+        help="Shares of several DATA, comma-separated (3,1: three sequences of the first for "
+        "one of the second); default equal.",
+    )
 
     def resolved(self) -> TrainConfig:
         """This config with the recipe's values and the defaults filled in where None
