@@ -6,6 +6,7 @@ The library behind the ``rbprep`` command; each command is one of these function
 - ``train_vocab(corpus, out, VocabConfig(...))``: the byte-level BPE and the WordPiece.
 - ``shard(corpus, tokenizer, out, ShardConfig(...))``: packed rows with masked copies.
 - ``open_dataset(out, split)``: read them back as padded, masked NumPy batches.
+- ``torch_dataset(out, split)``: the same as a torch ``Dataset``, for ``Trainer`` (torch).
 - ``inspect(out)``, ``verify(out)``: look at a dataset; check it.
 - ``pretrain(data, run, TrainConfig(...))``: train a RoBERTa masked-LM on it (torch).
 
@@ -29,6 +30,7 @@ _EXPORTS = {
     "ShardConfig": "rbprep.sharding",
     "compare_tokenizers": "rbprep.compare",
     "open_dataset": "rbprep.dataset",
+    "torch_dataset": "rbprep.dataset.torch_dataset",
     "inspect": "rbprep.dataset.inspection",
     "verify": "rbprep.dataset.verification",
     "pretrain": "rbprep.train.loop",
