@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from rbprep.cli import main
+from tests.formats_support import import_streaming
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 HELP_BLOCK = re.compile(r"(<!-- help: (?P<command>[\w -]*) -->\n```text\n)(.*?)(```\n)", re.S)
@@ -35,6 +36,11 @@ def test_command_reference_is_current_help():
 
 
 def test_python_snippets_run(tmp_path, monkeypatch, builtin_corpus):
+    # The trainers' snippets import their readers (streaming with the tests' torchvision
+    # stub where torchvision is absent: tests/formats_support.py).
+    pytest.importorskip("megatron.core")
+    pytest.importorskip("accelerate")
+    import_streaming()
     monkeypatch.setenv("RBPREP_CACHE_DIR", str(builtin_corpus.parent))
     monkeypatch.chdir(tmp_path)
     snippets = re.findall(r"```python\n(.*?)```\n", README.read_text(), re.S)
