@@ -12,15 +12,16 @@ What is measured, per tokenizer kind (byte-level BPE, WordPiece), on one corpus:
   its WordPiece deterministic, is a cost of rbprep and is timed as such.)
 - rbprep: ``rbprep train-vocab CORPUS --only KIND --out TMP --force --quiet --trainer
   T`` (``--trainer``: auto by default, which takes gigabpe for the BPE; fast or
-  reference to measure one; the ratio to the floor is then the BPE trainer's speed-up
-  over tokenizers called directly, with the files compared).
+  reference to measure one, or ``fast,reference`` to run both, each interleaved with the
+  floor; the ratio to the floor is then each BPE trainer's speed-up over tokenizers
+  called directly, with the files compared).
 
 Every contestant is a separate process, timed whole (imports and start-up included):
 wall time around the child, peak RSS from ``os.wait4``'s rusage of that child. Runs are
-interleaved (floor, rbprep, floor, rbprep, ...) so both share the machine's noise, and
-the result is the median of ``--repeats`` runs, reported as the ratio rbprep / floor
-(target: at most 1.15). rbprep is also run once on a sample of half the corpus
-(``--sample-bytes``), to show how its peak memory depends on the amount of text.
+interleaved (floor, each rbprep trainer, floor, ...) so all share the machine's noise,
+and the result is the median over rounds of the ratio rbprep / floor (target: at most
+1.15). Each trainer also runs once on a sample of half the corpus (``--sample-bytes``),
+to show how its peak memory depends on the amount of text.
 
 Sanity checks (printed, not asserted): both reach the same vocabulary size; for BPE the
 two vocabularies and merge lists are identical; for WordPiece the vocabulary sets are
@@ -33,6 +34,7 @@ Each run appends one JSON line to ``--results``. Run it from the repository root
 
     .venv/bin/python benchmarks/train_vocab.py                  # the dev corpus, or built-in
     .venv/bin/python benchmarks/train_vocab.py corpus/ --repeats 5 --kinds bpe
+    .venv/bin/python benchmarks/train_vocab.py corpus/ --kinds bpe --trainer fast,reference
 
 The dev corpus is ``~/.cache/rbprep-dev-corpus/en``; build it with
 ``bash ../shared/corpus/make_corpus.sh``. Without it the built-in corpus is used.
@@ -110,48 +112,66 @@ tokenizer.save(out)
 
 
 @dataclass
+class Contestant:
+    """All runs of ``rbprep train-vocab --trainer TRAINER`` for one kind."""
+
+    trainer: str
+    runs: list[Run] = field(default_factory=list)
+    sample: Run | None = None
+    vocab: list[int] = field(default_factory=list)  # per run
+    same_vocab: str = ""  # against the floor, last runs
+    first_vs_last: str = ""  # its first run against its last
+
+
+@dataclass
 class KindResult:
-    """All runs of one tokenizer kind, and what they produced."""
+    """All runs of one tokenizer kind: the floor's and each rbprep trainer's, interleaved
+    (floor, trainer 1, trainer 2, floor, ...), and what they produced."""
 
     kind: str
     floor: list[Run] = field(default_factory=list)
-    rbprep: list[Run] = field(default_factory=list)
-    sample: Run | None = None
+    contestants: dict[str, Contestant] = field(default_factory=dict)
     sample_bytes: int = 0
     vocab_floor: list[int] = field(default_factory=list)  # per run
-    vocab_rbprep: list[int] = field(default_factory=list)
-    same_vocab: str = ""  # floor vs rbprep, last runs
     floor_vs_floor: str = ""  # first vs last floor run: the trainer's own variation
-    rbprep_vs_rbprep: str = ""  # first vs last rbprep run
 
     @property
     def floor_median(self) -> float:
         return statistics.median(r.seconds for r in self.floor)
 
-    @property
-    def rbprep_median(self) -> float:
-        return statistics.median(r.seconds for r in self.rbprep)
+    def median(self, trainer: str) -> float:
+        return statistics.median(r.seconds for r in self.contestants[trainer].runs)
 
-    @property
-    def ratio(self) -> float:
-        return self.rbprep_median / self.floor_median
+    def ratio(self, trainer: str) -> float:
+        """The median of the rounds' rbprep / floor ratios (below 1: rbprep is faster)."""
+        runs = self.contestants[trainer].runs
+        return statistics.median(
+            r.seconds / f.seconds for r, f in zip(runs, self.floor, strict=True)
+        )
 
     def as_dict(self) -> dict:
         return {
             "kind": self.kind,
             "floor_seconds": [r.seconds for r in self.floor],
-            "rbprep_seconds": [r.seconds for r in self.rbprep],
             "floor_median_s": round(self.floor_median, 3),
-            "rbprep_median_s": round(self.rbprep_median, 3),
-            "ratio": round(self.ratio, 4),
             "floor_peak_rss_mb": max(r.peak_rss_mb for r in self.floor),
-            "rbprep_peak_rss_mb": max(r.peak_rss_mb for r in self.rbprep),
-            "sample": {"bytes": self.sample_bytes, **asdict(self.sample)} if self.sample else None,
             "vocab_floor": self.vocab_floor,
-            "vocab_rbprep": self.vocab_rbprep,
-            "same_vocab": self.same_vocab,
             "floor_vs_floor": self.floor_vs_floor,
-            "rbprep_vs_rbprep": self.rbprep_vs_rbprep,
+            "sample_bytes": self.sample_bytes,
+            "contestants": {
+                trainer: {
+                    "seconds": [r.seconds for r in c.runs],
+                    "median_s": round(self.median(trainer), 3),
+                    "ratio": round(self.ratio(trainer), 4),
+                    "speedup": round(1 / self.ratio(trainer), 3),
+                    "peak_rss_mb": max(r.peak_rss_mb for r in c.runs),
+                    "sample": asdict(c.sample) if c.sample else None,
+                    "vocab": c.vocab,
+                    "same_vocab": c.same_vocab,
+                    "first_vs_last": c.first_vs_last,
+                }
+                for trainer, c in self.contestants.items()
+            },
         }
 
 
@@ -231,71 +251,79 @@ def bench_kind(
     repeats: int,
     sample_bytes: int,
     work: Path,
-    trainer: str = "auto",
+    trainers: list[str],
 ) -> KindResult:
+    # --trainer chooses the BPE's trainer only: the WordPiece has one.
+    trainers = trainers if kind == "bpe" else trainers[:1]
     result = KindResult(kind, sample_bytes=sample_bytes)
-    floor_jsons, rbprep_jsons = [], []
+    result.contestants = {trainer: Contestant(trainer) for trainer in trainers}
+    floor_jsons: list[Path] = []
+    jsons: dict[str, list[Path]] = {trainer: [] for trainer in trainers}
     for repeat in range(repeats):
-        floor_dir, rbprep_dir = work / f"floor-{kind}-{repeat}", work / f"rbprep-{kind}-{repeat}"
+        floor_dir = work / f"floor-{kind}-{repeat}"
         result.floor.append(run_floor(kind, corpus, floor_dir))
-        result.rbprep.append(run_rbprep(kind, corpus_args, rbprep_dir, None, trainer))
         floor_jsons.append(floor_dir / "tokenizer.json")
-        rbprep_jsons.append(rbprep_dir / kind / "tokenizer.json")
-        print(
-            f"  {kind} run {repeat + 1}/{repeats}: floor {result.floor[-1].seconds:.1f} s, "
-            f"rbprep {result.rbprep[-1].seconds:.1f} s",
-            flush=True,
-        )
+        line = f"  {kind} run {repeat + 1}/{repeats}: floor {result.floor[-1].seconds:.1f} s"
+        for trainer, contestant in result.contestants.items():
+            out = work / f"rbprep-{kind}-{trainer}-{repeat}"
+            contestant.runs.append(run_rbprep(kind, corpus_args, out, None, trainer))
+            jsons[trainer].append(out / kind / "tokenizer.json")
+            line += f", {trainer} {contestant.runs[-1].seconds:.1f} s"
+        print(line, flush=True)
     result.vocab_floor = [vocab_size(path) for path in floor_jsons]
-    result.vocab_rbprep = [vocab_size(path) for path in rbprep_jsons]
-    result.same_vocab = compare_vocabs(kind, floor_jsons[-1], rbprep_jsons[-1])
     if repeats > 1:
         result.floor_vs_floor = compare_vocabs(kind, floor_jsons[0], floor_jsons[-1])
-        result.rbprep_vs_rbprep = compare_vocabs(kind, rbprep_jsons[0], rbprep_jsons[-1])
-    result.sample = run_rbprep(kind, corpus_args, work / f"sample-{kind}", sample_bytes, trainer)
-    print(f"  {kind} sample run: {result.sample.seconds:.1f} s", flush=True)
+    for trainer, contestant in result.contestants.items():
+        contestant.vocab = [vocab_size(path) for path in jsons[trainer]]
+        contestant.same_vocab = compare_vocabs(kind, floor_jsons[-1], jsons[trainer][-1])
+        if repeats > 1:
+            contestant.first_vs_last = compare_vocabs(kind, jsons[trainer][0], jsons[trainer][-1])
+        sample_dir = work / f"sample-{kind}-{trainer}"
+        contestant.sample = run_rbprep(kind, corpus_args, sample_dir, sample_bytes, trainer)
+        print(f"  {kind} {trainer} sample run: {contestant.sample.seconds:.1f} s", flush=True)
     return result
 
 
 def table(result: KindResult, corpus_bytes: int, requested: int) -> str:
-    runs = [result.floor, result.rbprep]
-    medians = [result.floor_median, result.rbprep_median]
-    vocabs = [result.vocab_floor, result.vocab_rbprep]
     lines = [
         f"{result.kind} (vocab {requested:,} asked, corpus {format_size(corpus_bytes)})",
-        f"  {'contestant':<22}{'median s':>10}  {'runs s':<24}{'peak RSS MB':>12}  vocab",
+        f"  {'contestant':<28}{'median s':>10}  {'runs s':<30}{'peak RSS MB':>12}  vocab",
     ]
-    names = ("floor (tokenizers)", "rbprep")
-    for name, these, median, sizes in zip(names, runs, medians, vocabs, strict=True):
-        times = ", ".join(f"{r.seconds:.1f}" for r in these)
-        peak = max(r.peak_rss_mb for r in these)
+    rows = [("floor (tokenizers)", result.floor, result.vocab_floor)]
+    rows += [(f"rbprep --trainer {t}", c.runs, c.vocab) for t, c in result.contestants.items()]
+    for name, runs, sizes in rows:
+        times = ", ".join(f"{r.seconds:.1f}" for r in runs)
+        median = statistics.median(r.seconds for r in runs)
+        peak = max(r.peak_rss_mb for r in runs)
         vocab = f"{min(sizes):,}" + (f"-{max(sizes):,}" if max(sizes) > min(sizes) else "")
-        lines.append(f"  {name:<22}{median:>10.2f}  {times:<24}{peak:>12.0f}  {vocab}")
-    verdict = "ok" if result.ratio <= TARGET_RATIO else "OVER TARGET"
-    lines.append(f"  ratio rbprep/floor: {result.ratio:.3f} (target <= {TARGET_RATIO}: {verdict})")
-    if result.sample:
+        lines.append(f"  {name:<28}{median:>10.2f}  {times:<30}{peak:>12.0f}  {vocab}")
+    for trainer, contestant in result.contestants.items():
+        ratio = result.ratio(trainer)
+        verdict = "ok" if ratio <= TARGET_RATIO else "OVER TARGET"
         lines.append(
-            f"  memory: rbprep peak {max(r.peak_rss_mb for r in result.rbprep):.0f} MB on "
-            f"{format_size(corpus_bytes)}, {result.sample.peak_rss_mb:.0f} MB on a "
-            f"{format_size(result.sample_bytes)} sample ({result.sample.seconds:.1f} s)"
+            f"  {trainer}: rbprep/floor, median of rounds {ratio:.3f} ({1 / ratio:.2f}x the "
+            f"floor's speed; target <= {TARGET_RATIO}: {verdict}); vs floor: "
+            f"{contestant.same_vocab}"
         )
-    same_size = "equal" if result.vocab_floor[-1] == result.vocab_rbprep[-1] else "DIFFERENT"
-    lines.append(
-        f"  sanity: last runs' vocab sizes {same_size}; floor vs rbprep: {result.same_vocab}"
-    )
+        if contestant.sample:
+            lines.append(
+                f"    memory: peak {max(r.peak_rss_mb for r in contestant.runs):.0f} MB on "
+                f"{format_size(corpus_bytes)}, {contestant.sample.peak_rss_mb:.0f} MB on a "
+                f"{format_size(result.sample_bytes)} sample ({contestant.sample.seconds:.1f} s)"
+            )
+        if contestant.first_vs_last:
+            lines.append(f"    its run 1 vs run {len(contestant.runs)}: {contestant.first_vs_last}")
     if result.floor_vs_floor:
-        last = len(result.floor)
-        lines.append(f"  baseline: floor run 1 vs run {last}: {result.floor_vs_floor}")
-        lines.append(f"            rbprep run 1 vs run {last}: {result.rbprep_vs_rbprep}")
+        lines.append(f"  floor run 1 vs run {len(result.floor)}: {result.floor_vs_floor}")
     return "\n".join(lines)
 
 
 def append_results(
-    path: Path, corpus_args: list[str], corpus_bytes: int, results: list, trainer: str
+    path: Path, corpus_args: list[str], corpus_bytes: int, results: list, trainers: list[str]
 ) -> None:
     record = {
         **record_header(),
-        "trainer": trainer,
+        "trainers": trainers,
         "corpus": corpus_args,
         "corpus_bytes": corpus_bytes,
         "kinds": [r.as_dict() for r in results],
@@ -312,7 +340,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sample-bytes", type=parse_size, help="memory check sample (half the corpus)"
     )
     parser.add_argument(
-        "--trainer", default="auto", help="rbprep's --trainer for the BPE: auto, fast, reference"
+        "--trainer",
+        default="auto",
+        help="rbprep's --trainer for the BPE, or several, comma-separated, run interleaved "
+        "with the floor (e.g. fast,reference): auto, fast, reference (auto)",
     )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSON lines file")
     args = parser.parse_args(argv)
@@ -321,6 +352,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--kinds takes a comma-separated list of {', '.join(KINDS)}")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    args.trainers = [t.strip() for t in args.trainer.split(",") if t.strip()]
+    if not args.trainers or set(args.trainers) - {"auto", "fast", "reference"}:
+        parser.error("--trainer takes a comma-separated list of auto, fast, reference")
     return args
 
 
@@ -340,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
         for kind in args.kinds:
             results.append(
                 bench_kind(
-                    kind, corpus_args, corpus, args.repeats, sample_bytes, Path(work), args.trainer
+                    kind, corpus_args, corpus, args.repeats, sample_bytes, Path(work), args.trainers
                 )
             )
     print()
@@ -348,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         requested = config.bpe_size if result.kind == "bpe" else config.wordpiece_size
         print(table(result, corpus.size, requested))
         print()
-    append_results(args.results, corpus_args, corpus.size, results, args.trainer)
+    append_results(args.results, corpus_args, corpus.size, results, args.trainers)
 
 
 if __name__ == "__main__":
