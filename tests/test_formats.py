@@ -391,3 +391,25 @@ def test_shard_bytes_refuses_what_mds_cannot_hold():
         mds.shard_bytes(np.array([0, 3]), np.array([1, 2], np.uint32), np.uint16)
     with pytest.raises(ValueError, match="uint16 or uint32"):
         mds.shard_bytes(np.array([0, 1]), np.array([1], np.uint32), np.int32)
+
+
+@SETTINGS
+@given(rows=rows_strategy, wide=st.booleans())
+def test_read_shard_gives_back_the_rows_written(rows, wide):
+    dtype = np.dtype(np.uint32 if wide else np.uint16)
+    rows = [[token % (np.iinfo(dtype).max + 1) for token in row] for row in rows]
+    row_offsets, row_tokens = packed(rows)
+    got_offsets, got_tokens = mds.read_shard(mds.shard_bytes(row_offsets, row_tokens, dtype), dtype)
+    assert np.array_equal(got_offsets, row_offsets) and np.array_equal(got_tokens, row_tokens)
+
+
+def test_read_shard_refuses_damage():
+    row_offsets, row_tokens = packed([[5, 6, 7], list(range(300))])
+    data = bytearray(mds.shard_bytes(row_offsets, row_tokens, np.uint16))
+    for damage in (
+        lambda d: d[:-1],  # truncated
+        lambda d: d[:4] + (99).to_bytes(4, "little") + d[8:],  # first offset moved
+        lambda d: d[:-8] + (4).to_bytes(8, "little"),  # last row's length column
+    ):
+        with pytest.raises(ValueError):
+            mds.read_shard(bytes(damage(bytearray(data))), np.uint16)

@@ -76,6 +76,16 @@ def test_megatron_documents_are_the_corpus_encoded(tmp_path, builtin_corpus, sma
     assert train["tokens"] == sum(len(s) for s in expected)
     assert not (out / "train").exists() and not (out / "valid.bin").exists()
     assert run("verify", out, "-q").exit_code == 0
+    refused = run("verify", out, "--retokenize", "0.5")
+    assert refused.exit_code == 1 and "--format megatron" in refused.output
+    inspected = run("inspect", out, "--rows", "1")
+    assert inspected.exit_code == 0 and "-- row 0:" in inspected.output
+    assert (
+        Tokenizer.from_file(str(out / "tokenizer.json")).decode(
+            expected[0].tolist(), skip_special_tokens=False
+        )
+        in inspected.output
+    )
 
 
 def test_megatron_split_sentences_makes_each_unit_a_sequence(tmp_path, builtin_corpus, small_vocab):
@@ -127,7 +137,10 @@ def test_mds_samples_are_the_arrow_rows(tmp_path, builtin_corpus, small_vocab, m
             assert sample["length"] == length
             assert sample["input_ids"].dtype == np.uint16
             assert np.array_equal(sample["input_ids"], batch["input_ids"][n, :length])
-    assert run("verify", tmp_path / "mds", "-q").exit_code == 0
+    checked = run("verify", tmp_path / "mds", "--retokenize", "1")
+    assert checked.exit_code == 0 and "equal the stored ids" in checked.output, checked.output
+    inspected = run("inspect", tmp_path / "mds", "--rows", "2")
+    assert inspected.exit_code == 0 and "Sample rows of train, as stored" in inspected.output
 
 
 def test_other_formats_refuse_masks_and_rbprep_reader(tmp_path, small_corpus, small_vocab):

@@ -10,6 +10,7 @@ import numpy as np
 
 from rbprep.corpus import ReadStats
 from rbprep.dataset.format import SPLITS, as_location
+from rbprep.dataset.manifest import Manifest
 from rbprep.dataset.reader import (
     IGNORE_INDEX,
     MASKED,
@@ -20,6 +21,7 @@ from rbprep.dataset.reader import (
 )
 from rbprep.errors import RbprepError
 from rbprep.sizes import counted, format_size
+from rbprep.storage import Location
 
 LEGEND = "[<mask>|word]: masked word   [~new|word]: random replacement   [=word]: kept"
 
@@ -67,13 +69,14 @@ class Inspection:
         peak = max(s["length_histogram"].values(), default=0) or 1
         for bucket, count in s["length_histogram"].items():
             lines.append(f"    {bucket:>9} {count:>9,} {'#' * round(40 * count / peak)}")
-        if self.samples:
+        if self.samples and s["format"] != "arrow":
+            kind = "sequences" if s["format"] == "megatron" else "rows"
+            lines.append(f"\nSample {kind} of {self.split}, as stored (no masks):")
+        elif self.samples:
             lines.append(f"\nSample rows of {self.split}, copy {self.copy} ({LEGEND}):")
         for sample in self.samples:
-            lines.append(
-                f"\n-- row {sample['row']}: {sample['length']} tokens, "
-                f"{sample['masked']} chosen for prediction"
-            )
+            masked = f", {sample['masked']} chosen for prediction" if s["format"] == "arrow" else ""
+            lines.append(f"\n-- row {sample['row']}: {sample['length']} tokens{masked}")
             lines.append(sample["text"])
         return "\n".join(lines)
 
@@ -129,7 +132,8 @@ def inspect(
         },
     }
     result = Inspection(str(root), split, copy, summary)
-    if manifest.output != "arrow":  # the numbers only: its files are others' to read
+    if manifest.output != "arrow":  # no masks: the rows (or sequences) decoded as stored
+        result.samples = _other_samples(root, manifest, split, rows)
         return result
     dataset = open_dataset(root, split, checksums=checksums)
     if not len(dataset) or rows <= 0:
@@ -157,6 +161,49 @@ def inspect(
             }
         )
     return result
+
+
+def _other_samples(root: Location, manifest: Manifest, split: str, rows: int) -> list[dict]:
+    """``rows`` evenly spaced rows of an MDS split, or sequences of a Megatron one,
+    decoded (their files read with rbprep's own readers of those layouts)."""
+    from tokenizers import Tokenizer
+
+    from rbprep.dataset import mds, megatron
+    from rbprep.dataset.format import id_dtype
+
+    record = manifest.splits[split]
+    if rows <= 0 or not record.rows:
+        return []
+    indices = np.unique(np.linspace(0, record.rows - 1, min(rows, record.rows)).astype(int))
+    found: list[tuple[int, np.ndarray]] = []
+    if manifest.output == "mds":
+        firsts = np.cumsum([0] + [shard.rows for shard in record.shards])
+        for shard_index in np.unique(np.searchsorted(firsts, indices, side="right") - 1):
+            shard = record.shards[shard_index]
+            data = root.child(shard.file).read_bytes()
+            offsets, tokens = mds.read_shard(data, id_dtype(manifest.tokenizer.vocab_size))
+            first, end = firsts[shard_index], firsts[shard_index + 1]
+            for index in indices[(indices >= first) & (indices < end)]:
+                row = index - first
+                found.append((int(index), tokens[offsets[row] : offsets[row + 1]]))
+    else:
+        dtype, lengths, _ = megatron.read_index(root.child(f"{split}.idx").read_bytes())
+        pointers = megatron.sequence_pointers(dtype, lengths)
+        with root.child(f"{split}.bin").open() as data:
+            for index in indices:
+                data.seek(int(pointers[index]))
+                raw = data.read(int(lengths[index]) * dtype.itemsize)
+                found.append((int(index), np.frombuffer(raw, dtype)))
+    tokenizer = Tokenizer.from_str(root.child(manifest.tokenizer.file).read_bytes().decode())
+    return [
+        {
+            "row": index,
+            "length": len(ids),
+            "masked": 0,
+            "text": tokenizer.decode(ids.tolist(), skip_special_tokens=False),
+        }
+        for index, ids in found
+    ]
 
 
 def _marked_text(

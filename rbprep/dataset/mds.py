@@ -171,3 +171,51 @@ def index_json(shards: Sequence[ShardInfo], dtype: np.dtype | type) -> dict[str,
 def index_text(index: dict[str, Any]) -> str:
     """``index.json``'s text, as streaming's writers dump it (keys sorted)."""
     return json.dumps(index, sort_keys=True)
+
+
+def read_shard(data: bytes, dtype: np.dtype | type) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a shard :func:`shard_bytes` wrote with ids of ``dtype``: row offsets
+    (rows + 1,) int64 and row tokens (tokens,) uint32, read without a loop per row.
+
+    Raises:
+        ValueError: where ``data`` is not such a shard (its offsets, a sample's sizes or
+            its ``length`` column do not fit together).
+    """
+    dtype = np.dtype(dtype)
+    buffer = np.frombuffer(data, np.uint8)
+    if buffer.size < 4:
+        raise ValueError("too short for an MDS shard")
+    rows = int(buffer[:4].view("<u4")[0])
+    if buffer.size < 4 * (rows + 2):
+        raise ValueError("too short for its sample count")
+    offsets = buffer[4 : 4 * (rows + 2)].view("<u4").astype(np.int64)  # (rows + 1,)
+    if offsets[-1] != buffer.size or np.any(np.diff(offsets) < 4 + 2 + LENGTH_BYTES):
+        raise ValueError("its sample offsets do not fit the file")
+    starts = offsets[:-1]
+    shape = buffer[starts + 4].astype(np.int64)  # (rows,) (1 << 2) | k
+    width = np.left_shift(1, shape & 3)
+    n = np.zeros(rows, np.int64)  # each row's length, little-endian in `width` bytes
+    for byte in range(8):
+        has = width > byte
+        n[has] |= buffer[starts[has] + 5 + byte].astype(np.int64) << (8 * byte)
+    datum = buffer[(starts[:, None] + np.arange(4)).reshape(-1)].view("<u4").astype(np.int64)
+    id_starts = starts + 5 + width
+    ends = id_starts + n * dtype.itemsize
+    lengths = (
+        buffer[(ends[:, None] + np.arange(LENGTH_BYTES)).reshape(-1)].view("<i8")
+        if rows
+        else np.zeros(0, np.int64)
+    )
+    if (
+        np.any((shape >> 2) != 1)
+        or np.any(datum != 1 + width + n * dtype.itemsize)
+        or np.any(ends + LENGTH_BYTES != offsets[1:])
+        or np.any(lengths != n)
+    ):
+        raise ValueError("a sample is not an input_ids array and its length")
+    row_offsets = np.concatenate(([0], np.cumsum(n))).astype(np.int64)
+    # every id byte: each row's id bytes sit at id_starts[row] onwards
+    byte_rows = np.repeat(id_starts - row_offsets[:-1] * dtype.itemsize, n * dtype.itemsize)
+    positions = byte_rows + np.arange(int(row_offsets[-1]) * dtype.itemsize)
+    tokens = buffer[positions].view(dtype.newbyteorder("<")).astype(np.uint32)
+    return row_offsets, tokens

@@ -58,15 +58,16 @@ class VerifyReport:
     def report(self) -> str:
         if self.output != "arrow":
             rows = "sequence" if self.output == "megatron" else "sample"
-            return (
+            line = (
                 f"OK: {counted(self.shards, 'file')} of --format {self.output}, "
                 f"{counted(self.rows, rows)} and {self.tokens:,} tokens verified."
             )
-        line = (
-            f"OK: {counted(self.shards, 'shard')}, {counted(self.rows, 'row')}, "
-            f"{self.tokens:,} tokens and "
-            f"{self.masked_positions:,} masked positions verified."
-        )
+        else:
+            line = (
+                f"OK: {counted(self.shards, 'shard')}, {counted(self.rows, 'row')}, "
+                f"{self.tokens:,} tokens and "
+                f"{self.masked_positions:,} masked positions verified."
+            )
         if self.retokenized_partitions:
             line += (
                 f"\nRe-encoded {self.retokenized_partitions:,} of "
@@ -89,15 +90,16 @@ def verify(
         raise RbprepError(f"--retokenize must be in 0..1, got {retokenize}")
     root = as_location(root)
     manifest = read_manifest(root)
-    if manifest.output != "arrow" and retokenize:
+    if manifest.output == "megatron" and retokenize:
         raise RbprepError(
-            f"{root}: --retokenize compares Arrow rows; this dataset is --format "
-            f"{manifest.output} (verify it without --retokenize)"
+            f"{root}: --retokenize compares packed rows; this dataset is --format megatron "
+            "(verify it without --retokenize)"
         )
     try:
-        if manifest.output != "arrow":
-            return _verify_other(root, manifest, progress)
-        report = _verify(root, manifest, progress)
+        if manifest.output == "arrow":
+            report = _verify(root, manifest, progress)
+        else:
+            report = _verify_other(root, manifest, progress)
         if retokenize:
             _retokenize(root, manifest, retokenize, report, progress)
         return report
@@ -159,16 +161,25 @@ def _verify_other(root: Location, manifest: Manifest, progress: bool) -> VerifyR
         elif manifest.output == "mds":
             for shard in record.shards:
                 path = root.child(shard.file)
-                data = path.read_bytes()
-                samples = int(np.frombuffer(data, np.uint32, 1)[0]) if len(data) >= 4 else -1
-                offsets = np.frombuffer(data, np.uint32, samples + 1, 4) if samples >= 0 else None
-                if (
-                    samples != shard.rows
-                    or offsets is None
-                    or np.any(np.diff(offsets.astype(np.int64)) <= 0)
-                    or offsets[-1] != len(data)
-                ):
-                    raise RbprepError(f"{path}: its samples are not the manifest's; shard again")
+                try:
+                    row_offsets, row_tokens = _stored_rows(root, manifest, shard)
+                except ValueError as exc:
+                    raise RbprepError(f"{path}: not an MDS shard rbprep wrote ({exc})") from exc
+                lengths = np.diff(row_offsets)
+                problem = (
+                    "its samples are not the manifest's"
+                    if (len(lengths), int(row_offsets[-1])) != (shard.rows, shard.tokens)
+                    else "a row is longer than --seq-len"
+                    if len(lengths) and int(lengths.max()) > manifest.parameters.seq_len
+                    else "an id is outside the vocabulary"
+                    if len(row_tokens) and int(row_tokens.max()) >= tokenizer.vocab_size
+                    else "a row does not start with the start token and end with the end token"
+                    if np.any(row_tokens[row_offsets[:-1]] != tokenizer.cls_id)
+                    or np.any(row_tokens[row_offsets[1:] - 1] != tokenizer.sep_id)
+                    else None
+                )
+                if problem is not None:
+                    raise RbprepError(f"{path}: {problem}; shard again")
             expected = [
                 mds.ShardInfo(shard.file.rsplit("/", 1)[1], shard.bytes, shard.rows)
                 for shard in record.shards
@@ -272,14 +283,26 @@ def _retokenize(
                         )
                     continue
                 path = root.child(shard.file)
-                table = pa.ipc.open_file(path.arrow_file()).read_all()
-                stored_offsets, stored_ids = _flat(table.column("input_ids"))
+                stored_offsets, stored_ids = _stored_rows(root, manifest, shard)
                 _compare_rows(path, corpus, partition, stored_offsets, stored_ids, rows[split])
                 report.retokenized_rows += len(row_offsets) - 1
             bar.update(partition.size)
     report.retokenized_partitions = len(chosen)
     report.partitions = len(corpus.partitions)
     report.encoder = f"{encoder.id.name} {encoder.id.version}"
+
+
+def _stored_rows(
+    root: Location, manifest: Manifest, shard: ShardRecord
+) -> tuple[np.ndarray, np.ndarray]:
+    """A shard's rows as stored: row offsets and ids (Arrow's or MDS's)."""
+    path = root.child(shard.file)
+    if manifest.output == "mds":
+        from rbprep.dataset import mds
+
+        return mds.read_shard(path.read_bytes(), id_dtype(manifest.tokenizer.vocab_size))
+    table = pa.ipc.open_file(path.arrow_file()).read_all()
+    return _flat(table.column("input_ids"))
 
 
 def _original_corpus(root: Location, manifest: Manifest) -> Corpus:
