@@ -111,7 +111,7 @@ from common import (
 
 from rbprep.corpus import Corpus, open_corpus
 from rbprep.corpus.builtin import builtin_corpus_path
-from rbprep.encoding import CHECK_FRACTION
+from rbprep.encoding.check import CHECK_FRACTION
 from rbprep.sizes import format_size
 
 # About 15.5 MB, like the 15.8 MB that ../shared/PEERS.md measured the peers on.

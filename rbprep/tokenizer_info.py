@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from rbprep.encoding import line_break_id
+from rbprep.encoding.units import line_break_id
 from rbprep.errors import RbprepError
 from rbprep.storage import Location
 

@@ -41,7 +41,7 @@ from rbprep.bpe_trainers import (
 )
 from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
 from rbprep.corpus.sampling import Usage, sample_documents
-from rbprep.encoding import BATCH_CHARS, batch_bounds, installed_version
+from rbprep.encoding.backends import BATCH_CHARS, batch_bounds, installed_version
 from rbprep.errors import RbprepError
 from rbprep.options import opt
 from rbprep.progress import ByteProgress

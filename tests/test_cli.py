@@ -231,7 +231,7 @@ def test_check_fraction_defaults_to_the_librarys_on_both_commands():
     """The command line states the default itself (importing rbprep.encoding would load
     tokenizers for --help); it must stay the library's, wherever that changes."""
     from rbprep.compare import CompareConfig
-    from rbprep.encoding import CHECK_FRACTION
+    from rbprep.encoding.check import CHECK_FRACTION
 
     assert CompareConfig().check_fraction == CHECK_FRACTION
     for name in ("shard", "compare-tokenizers"):

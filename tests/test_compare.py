@@ -19,14 +19,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from rbprep import encoding
 from rbprep.cli import main
 from rbprep.compare import CompareConfig, compare_tokenizers
 from rbprep.compare import metrics as m
-from rbprep.compare.comparison import Comparison
+from rbprep.compare.comparison import (
+    BatchTexts,
+    Comparison,
+    EncodeIds,
+    open_contestant,
+    round_trip,
+)
 from rbprep.compare.pieces import Style, display, piece, word_pieces
 from rbprep.corpus import ReadStats, open_corpus
-from rbprep.encoding import ReferenceEncoder, document_units
+from rbprep.encoding import ReferenceEncoder, backends, document_units, fallback
 from rbprep.errors import RbprepError
 from rbprep.sharding import ShardConfig, shard
 from rbprep.tokenizer_info import load_tokenizer
@@ -142,9 +147,7 @@ def test_words_and_token_attribution_by_hand():
 def test_byte_level_words_without_offsets_equal_words_by_offsets(small_vocab):
     """The byte-level shortcut places tokens from their byte lengths alone; it must agree
     with the offsets tokenizers report, on text with every kind of awkward character."""
-    from rbprep.compare.comparison import _contestant
-
-    bpe = _contestant("bpe", str(small_vocab / "bpe"), "reference")
+    bpe = open_contestant("bpe", str(small_vocab / "bpe"), "reference")
     texts = [
         "Naïve café  in\tZürich 🙂🙂 中文字符",
         " second   line,with punctuation… and\u00a0nbsp",
@@ -449,8 +452,10 @@ def test_a_fast_encoder_that_disagrees_is_caught_and_the_comparison_redone(
 def _unrouted(monkeypatch) -> None:
     """tokie given every text, its probe set plain: what the run-time checks must catch
     without the proven set's route (U+FADA, which tokie's WordPiece gives no id)."""
-    monkeypatch.setattr(encoding, "_PROBE_TEXTS", ("plain text",))
-    monkeypatch.setattr(encoding, "unproven_characters", lambda config: "")
+    monkeypatch.setattr(fallback, "_PROBE_TEXTS", ("plain text",))
+    monkeypatch.setattr(
+        backends, "unproven_characters", lambda config: ""
+    )  # as FastEncoder sees it
 
 
 def test_the_sample_check_catches_what_the_probe_set_missed(
@@ -707,9 +712,7 @@ def encoded_by_ids(contestant, documents: list[list[str]]):
     """What compare-tokenizers' encode gives for a batch of documents (each its lines as
     read): texts encoded, ids, units per text; its untimed share on a thread as in a run,
     every text checked against the reference."""
-    from rbprep.compare.comparison import _EncodeIds, _Texts
-
-    encode = _EncodeIds(contestant, _Texts.of(documents), batch_number=1, check_fraction=1.0)
+    encode = EncodeIds(contestant, BatchTexts.of(documents), batch_number=1, check_fraction=1.0)
     encode.timed(m.Tally())
     with ThreadPoolExecutor(max_workers=1) as encoder:
         encode.start(encoder.submit)
@@ -723,9 +726,7 @@ def test_joined_encoding_gives_the_ids_of_units_one_by_one(small_vocab, document
     """The byte-level BPE's encode (a document's lines joined by newlines, as shard), by
     tokie (auto) and by tokenizers, gives exactly the ids and unit lengths of encoding
     every unit alone by tokenizers; a unit holding a line break falls back to that."""
-    from rbprep.compare.comparison import _contestant
-
-    bpe = _contestant("bpe", str(small_vocab / "bpe"), encoder)
+    bpe = open_contestant("bpe", str(small_vocab / "bpe"), encoder)
     assert bpe.line_break_id is not None
     assert bpe.encoder.id.name == ("tokie" if encoder == "auto" else "tokenizers")
     for documents_ in (documents, [["first line", "with\na break", "last"]]):
@@ -762,7 +763,7 @@ def placed_both_ways(tokenizer: Tokenizer, documents: list[list[str]]):
     each token's word, for a batch of documents encoded as compare-tokenizers does."""
     from rbprep.compare import comparison as c
 
-    contestant = c._Contestant(
+    contestant = c.Contestant(
         name="wp",
         path="",
         tokenizer=tokenizer,
@@ -786,8 +787,8 @@ def placed_both_ways(tokenizer: Tokenizer, documents: list[list[str]]):
     assert contestant.pre_tokens is not None
     units = [unit for doc in as_units(documents) for unit in doc]
     words = m.Words.of(units)
-    fast = c._placed_by_ids(contestant, words, *encoded_by_ids(contestant, documents))
-    slow = c._placed_by_offsets(words, *c._encode_offsets(tokenizer, units))
+    fast = c.placed_by_ids(contestant, words, *encoded_by_ids(contestant, documents))
+    slow = c.placed_by_offsets(words, *c.encode_offsets(tokenizer, units))
     return fast, slow
 
 
@@ -932,11 +933,9 @@ def test_the_python_whitespace_covers_the_pre_tokenizers():
 def test_round_trip_counts_equal_decoding_every_document(small_vocab, documents):
     """The round trip counted through the decoder tables equals decoding every document
     and normalising it, for both tokenizers, on text full of what they lose."""
-    from rbprep.compare.comparison import _contestant, _round_trip
-
     documents = as_units(documents)
     for kind in ("bpe", "wordpiece"):
-        contestant = _contestant(kind, str(small_vocab / kind), "reference")
+        contestant = open_contestant(kind, str(small_vocab / kind), "reference")
         assert contestant.spellings is not None
         ids_of = [
             [e.ids for e in contestant.tokenizer.encode_batch(doc, add_special_tokens=False)]
@@ -945,22 +944,22 @@ def test_round_trip_counts_equal_decoding_every_document(small_vocab, documents)
         ids = np.array([i for doc in ids_of for unit in doc for i in unit], dtype=np.int64)
         doc_tokens = np.array([sum(map(len, doc)) for doc in ids_of], dtype=np.int64)
         texts = ["".join(doc) for doc in documents]
-        fast = _round_trip(contestant, ids, doc_tokens, texts)
+        fast = round_trip(contestant, ids, doc_tokens, texts)
         contestant.spellings = None
-        slow = _round_trip(contestant, ids, doc_tokens, texts)
+        slow = round_trip(contestant, ids, doc_tokens, texts)
         assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
 
 
 def test_a_document_compared_in_parts_counts_as_it_does_whole(
     tmp_path, mixed_corpus, builtin_corpus, small_vocab, monkeypatch
 ):
-    """Documents over _BATCH_CHARS go in parts of whole units, a batch each, so memory is
+    """Documents over BATCH_CHARS go in parts of whole units, a batch each, so memory is
     bounded on any document; every count is as if each were compared whole."""
     from rbprep.compare import comparison
 
     corpus = open_corpus([mixed_corpus, builtin_corpus])
     whole = compare_tokenizers(corpus, [small_vocab], CompareConfig()).as_dict()
-    monkeypatch.setattr(comparison, "_BATCH_CHARS", 300)
+    monkeypatch.setattr(comparison, "BATCH_CHARS", 300)
     longest = max(
         sum(len(unit) + 1 for unit in document.units) for document in corpus.documents(ReadStats())
     )

@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from rbprep import encoding
 from rbprep.encoding import (
     JOIN_CHARS,
     EncoderMismatch,
@@ -35,6 +34,7 @@ from rbprep.encoding import (
     join_lines,
     line_break_id,
     open_encoder,
+    policy,
     tokie_cache_file,
     unverified_kind,
 )
@@ -285,7 +285,7 @@ def test_long_runs_encode_as_the_reference_does(kinds, kind, builtin_corpus):
             ids, lengths = fast.encode_texts(texts)
             assert lengths.tolist() == expected[1].tolist(), (name, length)
             assert ids.tolist() == expected[0].tolist(), (name, length)
-            proven = [t for t in texts if len(t.encode()) < encoding.TOKIE_TEXT_BYTES]
+            proven = [t for t in texts if len(t.encode()) < policy.TOKIE_TEXT_BYTES]
             assert (
                 bare.encode_texts(proven)[0].tolist() == reference.encode_texts(proven)[0].tolist()
             )
@@ -318,9 +318,9 @@ def test_pieces_are_cut_where_the_reference_starts_a_pre_token(kinds, kind, text
     by the pre-tokenizer, only spaces are cuts (a piece after a line feed would get one)."""
     path = kinds[kind]
     config = json.loads(path.read_text())
-    cuts = encoding.cut_characters(config)
+    cuts = policy.cut_characters(config)
     assert cuts == ((0x20,) if kind == "gpt2-prefix-space" else (0x20, 0x0A))
-    pieces = encoding.tokie_pieces(text, cuts, limit)
+    pieces = policy.tokie_pieces(text, cuts, limit)
     assert "".join(pieces) == text and (all(pieces) or pieces == [""])
     for piece in pieces[:-1]:
         allowed = [
@@ -338,12 +338,12 @@ def test_no_cut_for_kinds_whose_pre_tokenizer_may_span_a_space(kinds):
     """Unigram and a normalised BPE are never cut (their texts go whole to whichever
     encoder takes them)."""
     for kind in ("unigram", "replace"):
-        assert encoding.cut_characters(json.loads(kinds[kind].read_text())) == ()
-    assert encoding.tokie_pieces("a b" * 10_000, ()) == ["a b" * 10_000]
+        assert policy.cut_characters(json.loads(kinds[kind].read_text())) == ()
+    assert policy.tokie_pieces("a b" * 10_000, ()) == ["a b" * 10_000]
 
 
 def test_space_like_holds_every_space_python_knows():
-    assert {c for c in range(0x110000) if chr(c).isspace()} <= set(encoding._SPACE_LIKE.tolist())
+    assert {c for c in range(0x110000) if chr(c).isspace()} <= set(policy._SPACE_LIKE.tolist())
 
 
 # Where each code point is tried, for the WordPiece proven set: alone, between letters,
@@ -383,7 +383,7 @@ def _write_proven(unproven: set[int]) -> None:
             spans.append([code, code])
     text = " ".join(f"{a:x}" if a == b else f"{a:x}-{b:x}" for a, b in spans)
     lines = textwrap.wrap(text, 84, break_on_hyphens=False)
-    path = Path(encoding.__file__).with_name("tokie_proven.py")
+    path = Path(policy.tokie_proven.__file__)
     source = path.read_text()
     head = source[: source.index("WORDPIECE_UNPROVEN = (")]
     head = re.sub(r"Unicode [\d.]+ gives", f"Unicode {unicodedata.unidata_version} gives", head)
@@ -406,9 +406,9 @@ def test_tokie_wordpiece_agrees_on_every_code_point_outside_the_unproven_set(kin
         _write_proven(
             other | _differing_code_points(kinds, assigned) | set(range(0x32000, 0x110000))
         )
-        encoding._wordpiece_unproven.cache_clear()
-        importlib.reload(encoding.tokie_proven)
-    table = encoding._wordpiece_unproven()
+        policy._wordpiece_unproven.cache_clear()
+        importlib.reload(policy.tokie_proven)
+    table = policy._wordpiece_unproven()
     assert table[0x32000:].all() and table[[0x00, 0x7F, 0xAD, 0xFFFE, 0xFFFF, 0xFADA]].all()
     assert not table[[0x09, 0x0A, 0x0D, 0x20, 0x41, 0xE9, 0x4E2D]].any()
     proven = np.flatnonzero(~table).tolist()
@@ -472,7 +472,7 @@ def test_wordpiece_texts_tokie_is_not_proven_on_go_to_the_reference(kinds, kind)
     routed, expected = fast.encode_texts(texts), reference.encode_texts(texts)
     assert routed[0].tolist() == expected[0].tolist()
     assert routed[1].tolist() == expected[1].tolist()
-    assert encoding.holding(texts, fast.unproven).tolist() == [0, 1, 1, 1, 0, 1]
+    assert policy.holding(texts, fast.unproven).tolist() == [0, 1, 1, 1, 0, 1]
     bare = FastEncoder(config, None)
     assert (
         bare.encode_texts(["\ufada"])[1].tolist() != reference.encode_texts(["\ufada"])[1].tolist()
@@ -539,7 +539,7 @@ def test_joined_documents_encode_as_units_one_by_one(small_vocab, documents, joi
     units = [unit for document in documents for unit in document_units(document)]
     ids, lengths = one_by_one.encode_texts(units)
     assert one_by_one.encode_lines(lines, starts)[0].tolist() == ids.tolist()
-    with mock.patch.object(encoding, "JOIN_CHARS", join_chars):
+    with mock.patch("rbprep.encoding.units.JOIN_CHARS", join_chars):
         texts, sizes = join_lines(lines, np.array(starts, dtype=np.bool_))
         assert "\n".join(texts) == "\n".join(units) and sum(sizes) == len(units)
         for encoder in (fast, reference):
@@ -603,7 +603,7 @@ def test_installed_versions_are_the_distributions_own():
     what importlib.metadata says: they name the encoder in every manifest."""
     from importlib import metadata
 
-    from rbprep.encoding import installed_version
+    from rbprep.encoding.backends import installed_version
 
     for package in ("tokie", "tokenizers", "numpy"):
         assert installed_version(package) == metadata.version(package)

@@ -30,7 +30,7 @@ from rbprep.dataset import open_dataset
 from rbprep.dataset.inspection import inspect
 from rbprep.dataset.reader import KEPT, MASKED, RANDOM
 from rbprep.dataset.verification import verify
-from rbprep.encoding import installed_version
+from rbprep.encoding.backends import installed_version
 from rbprep.errors import RbprepError
 from rbprep.sharding import ShardConfig, shard
 from rbprep.storage import Location
@@ -548,7 +548,7 @@ def test_tokies_cached_tokenizer_serves_the_next_run_with_the_same_bytes(
     same dataset."""
     import tokie
 
-    from rbprep.encoding import tokie_cache_file
+    from rbprep.encoding.backends import tokie_cache_file
 
     monkeypatch.setenv("RBPREP_CACHE_DIR", str(tmp_path / "cache"))
     tokenizer = small_vocab / "bpe"

@@ -19,7 +19,6 @@ import functools
 import hashlib
 import itertools
 import json
-import logging
 import math
 import os
 import time
@@ -45,6 +44,7 @@ from rbprep.encoding import (
     REFERENCE_NAME,
     Encoder,
     EncoderMismatch,
+    Fallback,
     ReferenceEncoder,
     batch_bounds,
     check_encoded,
@@ -69,12 +69,10 @@ from rbprep.tokenizer_info import (
 )
 
 _BATCH_UNITS = 10_000  # units counted together (the encoders batch their own calls)
-_BATCH_CHARS = 1_000_000  # bounds the per-character arrays of a batch (~50 MB)
+BATCH_CHARS = 1_000_000  # bounds the per-character arrays of a batch (~50 MB)
 _SAMPLE_CHARS = (30, 140)  # a sample sentence is a unit of this many characters
 _TOP = 25  # most frequent / longest tokens kept in the report
 _SPEED_SHARE = 10  # every 10th text of a batch is encoded alone and timed (encode_mb_s)
-
-logger = logging.getLogger("rbprep")
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ class CompareConfig:
 
 
 @dataclass
-class _Contestant:
+class Contestant:
     """One tokenizer under comparison and what is counted for it."""
 
     name: str
@@ -186,7 +184,10 @@ def _named(tokenizers: Sequence[Any]) -> list[tuple[str, str]]:
     return unique
 
 
-def _contestant(name: str, path: str, encoder_choice: str) -> _Contestant:
+def open_contestant(name: str, path: str, encoder_choice: str) -> Contestant:
+    """The tokenizer at ``path`` (a tokenizer.json or a directory holding one), set up to
+    be compared as ``name``: its encoder as ``encoder_choice`` (``ENCODER_CHOICES``) asks,
+    and nothing counted yet. A tokenizer ``shard`` cannot use is measured all the same."""
     try:
         tokenizer, info = load_tokenizer(path)
         unk_id, special_ids, shardable, file = (
@@ -222,7 +223,7 @@ def _contestant(name: str, path: str, encoder_choice: str) -> _Contestant:
         where=name,
         source_sha256=hashlib.sha256(text.encode()).hexdigest(),
     )
-    return _Contestant(
+    return Contestant(
         name=name,
         path=file,
         tokenizer=tokenizer,
@@ -265,7 +266,7 @@ def _byte_lengths(tokenizer: Tokenizer, style: Style, id_limit: int) -> np.ndarr
 class _Batch:
     """Documents of one file and one partition, encoded together.
 
-    A document of more than ``_BATCH_CHARS`` characters comes in parts of whole units,
+    A document of more than ``BATCH_CHARS`` characters comes in parts of whole units,
     a batch each (``document_parts``), so memory is bounded on any document: a part
     after the first ``continues`` it, and the last ``closes`` it; the document counts
     once, and its round trip holds where it holds for every part."""
@@ -287,17 +288,17 @@ class _Batch:
 
 def document_parts(lines: list[str]) -> list[list[str]]:
     """A document's ``lines`` in parts of whole lines whose units (``document_units``)
-    hold at most ``_BATCH_CHARS`` characters (a unit is at most ``MAX_UNIT_BYTES``)."""
+    hold at most ``BATCH_CHARS`` characters (a unit is at most ``MAX_UNIT_BYTES``)."""
     lengths = np.fromiter(map(len, lines), np.int64, len(lines)) + 1  # a unit's space
     lengths[:1] -= 1  # the first unit has none
-    if lengths.sum() <= _BATCH_CHARS:
+    if lengths.sum() <= BATCH_CHARS:
         return [lines]
-    bounds = batch_bounds(lengths, len(lines), _BATCH_CHARS)
+    bounds = batch_bounds(lengths, len(lines), BATCH_CHARS)
     return [lines[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @dataclass
-class _Texts:
+class BatchTexts:
     """A batch's units as the tokenizers are given them: alone, and each document's
     units joined by "\n" about ``JOIN_CHARS`` at a time (``join_lines``), as ``shard``
     encodes them where the tokenizer allows."""
@@ -308,7 +309,7 @@ class _Texts:
     joined_units: np.ndarray  # (joined,) int64: units in each joined text
 
     @classmethod
-    def of(cls, documents: list[list[str]], continues: Sequence[bool] = ()) -> _Texts:
+    def of(cls, documents: list[list[str]], continues: Sequence[bool] = ()) -> BatchTexts:
         """``documents``: each one's lines as read; ``continues``: which documents are a
         later part of a document (none if empty)."""
         lines = list(itertools.chain.from_iterable(documents))
@@ -332,7 +333,7 @@ class _Run:
 
     def __init__(
         self,
-        contestants: list[_Contestant],
+        contestants: list[Contestant],
         config: CompareConfig,
         n_files: int,
         encoder: ThreadPoolExecutor,
@@ -370,17 +371,17 @@ class _Run:
     def batch(self, batch: _Batch) -> None:
         if not batch.units:
             return
-        texts = _Texts.of(batch.documents, batch.continues)
+        texts = BatchTexts.of(batch.documents, batch.continues)
         self.batches += 1
         wait(self.in_flight)  # the timed calls run alone
         self.in_flight.clear()
-        encodes: list[_EncodeIds | _EncodeWithOffsets] = []
+        encodes: list[EncodeIds | EncodeWithOffsets] = []
         for contestant in self.contestants:
-            placed_by_ids = contestant.byte_lengths is not None or contestant.pre_tokens is not None
+            by_ids = contestant.byte_lengths is not None or contestant.pre_tokens is not None
             encode = (
-                _EncodeIds(contestant, texts, self.batches, self.config.check_fraction)
-                if placed_by_ids
-                else _EncodeWithOffsets(contestant, texts)
+                EncodeIds(contestant, texts, self.batches, self.config.check_fraction)
+                if by_ids
+                else EncodeWithOffsets(contestant, texts)
             )
             encode.timed(contestant.tallies.setdefault(batch.file, m.Tally()))
             encodes.append(encode)
@@ -399,7 +400,7 @@ class _Run:
             self.pending.append(functools.partial(self._end_file, self.current_file))
 
     def _count_batch(
-        self, batch: _Batch, texts: _Texts, encodes: list[_EncodeIds | _EncodeWithOffsets]
+        self, batch: _Batch, texts: BatchTexts, encodes: list[EncodeIds | EncodeWithOffsets]
     ) -> None:
         units = texts.units
         words = m.Words.of(units)
@@ -410,17 +411,17 @@ class _Run:
         self.partition_files.append(np.full(len(units), batch.file, dtype=np.int64))
         for contestant, encode in zip(self.contestants, encodes, strict=True):
             tally = contestant.tallies[batch.file]
-            if isinstance(encode, _EncodeIds):
-                encoded = _placed_by_ids(contestant, words, *encode.result())
+            if isinstance(encode, EncodeIds):
+                encoded = placed_by_ids(contestant, words, *encode.result())
             else:
-                encoded = _placed_by_offsets(words, *encode.result())
+                encoded = placed_by_offsets(words, *encode.result())
             if encoded is None:  # ids that do not fit the text: offsets after all
-                encoded = _placed_by_offsets(words, *_encode_offsets(contestant.tokenizer, units))
+                encoded = placed_by_offsets(words, *encode_offsets(contestant.tokenizer, units))
             self._count(contestant, tally, units, words, batch, doc_units, doc_texts, *encoded)
 
     def _count(
         self,
-        contestant: _Contestant,
+        contestant: Contestant,
         tally: m.Tally,
         texts: list[str],
         words: m.Words,
@@ -452,7 +453,7 @@ class _Run:
             tally.unk_words += int(np.unique(unk_words[unk_words >= 0]).size)
         unit_token_ends = np.cumsum(lengths)  # (units,) int64
         doc_tokens = np.diff(unit_token_ends[np.cumsum(doc_units) - 1], prepend=0)  # (docs,)
-        exact, normalized = _round_trip(contestant, ids, doc_tokens, doc_texts)
+        exact, normalized = round_trip(contestant, ids, doc_tokens, doc_texts)
         if not any(batch.continues) and all(batch.closes):
             tally.roundtrip_exact += int(exact.sum())
             tally.roundtrip_normalized += int(normalized.sum())
@@ -517,7 +518,7 @@ def _flat(id_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return lengths, ids
 
 
-class _EncodeIds:
+class EncodeIds:
     """One tokenizer's encode of one batch by its encoder: a document's units joined where
     the tokenizer allows (``line_break_id``, ``pre_tokens``), else unit by unit.
     ``timed`` encodes every ``_SPEED_SHARE``-th text, ``start`` the others through the
@@ -527,7 +528,7 @@ class _EncodeIds:
     the line breaks' tokens cut the texts back into units."""
 
     def __init__(
-        self, contestant: _Contestant, texts: _Texts, batch_number: int, check_fraction: float
+        self, contestant: Contestant, texts: BatchTexts, batch_number: int, check_fraction: float
     ):
         self.contestant = contestant
         self.texts = texts
@@ -561,15 +562,12 @@ class _EncodeIds:
             raise _ContestantMismatch(self.contestant.name, mismatch) from None
         lengths, ids = interleave(timed, self.timed_encoded[::-1], rest[::-1])
         self._check(lengths, ids)
-        line_break = self.contestant.line_break_id
-        if line_break is None:
+        if self.contestant.line_break_id is None:
             return lengths, ids, self.text_units
-        cut = kernels.cut_at_breaks(ids, lengths, self.text_units, line_break)
-        if cut is not None:
-            return *cut, self.one_each
-        # A unit holding a line break: unit by unit after all.
-        ids, lengths = self.contestant.encoder.encode_texts(self.texts.units)
-        return lengths, ids.astype(np.int64), self.one_each
+        ids, lengths = self.contestant.encoder.cut_joined(
+            ids, lengths, self.text_units, lambda: self.texts.units
+        )
+        return lengths, ids, self.one_each
 
     def _check(self, lengths: np.ndarray, ids: np.ndarray) -> None:
         """The first text and a deterministic ``check_fraction`` of the others, encoded
@@ -600,14 +598,14 @@ class _ContestantMismatch(Exception):
         self.mismatch = mismatch
 
 
-class _EncodeWithOffsets:
-    """One tokenizer's encode of one batch with offsets (``_encode_offsets``, by the
+class EncodeWithOffsets:
+    """One tokenizer's encode of one batch with offsets (``encode_offsets``, by the
     reference: the fast encoder has no batch call with offsets), through the encoder
     thread (``start``); ``timed`` times the contestant's encoder, as ``shard`` calls it,
     on every ``_SPEED_SHARE``-th unit, and ``result`` checks those ids where it is the
     fast one."""
 
-    def __init__(self, contestant: _Contestant, texts: _Texts):
+    def __init__(self, contestant: Contestant, texts: BatchTexts):
         self.contestant = contestant
         self.texts = texts
         self.timed_encoded: tuple[np.ndarray, np.ndarray] | None = None
@@ -618,7 +616,7 @@ class _EncodeWithOffsets:
         self.timed_encoded = _timed_encode(self.contestant, tally, units, 0)
 
     def start(self, submit: _Submit) -> None:
-        self.future = submit(_encode_offsets, self.contestant.tokenizer, self.texts.units)
+        self.future = submit(encode_offsets, self.contestant.tokenizer, self.texts.units)
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         assert self.future is not None and self.timed_encoded is not None
@@ -641,7 +639,7 @@ class _EncodeWithOffsets:
 
 
 def _timed_encode(
-    contestant: _Contestant, tally: m.Tally, texts: list[str], joins: int
+    contestant: Contestant, tally: m.Tally, texts: list[str], joins: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The contestant's encoder on ``texts``, the call alone timed into ``tally`` over
     their bytes less ``joins`` (the "\n"s joining units); returns (ids, lengths)."""
@@ -655,7 +653,7 @@ def _timed_encode(
     return encoded
 
 
-def _encode_offsets(
+def encode_offsets(
     tokenizer: Tokenizer, texts: list[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tokens per unit (units,), all ids (tokens,) and each token's character offsets
@@ -674,7 +672,7 @@ def _encode_offsets(
     return lengths, ids, offsets
 
 
-def _placed_by_offsets(
+def placed_by_offsets(
     words: m.Words, lengths: np.ndarray, ids: np.ndarray, offsets: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tokens per unit, ids and each token's word, from the tokens' offsets."""
@@ -682,14 +680,14 @@ def _placed_by_offsets(
     return lengths, ids, words.token_words(token_text, offsets[0::2], offsets[1::2])
 
 
-def _placed_by_ids(
-    contestant: _Contestant,
+def placed_by_ids(
+    contestant: Contestant,
     words: m.Words,
     text_lengths: np.ndarray,
     ids: np.ndarray,
     text_units: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Tokens per unit, ids and each token's word, from what ``_EncodeIds`` returned:
+    """Tokens per unit, ids and each token's word, from what ``EncodeIds`` returned:
     by the pre-tokens of a BERT WordPiece, else by the bytes each token spells (one unit
     per text). None where the ids do not fit the text."""
     if contestant.pre_tokens is not None:
@@ -699,7 +697,7 @@ def _placed_by_ids(
 
 
 def _placed_by_bytes(
-    contestant: _Contestant, words: m.Words, lengths: np.ndarray, ids: np.ndarray
+    contestant: Contestant, words: m.Words, lengths: np.ndarray, ids: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Tokens per unit, ids and each token's word, from the bytes each token spells;
     None where a unit's tokens do not spell its bytes."""
@@ -712,8 +710,8 @@ def _placed_by_bytes(
     return lengths, ids, words.byte_token_words(token_text, token_bytes)
 
 
-def _round_trip(
-    contestant: _Contestant, ids: np.ndarray, doc_tokens: np.ndarray, doc_texts: list[str]
+def round_trip(
+    contestant: Contestant, ids: np.ndarray, doc_tokens: np.ndarray, doc_texts: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which documents decode back exactly, and up to normaliser and spacing: two
     (docs,) bool arrays.
@@ -847,26 +845,24 @@ def compare_tokenizers(
     named = _named(tokenizers)
     if not named:
         raise RbprepError("no tokenizer to compare; give --tokenizers DIR or --tokenizer PATH")
-    choices = {name: config.encoder for name, _ in named}
-    notes: dict[str, str] = {}  # why a tokenizer is on the reference after a mismatch
+    fallbacks = {name: Fallback(config.encoder) for name, _ in named}
     while True:
-        contestants = [_contestant(name, path, choices[name]) for name, path in named]
+        contestants = [open_contestant(name, path, fallbacks[name].encoder) for name, path in named]
         for contestant in contestants:
-            contestant.encoder_note = notes.get(contestant.name, contestant.encoder_note)
+            note = fallbacks[contestant.name].note  # a mismatch's, after one
+            contestant.encoder_note = contestant.encoder_note if note is None else note
         try:
             return _compare(corpus, contestants, config, progress)
         except _ContestantMismatch as found:
             # What was counted from the fast encoder's ids is dropped: the comparison
             # runs again, that tokenizer on the reference.
-            logger.warning(
-                "%s; comparing again with %s for %s", found.mismatch, REFERENCE_NAME, found.name
+            fallbacks[found.name].to_reference(
+                found.mismatch, f"comparing again with {REFERENCE_NAME} for {found.name}"
             )
-            choices[found.name] = "reference"
-            notes[found.name] = str(found.mismatch)
 
 
 def _compare(
-    corpus: Corpus, contestants: list[_Contestant], config: CompareConfig, progress: bool
+    corpus: Corpus, contestants: list[Contestant], config: CompareConfig, progress: bool
 ) -> Comparison:
     started = time.perf_counter()
     stats = ReadStats()
@@ -896,7 +892,7 @@ def _compare(
                     batch = _Batch(file=document.source)
                 batch.add(units, continues=part > 0, closes=part == len(parts) - 1)
             run.consider_sample(document.source, document)
-            if batch.units >= _BATCH_UNITS or batch.chars >= _BATCH_CHARS:
+            if batch.units >= _BATCH_UNITS or batch.chars >= BATCH_CHARS:
                 run.batch(batch)
                 batch = _Batch(file=document.source)
             bar.update(stats.text_bytes - reported)
@@ -999,12 +995,12 @@ def _result(
     }
 
 
-def _pieces_set(contestant: _Contestant, pieces: list[Piece]) -> set[str]:
+def _pieces_set(contestant: Contestant, pieces: list[Piece]) -> set[str]:
     special = set(contestant.special_ids)
     return {p.text for index, p in enumerate(pieces) if index not in special and p.text}
 
 
-def _token_bytes(contestant: _Contestant, pieces: list[Piece]) -> dict[str, dict[str, int]]:
+def _token_bytes(contestant: Contestant, pieces: list[Piece]) -> dict[str, dict[str, int]]:
     """Token lengths in bytes (marker left out): over the text, and over the vocabulary."""
     lengths = np.fromiter((p.nbytes for p in pieces), np.int64, len(pieces))
     content = np.ones(len(pieces), dtype=np.bool_)
@@ -1017,7 +1013,7 @@ def _token_bytes(contestant: _Contestant, pieces: list[Piece]) -> dict[str, dict
     }
 
 
-def _top_tokens(contestant: _Contestant, pieces: list[Piece]) -> list[dict[str, Any]]:
+def _top_tokens(contestant: Contestant, pieces: list[Piece]) -> list[dict[str, Any]]:
     total = int(contestant.counts.sum())
     order = np.argsort(-contestant.counts, kind="stable")[:_TOP]
     return [
@@ -1031,7 +1027,7 @@ def _top_tokens(contestant: _Contestant, pieces: list[Piece]) -> list[dict[str, 
     ]
 
 
-def _longest_tokens(contestant: _Contestant, pieces: list[Piece]) -> list[dict[str, Any]]:
+def _longest_tokens(contestant: Contestant, pieces: list[Piece]) -> list[dict[str, Any]]:
     special = set(contestant.special_ids)
     used = [  # runs of whitespace (code indentation) left out: words are what is of interest
         int(i)
@@ -1075,7 +1071,7 @@ def _samples(run: _Run, corpus: Corpus, wanted: int) -> list[dict[str, Any]]:
     return samples
 
 
-def _split_words(contestant: _Contestant, text: str) -> list[list[str]]:
+def _split_words(contestant: Contestant, text: str) -> list[list[str]]:
     """The pieces of each whitespace word of ``text``, as text (markers left out)."""
     encoding = contestant.tokenizer.encode(text, add_special_tokens=False)
     words = m.Words.of([text])

@@ -35,7 +35,7 @@ from rbprep.dataset.manifest import (
     TokenizerRecord,
     Totals,
 )
-from rbprep.encoding import CHECK_FRACTION, REFERENCE_NAME, EncoderId, EncoderMismatch
+from rbprep.encoding import CHECK_FRACTION, REFERENCE_NAME, EncoderId, EncoderMismatch, Fallback
 from rbprep.errors import RbprepError
 from rbprep.executors import THREADS_PER_PROCESS, run_tasks
 from rbprep.progress import ByteProgress
@@ -306,9 +306,9 @@ def shard(
         tokenizer_copy = str(out_dir.child("tokenizer.json"))
         work = make_work(tokenizer_copy, info, encoder, reference=loaded[0], loading=loading)
         del loading  # its parsed JSON: tens of MB the run no longer needs
-        chosen = "reference" if work.checker is None else "fast"
-        tokenizer_work[(info.sha256, chosen)] = work
-        encoder_id, fallback = work.encoder.id, work.not_fast
+        fallback = Fallback("reference" if work.checker is None else "fast", work.not_fast)
+        tokenizer_work[(info.sha256, fallback.encoder)] = work
+        encoder_id = work.encoder.id
         while True:
             # Partitions a resumed run's other encoder wrote are redone by this one, so
             # the manifest names the encoder of every shard.
@@ -325,7 +325,7 @@ def shard(
                 info,
                 config,
                 str(out_dir),
-                chosen,
+                fallback.encoder,
                 check_fraction,
                 writes,
             )
@@ -337,17 +337,13 @@ def shard(
                         bar.update(job.partitions[0].size)
                 break
             except EncoderMismatch as mismatch:
-                if chosen == "reference":
-                    raise
                 written = sum(r.encoder == encoder_id.name for r in records.values())
-                logger.warning(
-                    "%s; encoding with %s from now on, and redoing the %s it wrote",
+                fallback.to_reference(
                     mismatch,
-                    REFERENCE_NAME,
-                    counted(written, "partition"),
+                    f"encoding with {REFERENCE_NAME} from now on, and redoing the "
+                    f"{counted(written, 'partition')} it wrote",
                 )
-                chosen, fallback = "reference", str(mismatch)
-                encoder_id = work_for(tokenizer_copy, info, chosen).encoder.id
+                encoder_id = work_for(tokenizer_copy, info, fallback.encoder).encoder.id
         if writes is not None:
             writes.wait()  # the manifest comes last, once every shard is on disk
         ordered = [records[p.id] for p in corpus.partitions]
@@ -371,7 +367,7 @@ def shard(
         text_bytes=manifest.totals.read["text_bytes"],
         extra={
             "encoder": encoder_id.as_dict(),
-            "encoder_note": fallback,
+            "encoder_note": fallback.note,
             "kernels": kernels_in_use(),
             "stage_seconds": {
                 stage: round(sum((r.seconds or {}).get(stage, 0.0) for r in ordered), 3)
