@@ -217,11 +217,6 @@ def corpus_options(command: F) -> F:
 # The options several commands share, declared once so they mean the same everywhere.
 
 
-def seed_option(what: str) -> Callable[[F], F]:
-    """``--seed`` (default 0); ``what`` says what it seeds in this command."""
-    return click.option("--seed", default=0, show_default=True, help=f"Seed of {what}.")
-
-
 def quiet_option(what: str = "No progress bars (warnings still print).") -> Callable[[F], F]:
     return click.option("--quiet", "-q", is_flag=True, help=what)
 
@@ -606,17 +601,7 @@ def _check_weights(weights: tuple[float, ...] | None, datasets: int) -> None:
     type=click.Path(path_type=str),
     help="A tokenizer.json or tokenizer directory (NAME=PATH names it); repeatable.",
 )
-@click.option(
-    "--seq-len", default=512, show_default=True, help="Row length for the rows and padding."
-)
-@click.option(
-    "--sample-bytes",
-    type=SIZE,
-    help="Compare on a deterministic sample of about this much text, drawn from all files.",
-)
-@seed_option("the sample")
-@encoder_option
-@check_fraction_option
+@config_options(lambda: importlib.import_module("rbprep.compare.comparison").CompareConfig)
 @click.option(
     "--json",
     "json_path",
@@ -649,11 +634,7 @@ def compare_tokenizers_command(
     partition_size: int | None,
     tokenizers_dir: str | None,
     tokenizer_paths: tuple[str, ...],
-    seq_len: int,
-    sample_bytes: int | None,
-    seed: int,
-    encoder: str,
-    check_fraction: float,
+    config: Any,
     json_path: str | None,
     markdown_path: Path | None,
     plots_dir: Path | None,
@@ -674,7 +655,7 @@ def compare_tokenizers_command(
       rbprep compare-tokenizers corpus/ --tokenizers vocab \\
           --tokenizer roberta=hf/roberta-base --plots plots --json report.json
     """
-    from rbprep.compare import CompareConfig, compare_tokenizers, train_vocab_tokenizers
+    from rbprep.compare import compare_tokenizers, train_vocab_tokenizers
     from rbprep.storage import check_output_directory
 
     named: list[tuple[str, str] | str] = []
@@ -685,13 +666,6 @@ def compare_tokenizers_command(
         named.append((name, path) if sep and name and not Path(item).exists() else item)
     if not named:
         raise click.UsageError("give --tokenizers DIR (from train-vocab) or --tokenizer PATH")
-    config = CompareConfig(
-        seq_len=seq_len,
-        sample_bytes=sample_bytes,
-        seed=seed,
-        encoder=encoder,
-        check_fraction=check_fraction,
-    )
     if plots_dir is not None:
         check_output_directory(plots_dir, "--plots")
     opened = _open_corpus(corpus, builtin_corpus, text_field, strict, partition_size)

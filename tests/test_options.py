@@ -30,6 +30,10 @@ def _configs():
         ShardConfig,
         {"mode": MODES, "masking": MASKINGS, "compression": COMPRESSIONS, "format": FORMATS},
     )
+    from rbprep.compare.comparison import CompareConfig
+    from rbprep.encoding import ENCODER_CHOICES
+
+    yield "compare-tokenizers", CompareConfig, {"encoder": ENCODER_CHOICES}
     pytest.importorskip("torch")
     from rbprep.train.loop import ATTENTIONS, RECIPES, TrainConfig
     from rbprep.train.model import PRESETS
@@ -38,7 +42,7 @@ def _configs():
     yield "pretrain", TrainConfig, choices
 
 
-@pytest.mark.parametrize("command", ["train-vocab", "shard", "pretrain"])
+@pytest.mark.parametrize("command", ["train-vocab", "shard", "compare-tokenizers", "pretrain"])
 def test_every_config_field_is_an_option_with_its_default_and_choices(command):
     [(_, cls, constants)] = [c for c in _configs() if c[0] == command]
     params = {param.name: param for param in main.commands[command].params}
@@ -56,9 +60,11 @@ def test_every_config_field_is_an_option_with_its_default_and_choices(command):
             assert spec.choices == tuple(constants[field.name]), field.name
     assert set(constants) <= {f.name for f in dataclasses.fields(cls)}
     # Parsed with nothing given, the options make the config's defaults.
-    required = ["data", "--out", "o"] if command == "pretrain" else ["--out", "o"]
-    if command == "shard":
-        required += ["--tokenizer", "t"]
+    required = {
+        "pretrain": ["data", "--out", "o"],
+        "shard": ["--out", "o", "--tokenizer", "t"],
+        "compare-tokenizers": [],
+    }.get(command, ["--out", "o"])
     parent = click.Context(main, info_name="rbprep", **main.context_settings)  # its -h
     ctx = main.commands[command].make_context(command, required, parent=parent)
     assert build(cls, ctx.params) == cls()

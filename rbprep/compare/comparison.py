@@ -58,8 +58,9 @@ from rbprep.encoding import (
     units_of,
 )
 from rbprep.errors import RbprepError
+from rbprep.options import opt
 from rbprep.progress import ByteProgress
-from rbprep.sizes import counted
+from rbprep.sizes import counted, parse_size
 from rbprep.tokenizer_info import (
     encoding_tokenizer,
     id_space,
@@ -79,15 +80,29 @@ _SPEED_SHARE = 10  # every 10th text of a batch is encoded alone and timed (enco
 class CompareConfig:
     """Parameters of ``compare_tokenizers``; CLI options carry the same names."""
 
-    seq_len: int = 512  # rows and padding are counted for rows of this length
-    sample_bytes: int | None = None  # compare on a deterministic sample of this much text
-    seed: int = 0  # seed of the sample
-    samples: int = 6  # sample sentences shown tokenised by each tokenizer
-    renyi_alpha: float = m.RENYI_ALPHA
-    encoder: str = "auto"  # auto | fast | reference, as shard's --encoder
-    # The share of each batch's texts the reference encodes again to check the fast
-    # encoder (the first text always), as shard's --check-fraction.
-    check_fraction: float = CHECK_FRACTION
+    seq_len: int = opt(512, help="Row length for the rows and padding.")
+    sample_bytes: int | None = opt(
+        None,
+        type=parse_size,
+        metavar="SIZE",
+        help="Compare on a deterministic sample of about this much text, drawn from all files.",
+    )
+    seed: int = opt(0, help="Seed of the sample.")
+    samples: int = opt(6, hidden=True, help="Sample sentences shown tokenised by each tokenizer.")
+    renyi_alpha: float = opt(m.RENYI_ALPHA, hidden=True, help="The Rényi efficiency's alpha.")
+    encoder: str = opt(
+        "auto",
+        choices=ENCODER_CHOICES,
+        help="Who encodes (never what the ids are): auto takes tokie where it is tested and "
+        "agrees with tokenizers, fast takes it on any tokenizer it agrees on, reference is "
+        "tokenizers.",
+    )
+    check_fraction: float = opt(
+        CHECK_FRACTION,
+        help="Share of the lines (each partition's; compare-tokenizers: each batch's) that "
+        "tokenizers encodes again to check the fast encoder, the first always; 0-1. At 0.02 "
+        "that costs about as much CPU as tokie encoding everything.",
+    )
 
     def check(self) -> None:
         if self.encoder not in ENCODER_CHOICES:
