@@ -74,6 +74,18 @@ def prepare_rbprep() -> None:
     compiled_kernels()
 
 
+def corpus_files(corpus: list[str]) -> list[str]:
+    """The files of ``corpus`` (files and folders, folders walked in sorted order)."""
+    files = []
+    for path in map(Path, corpus):
+        files += (
+            [str(p) for p in sorted(path.rglob("*")) if p.is_file()]
+            if path.is_dir()
+            else [str(path)]
+        )
+    return files
+
+
 def append_record(path: Path, record: dict[str, Any]) -> None:
     """Append ``record`` as one JSON line to the results file ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from common import (
     DEV_CORPUS,
     append_record,
     brief,
+    corpus_files,
     prepare_rbprep,
     rbprep_command,
     record_header,
@@ -46,13 +47,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSON lines file")
     args, options = parser.parse_known_args()  # options it does not know go to shard
     corpus = args.corpus or [str(DEV_CORPUS / "en")]
-    files = []
-    for path in map(Path, corpus):
-        files += (
-            [str(p) for p in sorted(path.rglob("*")) if p.is_file()]
-            if path.is_dir()
-            else [str(path)]
-        )
+    files = corpus_files(corpus)
     text_bytes = sum(Path(f).stat().st_size for f in files)
     prepare_rbprep()
     warm_page_cache(files)

@@ -54,6 +54,16 @@ class Sink:
     def split_output(self, partition: int, split: str, result: SplitResult) -> SinkOutput:
         raise NotImplementedError
 
+    def rows_output(self, result: SplitResult) -> SinkOutput:
+        """A split's packed rows counted (no files yet), for the sinks that store rows."""
+        assert result.rows is not None
+        row_offsets = result.rows[0]
+        return SinkOutput(
+            rows=len(row_offsets) - 1,
+            tokens=int(row_offsets[-1]),
+            length_histogram=length_histogram(np.diff(row_offsets), self.config.seq_len),
+        )
+
     def finish(
         self, out_dir: Location, records: list[PartitionRecord]
     ) -> dict[str, list[FileRecord]]:

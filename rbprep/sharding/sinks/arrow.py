@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from rbprep.dataset.format import SPLITS, shard_bytes, shard_table
 from rbprep.sharding.pipeline import SplitResult
-from rbprep.sharding.sinks import Sink, SinkOutput, length_histogram
+from rbprep.sharding.sinks import Sink, SinkOutput
 
 
 class ArrowSink(Sink):
@@ -15,15 +13,9 @@ class ArrowSink(Sink):
     folders = SPLITS
 
     def split_output(self, partition: int, split: str, result: SplitResult) -> SinkOutput:
-        assert result.rows is not None
-        row_offsets, row_tokens = result.rows
-        rows = len(row_offsets) - 1
-        output = SinkOutput(
-            rows=rows,
-            tokens=int(row_offsets[-1]),
-            length_histogram=length_histogram(np.diff(row_offsets), self.config.seq_len),
-        )
-        if rows:
+        output = self.rows_output(result)
+        if output.rows:
+            row_offsets, row_tokens = result.rows
             compression = None if self.config.compression == "none" else self.config.compression
             table = shard_table(row_offsets, row_tokens, result.masks, self.vocab_size)
             output.files.append(

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
-
 from rbprep.dataset import mds
 from rbprep.dataset.format import SPLITS, id_dtype
 from rbprep.dataset.manifest import FileRecord
 from rbprep.sharding.pipeline import SplitResult
 from rbprep.sharding.records import PartitionRecord
-from rbprep.sharding.sinks import Sink, SinkOutput, length_histogram
+from rbprep.sharding.sinks import Sink, SinkOutput
 from rbprep.storage import Location
 
 
@@ -24,15 +22,9 @@ class MdsSink(Sink):
     folders = SPLITS
 
     def split_output(self, partition: int, split: str, result: SplitResult) -> SinkOutput:
-        assert result.rows is not None
-        row_offsets, row_tokens = result.rows
-        rows = len(row_offsets) - 1
-        output = SinkOutput(
-            rows=rows,
-            tokens=int(row_offsets[-1]),
-            length_histogram=length_histogram(np.diff(row_offsets), self.config.seq_len),
-        )
-        if rows:
+        output = self.rows_output(result)
+        if output.rows:
+            row_offsets, row_tokens = result.rows
             data = mds.shard_bytes(row_offsets, row_tokens, id_dtype(self.vocab_size))
             output.files.append((f"{split}/shard.{partition:05d}.mds", data))
         return output
