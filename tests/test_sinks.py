@@ -150,6 +150,9 @@ def test_other_formats_refuse_masks_and_rbprep_reader(tmp_path, small_corpus, sm
         assert refused.exit_code == 1 and "stores no masks" in refused.output
     refused = run(*args, "--split-sentences")
     assert refused.exit_code == 1 and "--format megatron" in refused.output
+    for extra in (["--seq-len", "128"], ["--mode", "doc-sentences"]):
+        refused = run(*args, "--format", "megatron", *extra)
+        assert refused.exit_code == 1 and "writes documents, not rows" in refused.output
     assert run(*args, "--format", "mds", "-q").exit_code == 0
     with pytest.raises(RbprepError, match="StreamingDataset"):
         open_dataset(tmp_path / "d")

@@ -24,7 +24,7 @@ FORMATS = ("arrow", "megatron", "mds")
 class ShardConfig:
     """Parameters of ``shard`` that decide its output; CLI options carry the same names."""
 
-    seq_len: int = opt(512, help="Tokens per row, specials included.")
+    seq_len: int = opt(512, help="Tokens per row, specials included (not for --format megatron).")
     # None: DEFAULT_DUP under static masking, none under dynamic masking (``copies``).
     dup: int | None = opt(
         None,
@@ -41,7 +41,7 @@ class ShardConfig:
     mode: str = opt(
         "full-sentences",
         choices=MODES,
-        help="Rows may cross documents (RoBERTa), or never do.",
+        help="Rows may cross documents (RoBERTa), or never do (not for --format megatron).",
     )
     mask_prob: float = opt(0.15, help="Share of tokens predicted.")
     random_prob: float = opt(0.1, help="Of those, given a random token.")
@@ -122,6 +122,11 @@ class ShardConfig:
             raise RbprepError(
                 f"--format {self.format} stores no masks (its trainers mask as they load): "
                 "drop --dup, --masking and --whole-word, or use --format arrow"
+            )
+        if self.format == "megatron" and (self.seq_len, self.mode) != (512, "full-sentences"):
+            raise RbprepError(
+                "--format megatron writes documents, not rows: --seq-len and --mode do not "
+                "apply (Megatron packs them itself, to its --seq-length)"
             )
         if self.split_sentences and self.format != "megatron":
             raise RbprepError("--split-sentences is a layout of --format megatron only")
