@@ -42,7 +42,9 @@ bench: install
 	$(BIN)/python benchmarks/compare_tokenizers.py
 	$(BIN)/python benchmarks/pretrain.py
 	$(BIN)/python benchmarks/open_dataset.py
-	@echo "benchmarks/reader.py takes datasets of 0.5 GB of text or more: run it by hand (benchmarks/README.md)"
+	$(BIN)/python benchmarks/mds_writer.py
+	@echo "benchmarks/reader.py and torch_dataset.py take datasets of 0.5 GB of text or more, and"
+	@echo "shard_ab.py and shard_formats.py a --tokenizer: run them by hand (benchmarks/README.md)"
 	$(BIN)/python benchmarks/long_line.py
 
 # Rewrite the README's command reference from --help.
