@@ -114,7 +114,8 @@ def _dask(task: Callable[[Item], Any], items: Sequence[Item], scheduler: str) ->
             "--scheduler needs Dask: pip install 'rbprep[dask]' (dask[distributed])"
         ) from exc
     try:
-        client = Client(scheduler, timeout="30s")
+        # How long to keep trying to reach the scheduler (dask's form: "30s", "2min").
+        client = Client(scheduler, timeout=os.environ.get("RBPREP_DASK_CONNECT_TIMEOUT", "30s"))
     except OSError as exc:
         raise RbprepError(
             f"no Dask scheduler answers at {scheduler} ({exc}); start one with "

@@ -172,7 +172,8 @@ def test_cluster_reads_and_writes_an_object_store(
     assert remote_manifest == local_manifest
 
 
-def test_no_scheduler_is_a_clear_error(tmp_path, small_corpus, small_vocab):
+def test_no_scheduler_is_a_clear_error(tmp_path, small_corpus, small_vocab, monkeypatch):
+    monkeypatch.setenv("RBPREP_DASK_CONNECT_TIMEOUT", "2s")  # not the 30 s a user waits
     args = ["shard", small_corpus, "--tokenizer", small_vocab / "bpe", "--out", tmp_path / "d"]
     result = CliRunner().invoke(main, [str(a) for a in [*args, "--scheduler", "tcp://127.0.0.1:9"]])
     assert result.exit_code == 1
