@@ -416,11 +416,18 @@ def shard_command(
     reach (s3://, gs://, abfs://, hdfs://; options in the query, credentials from the
     environment).
 
+    --format megatron writes OUT/train.bin and OUT/train.idx (and valid.*) for Megatron's
+    --data-path instead, one sequence per document; --format mds writes MosaicML
+    Streaming shards, one sample per packed row. Neither stores masks: those trainers
+    mask as they load.
+
     \b
     Example:
       rbprep shard corpus/ --tokenizer vocab/bpe --out data --dup 10
       rbprep shard --builtin-corpus --tokenizer vocab/wordpiece --out data-wp --whole-word
       rbprep shard s3://bucket/corpus/ --tokenizer vocab/bpe --out s3://bucket/data
+      rbprep shard corpus/ --tokenizer vocab/bpe --out data-megatron --format megatron
+      rbprep shard corpus/ --tokenizer vocab/bpe --out data-mds --format mds --seq-len 1024
     """
     from rbprep.executors import THREADS_PER_PROCESS, limit_malloc_arenas
     from rbprep.sharding import shard
