@@ -32,7 +32,7 @@ TOKIE_TEXT_BYTES = 10_000
 # Every code point Python counts as space (``str.isspace``, a superset of the \s of the
 # pre-tokenizers' regexes), and those some Unicode version or regex engine treats so: no
 # cut is made after one (``tokie_pieces``).
-_SPACE_LIKE = np.array(
+SPACE_LIKE = np.array(
     [*range(0x09, 0x0E), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680, 0x180E, *range(0x2000, 0x200E),
      0x2028, 0x2029, 0x202F, 0x205F, 0x2060, 0x3000, 0xFEFF],
     dtype=np.uint32,
@@ -194,7 +194,7 @@ def tokie_pieces(text: str, cut_before: Sequence[int], limit: int = TOKIE_TEXT_B
     as long as it can be, whose ids, concatenated, are the text's.
 
     A cut is made only before a character of ``cut_before`` (``cut_characters``: a space
-    or line feed) that follows one that is not space-like (``_SPACE_LIKE``). There the
+    or line feed) that follows one that is not space-like (``SPACE_LIKE``). There the
     byte-level regex always starts a new pre-token: its alternatives hold a space only
     first (`` ?\p{L}+``, ...) or among spaces (``\s+``), so none spans the two; and no
     pre-token before the cut looks past it (the one lookahead, ``(?!\S)``, follows only a
@@ -212,7 +212,7 @@ def tokie_pieces(text: str, cut_before: Sequence[int], limit: int = TOKIE_TEXT_B
     cuts = (
         1
         + np.flatnonzero(  # (cuts,) where a piece may start
-            np.isin(points[1:], cut_before) & ~np.isin(points[:-1], _SPACE_LIKE)
+            np.isin(points[1:], cut_before) & ~np.isin(points[:-1], SPACE_LIKE)
         )
     )
     before = ends[cuts - 1]  # (cuts,) bytes before each cut, increasing
