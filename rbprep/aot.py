@@ -64,9 +64,25 @@ SIGNATURES = {
     "shard_invariants_u4": (
         "UniTuple(i8, 2)(i4[::1], u4[::1], i4[::1], u2[::1], u2[::1], i4[::1], u4[::1], i8, i8, i8)"
     ),
+    "scan_words": "Tuple((b1[::1], i8[::1], i8[::1], i8[::1], i8[::1]))(u4[::1], i8[::1], b1[::1])",
+    "place_pre_tokens": (
+        "Tuple((i8[::1], i8[::1], b1))"
+        "(u1[::1], b1[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], b1[::1])"
+    ),
+    "place_by_bytes": (
+        "Tuple((i8[::1], b1))(i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1])"
+    ),
+    # The round trip's table, of code points (WordPiece) and of bytes (byte-level).
+    "spelled_u4": "b1[::1](i8[::1], i8[::1], u4[::1], i8[::1], i8, u4[::1], i8[::1])",
+    "spelled_u1": "b1[::1](i8[::1], i8[::1], u1[::1], i8[::1], i8, u1[::1], i8[::1])",
 }
 # Exports of one kernel under several signatures: export name -> the kernel's name.
-VARIANTS = {"shard_invariants_u2": "shard_invariants", "shard_invariants_u4": "shard_invariants"}
+VARIANTS = {
+    "shard_invariants_u2": "shard_invariants",
+    "shard_invariants_u4": "shard_invariants",
+    "spelled_u4": "spelled",
+    "spelled_u1": "spelled",
+}
 _ARRAY = {
     "i8": np.int64,
     "i4": np.int32,
@@ -99,6 +115,11 @@ ARGUMENTS = {  # kernel -> its arguments' types: "a:" a C-contiguous 1-D array, 
     "shard_invariants_u4": (
         *("a:i4", "a:u4", "a:i4", "a:u2", "a:u2", "a:i4", "a:u4", "i8", "i8", "i8"),
     ),
+    "scan_words": ("a:u4", "a:i8", "a:b1"),
+    "place_pre_tokens": ("a:u1", "a:b1", "a:i8", "a:i8", "a:i8", "a:i8", "a:i8", "a:b1"),
+    "place_by_bytes": ("a:i8",) * 7,
+    "spelled_u4": ("a:i8", "a:i8", "a:u4", "a:i8", "i8", "a:u4", "a:i8"),
+    "spelled_u1": ("a:i8", "a:i8", "a:u1", "a:i8", "i8", "a:u1", "a:i8"),
 }
 
 _loaded: list[ModuleType | None] = []  # this process's answer of ``compiled_kernels``, once

@@ -1335,3 +1335,315 @@ def blend(weights: np.ndarray, counts: np.ndarray, first: int, n: int) -> np.nda
     choices = np.empty(n, dtype=np.int64)
     _run_jit("blend", np.ascontiguousarray(weights, np.float64), counts, np.int64(first), choices)
     return choices
+
+
+# --------------------------------------------------------------------------- comparison
+#
+# compare-tokenizers places every token in its whitespace word and checks its round
+# trip, over every character of the sample: one pass each here, where NumPy took ten.
+
+
+@_kernel
+def _scan_words(codes, text_lengths, space_table):
+    n = codes.shape[0]
+    space = np.empty(n, np.bool_)  # (chars,) str.isspace()
+    word_of_char = np.empty(n, np.int64)  # (chars,) words started at or before, less 1
+    byte_starts = np.empty(n + 1, np.int64)  # (chars + 1,) UTF-8 offset of each char
+    next_nonspace = np.empty(n + 1, np.int64)  # (chars + 1,)
+    words = 0
+    after_space = True
+    at = 0
+    for i in range(n):
+        code = codes[i]
+        is_space = code < space_table.shape[0] and space_table[code]
+        if after_space and not is_space:
+            words += 1
+        after_space = is_space
+        space[i] = is_space
+        word_of_char[i] = words - 1
+        byte_starts[i] = at
+        at += 1 + (code >= 0x80) + (code >= 0x800) + (code >= 0x10000)
+    byte_starts[n] = at
+    following = n
+    next_nonspace[n] = n
+    for i in range(n - 1, -1, -1):
+        if not space[i]:
+            following = i
+        next_nonspace[i] = following
+    text_words = np.empty(text_lengths.shape[0], np.int64)  # (texts,)
+    start = 0
+    for t in range(text_lengths.shape[0]):
+        end = start + text_lengths[t]
+        before = word_of_char[start - 1] + 1 if start > 0 else 0
+        text_words[t] = (word_of_char[end - 1] + 1 if end > 0 else 0) - before
+        start = end + 1  # past the joining "\n"
+    return space, word_of_char, byte_starts, next_nonspace, text_words
+
+
+def scan_words(
+    codes: np.ndarray, text_lengths: np.ndarray, space_table: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The whitespace words of texts joined by "\\n" (one "\\n" after each), by code point.
+
+    Args:
+        codes: (chars,) uint32 code points of the joined texts.
+        text_lengths: (texts,) int64 characters of each text, its "\\n" not counted.
+        space_table: (limit,) bool, ``str.isspace()`` of each code point below ``limit``
+            (none at or above it is whitespace).
+
+    Returns:
+        ``(space, word_of_char, byte_starts, next_nonspace, text_words)``: (chars,) bool
+        whitespace; (chars,) int64 index of the word at or before each char (-1 before
+        the first); (chars + 1,) int64 UTF-8 offset of each char, then the end; (chars +
+        1,) int64 the first non-space position at or after each (chars where none); and
+        (texts,) int64 words per text.
+    """
+    codes = _unsigned(codes, np.uint32, "codes")
+    text_lengths = np.ascontiguousarray(text_lengths, dtype=np.int64)
+    if int(text_lengths.sum()) + text_lengths.size != codes.size or (text_lengths < 0).any():
+        raise ValueError("text_lengths must be >= 0 and, with a joining char each, make codes")
+    return _run("scan_words", codes, text_lengths, np.ascontiguousarray(space_table, np.bool_))
+
+
+@_kernel
+def _place_pre_tokens(classes, space, word_of_char, unit_starts, text_units, text_lengths, ids,
+                      continues):  # fmt: skip
+    # classes: 0 vanishes, 1 joins, 2 breaks, 3 stands alone, 4 anything else
+    n = classes.shape[0]
+    n_tokens = ids.shape[0]
+    unit_tokens = np.zeros(unit_starts.shape[0], np.int64)  # (units,)
+    token_words = np.empty(n_tokens, np.int64)  # (tokens,)
+    starts = np.empty(n, np.int64)  # the pre-tokens' first characters, in order
+    n_starts = 0
+    previous = 2  # the class of the last kept character: a break before the first
+    spaces_between = 0  # whitespace characters dropped since the last kept one
+    for i in range(n):
+        c = classes[i]
+        if c == 4:
+            return unit_tokens, token_words, False
+        if c == 0:
+            spaces_between += space[i]
+            continue
+        if space[i] and c != 2:  # whitespace that does not break (no normaliser: "\x1c")
+            return unit_tokens, token_words, False
+        joined = c == 1 and previous == 1
+        # A pre-token running over a character Python calls whitespace (say "\f", which
+        # BERT drops) would have its tokens in two words: offsets tell those apart.
+        if joined and spaces_between > 0:
+            return unit_tokens, token_words, False
+        if c == 3 or (c == 1 and not joined):
+            starts[n_starts] = i
+            n_starts += 1
+        previous = c
+        spaces_between = 0
+    # Pre-tokens per encoded text must equal that text's word-starting tokens.
+    s = 0  # pre-tokens before the text
+    token = 0
+    unit = 0
+    for t in range(text_lengths.shape[0]):
+        unit += text_units[t]
+        text_end = unit_starts[unit] if unit < unit_starts.shape[0] else n
+        text_starts = s
+        while s < n_starts and starts[s] < text_end:
+            s += 1
+        firsts = 0
+        for k in range(token, token + text_lengths[t]):
+            if ids[k] >= continues.shape[0]:
+                return unit_tokens, token_words, False
+            if not continues[ids[k]]:
+                firsts += 1
+        if firsts != s - text_starts:
+            return unit_tokens, token_words, False
+        if text_lengths[t] > 0 and continues[ids[token]]:
+            return unit_tokens, token_words, False
+        token += text_lengths[t]
+    # Each token lies in its pre-token: its word and unit follow from where that starts.
+    p = -1
+    u = 0
+    for k in range(n_tokens):
+        if not continues[ids[k]]:
+            p += 1
+        at = starts[p]
+        while u + 1 < unit_starts.shape[0] and unit_starts[u + 1] <= at:
+            u += 1
+        token_words[k] = word_of_char[at]
+        unit_tokens[u] += 1
+    return unit_tokens, token_words, True
+
+
+def place_pre_tokens(
+    classes: np.ndarray,
+    space: np.ndarray,
+    word_of_char: np.ndarray,
+    unit_starts: np.ndarray,
+    text_units: np.ndarray,
+    text_lengths: np.ndarray,
+    ids: np.ndarray,
+    continues: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where a BERT WordPiece's tokens lie, from the classes of the text's characters.
+
+    Args:
+        classes: (chars,) uint8, what the normaliser and pre-tokenizer make of each
+            character of the units joined by "\\n" (``compare.pretokens``: 0 vanishes, 1
+            joins, 2 breaks, 3 stands alone, 4 anything else).
+        space: (chars,) bool, ``str.isspace()``; word_of_char: (chars,) int64
+            (``scan_words``).
+        unit_starts: (units,) int64 first character of each unit.
+        text_units: (texts,) int64 units in each encoded text (they sum to units).
+        text_lengths: (texts,) int64 tokens of each encoded text; ids: (tokens,) int64.
+        continues: (ids,) bool, the token continues a pre-token ("##...").
+
+    Returns:
+        ``(unit_tokens, token_words)``, (units,) int64 tokens per unit and (tokens,) int64
+        each token's word; None where a character is of class 4, the pre-tokens of a text
+        do not match its word-starting tokens, or an id is outside ``continues``.
+    """
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if ids.size and int(ids.min()) < 0:
+        return None
+    unit_tokens, token_words, ok = _run(
+        "place_pre_tokens",
+        np.ascontiguousarray(classes, np.uint8),
+        np.ascontiguousarray(space, np.bool_),
+        np.ascontiguousarray(word_of_char, np.int64),
+        np.ascontiguousarray(unit_starts, np.int64),
+        np.ascontiguousarray(text_units, np.int64),
+        np.ascontiguousarray(text_lengths, np.int64),
+        ids,
+        np.ascontiguousarray(continues, np.bool_),
+    )
+    return (unit_tokens, token_words) if ok else None
+
+
+@_kernel
+def _place_by_bytes(ids, text_lengths, byte_lengths, text_starts, byte_starts, next_nonspace,
+                    word_of_char):  # fmt: skip
+    token_words = np.empty(ids.shape[0], np.int64)  # (tokens,)
+    k = 0
+    for t in range(text_lengths.shape[0]):
+        c = text_starts[t]  # the character holding the token's first byte
+        at = byte_starts[c]
+        for _ in range(text_lengths[t]):
+            if ids[k] >= byte_lengths.shape[0]:
+                return token_words, False
+            end = at + byte_lengths[ids[k]]
+            if end > byte_starts[text_starts[t + 1] - 1]:  # past the text's last byte
+                return token_words, False
+            while byte_starts[c + 1] <= at:
+                c += 1
+            last = c  # the character holding the token's last byte
+            while byte_starts[last + 1] < end:
+                last += 1
+            if end == at and byte_starts[c] == at:  # no byte: ends before its char
+                last = c - 1
+            first = next_nonspace[c]
+            token_words[k] = word_of_char[first] if first <= last else -1
+            at = end
+            k += 1
+        if at != byte_starts[text_starts[t + 1] - 1]:
+            return token_words, False
+    return token_words, True
+
+
+def place_by_bytes(
+    ids: np.ndarray,
+    text_lengths: np.ndarray,
+    byte_lengths: np.ndarray,
+    text_starts: np.ndarray,
+    byte_starts: np.ndarray,
+    next_nonspace: np.ndarray,
+    word_of_char: np.ndarray,
+) -> np.ndarray | None:
+    """Each token's word, for tokens that spell their texts byte for byte, in order.
+
+    Args:
+        ids: (tokens,) int64, the texts' tokens in order; text_lengths: (texts,) int64
+            tokens of each text; byte_lengths: (ids,) int64 bytes each id spells.
+        text_starts: (texts + 1,) int64 first character of each text in the texts
+            joined by "\\n" (one after each); byte_starts, next_nonspace, word_of_char:
+            of the joined texts (``scan_words``).
+
+    Returns:
+        (tokens,) int64 the word holding the first non-space character a token's bytes
+        touch, -1 where they touch none; None where a text's tokens do not spell exactly
+        its bytes, or an id is outside ``byte_lengths``.
+    """
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if ids.size and int(ids.min()) < 0:
+        return None
+    token_words, ok = _run(
+        "place_by_bytes",
+        ids,
+        np.ascontiguousarray(text_lengths, np.int64),
+        np.ascontiguousarray(byte_lengths, np.int64),
+        np.ascontiguousarray(text_starts, np.int64),
+        np.ascontiguousarray(byte_starts, np.int64),
+        np.ascontiguousarray(next_nonspace, np.int64),
+        np.ascontiguousarray(word_of_char, np.int64),
+    )
+    return token_words if ok else None
+
+
+@_kernel
+def _spelled(ids, doc_tokens, flat, bounds, vocab_size, want, doc_lengths):
+    same = np.zeros(doc_tokens.shape[0], np.bool_)  # (docs,)
+    k = 0
+    w = 0
+    for d in range(doc_tokens.shape[0]):
+        end = w + doc_lengths[d]
+        at = w
+        equal = True
+        for j in range(doc_tokens[d]):
+            key = ids[k + j] + (vocab_size if j == 0 else 0)
+            for e in range(bounds[key], bounds[key + 1]):
+                if at >= end or flat[e] != want[at]:
+                    equal = False
+                    break
+                at += 1
+            if not equal:
+                break
+        same[d] = equal and at == end
+        k += doc_tokens[d]
+        w = end
+    return same
+
+
+def spelled(
+    ids: np.ndarray,
+    doc_tokens: np.ndarray,
+    flat: np.ndarray,
+    bounds: np.ndarray,
+    vocab_size: int,
+    want: np.ndarray,
+    doc_lengths: np.ndarray,
+) -> np.ndarray:
+    """(docs,) bool: do the tokens of each document write exactly its text?
+
+    Args:
+        ids: (tokens,) int64, the documents' tokens one document after another, each
+            below ``vocab_size``; doc_tokens: (docs,) int64 tokens of each.
+        flat, bounds: what each id writes: entry k is ``flat[bounds[k]:bounds[k + 1]]``,
+            entry ``vocab_size + id`` for a document's first token (``compare.roundtrip``);
+            flat is uint32 code points or uint8 bytes, as ``want`` is.
+        want: the documents' text one after another, ``doc_lengths`` (docs,) int64 each.
+    """
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(f"ids must be in [0, {vocab_size})")
+    bounds = np.ascontiguousarray(bounds, np.int64)
+    if bounds.size != 2 * vocab_size + 1:
+        raise ValueError("bounds must hold 2 * vocab_size + 1 offsets")
+    name = "spelled_u4" if flat.dtype == np.uint32 else "spelled_u1"
+    if flat.dtype != want.dtype or flat.dtype not in (np.uint32, np.uint8):
+        raise ValueError("flat and want must both be uint32 or both uint8")
+    return _run(
+        name,
+        ids,
+        np.ascontiguousarray(doc_tokens, np.int64),
+        np.ascontiguousarray(flat),
+        bounds,
+        np.int64(vocab_size),
+        np.ascontiguousarray(want),
+        np.ascontiguousarray(doc_lengths, np.int64),
+    )

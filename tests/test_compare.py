@@ -162,7 +162,13 @@ def test_byte_level_words_without_offsets_equal_words_by_offsets(small_vocab):
     by_offsets = words.token_words(token_text, offsets[:, 0], offsets[:, 1])
     token_bytes = bpe.byte_lengths[ids]
     assert np.bincount(token_text, weights=token_bytes).tolist() == words.text_bytes.tolist()
-    assert words.byte_token_words(token_text, token_bytes).tolist() == by_offsets.tolist()
+    lengths = np.array([len(e.ids) for e in encodings])
+    assert words.byte_token_words(ids, lengths, bpe.byte_lengths).tolist() == by_offsets.tolist()
+    # Ids that do not spell their texts' bytes place nothing: offsets are needed.
+    assert (
+        words.byte_token_words(ids[:-1], lengths - np.eye(4, dtype=int)[3], bpe.byte_lengths)
+        is None
+    )
 
 
 def test_metrics_object_by_hand():

@@ -226,9 +226,9 @@ def open_contestant(name: str, path: str, encoder_choice: str) -> Contestant:
         shardable = False
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     limit = id_space(tokenizer)
-    style = Style.of(tokenizer)
     text = tokenizer.to_str()
     config = json.loads(text)
+    style = Style.of(tokenizer, config)
     line_break = line_break_id(tokenizer, config)
     encoder, note = open_encoder(
         tokenizer,
@@ -536,9 +536,9 @@ def _flat(id_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 class EncodeIds:
     """One tokenizer's encode of one batch by its encoder: a document's units joined where
     the tokenizer allows (``line_break_id``, ``pre_tokens``), else unit by unit.
-    ``timed`` encodes every ``_SPEED_SHARE``-th text, ``start`` the others through the
-    encoder thread, ``result`` waits for them, checks a sample against the reference
-    where the encoder is the fast one, and gives the tokens of each text encoded
+    ``timed`` encodes every ``_SPEED_SHARE``-th text; ``start`` gives the encoder thread
+    the others, a check of a sample against the reference where the encoder is the fast
+    one, and the cut; ``result`` waits for them and gives the tokens of each text encoded
     (texts,), all ids (tokens,) and the units in each text (texts,): one unit each where
     the line breaks' tokens cut the texts back into units."""
 
@@ -555,7 +555,7 @@ class EncodeIds:
         else:
             self.inputs, self.text_units = texts.units, self.one_each
         self.timed_encoded: tuple[np.ndarray, np.ndarray] | None = None
-        self.rest: Future[tuple[np.ndarray, np.ndarray]] | None = None
+        self.encoded: Future[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     def timed(self, tally: m.Tally) -> None:
         # (less the "\n"s that join units: the speed is over the units' bytes)
@@ -566,16 +566,18 @@ class EncodeIds:
 
     def start(self, submit: _Submit) -> None:
         rest = [text for i, text in enumerate(self.inputs) if i % _SPEED_SHARE]
-        self.rest = submit(self.contestant.encoder.encode_texts, rest)
+        self.encoded = submit(self._encode_rest, rest)
 
-    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        assert self.rest is not None and self.timed_encoded is not None
+    def _encode_rest(self, rest: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """On the encoder thread, beside the counting: the other texts encoded, the
+        check, and the cut into units (the reference and the kernels let go of the GIL)."""
+        assert self.timed_encoded is not None
         timed = np.arange(len(self.inputs)) % _SPEED_SHARE == 0  # (texts,) bool
         try:
-            rest = self.rest.result()
+            encoded = self.contestant.encoder.encode_texts(rest)
         except EncoderMismatch as mismatch:  # the fast encoder's own byte count check
             raise _ContestantMismatch(self.contestant.name, mismatch) from None
-        lengths, ids = interleave(timed, self.timed_encoded[::-1], rest[::-1])
+        lengths, ids = interleave(timed, self.timed_encoded[::-1], encoded[::-1])
         self._check(lengths, ids)
         if self.contestant.line_break_id is None:
             return lengths, ids, self.text_units
@@ -583,6 +585,10 @@ class EncodeIds:
             ids, lengths, self.text_units, lambda: self.texts.units
         )
         return lengths, ids, self.one_each
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert self.encoded is not None
+        return self.encoded.result()
 
     def _check(self, lengths: np.ndarray, ids: np.ndarray) -> None:
         """The first text and a deterministic ``check_fraction`` of the others, encoded
@@ -717,12 +723,8 @@ def _placed_by_bytes(
     """Tokens per unit, ids and each token's word, from the bytes each token spells;
     None where a unit's tokens do not spell its bytes."""
     assert contestant.byte_lengths is not None
-    token_text = np.repeat(np.arange(len(lengths)), lengths)  # (tokens,) int64
-    token_bytes = contestant.byte_lengths[ids]
-    spelled = np.bincount(token_text, weights=token_bytes, minlength=len(lengths))
-    if not np.array_equal(spelled, words.text_bytes):
-        return None
-    return lengths, ids, words.byte_token_words(token_text, token_bytes)
+    token_words = words.byte_token_words(ids, lengths, contestant.byte_lengths)
+    return None if token_words is None else (lengths, ids, token_words)
 
 
 def round_trip(
@@ -1044,19 +1046,24 @@ def _top_tokens(contestant: Contestant, pieces: list[Piece]) -> list[dict[str, A
 
 def _longest_tokens(contestant: Contestant, pieces: list[Piece]) -> list[dict[str, Any]]:
     special = set(contestant.special_ids)
-    used = [  # runs of whitespace (code indentation) left out: words are what is of interest
-        int(i)
-        for i in np.flatnonzero(contestant.counts)
-        if int(i) not in special and pieces[int(i)].text.strip()
-    ]
-    used.sort(key=lambda i: (-pieces[i].nbytes, -int(contestant.counts[i]), i))
+    used = np.flatnonzero(contestant.counts)  # (used,) int64 ids
+    nbytes = np.fromiter((pieces[i].nbytes for i in used.tolist()), np.int64, used.size)
+    # Longest first, then most used, then the lower id: the order of the whole list.
+    order = used[np.lexsort((used, -contestant.counts[used], -nbytes))]
+    longest: list[int] = []
+    for i in order.tolist():
+        # runs of whitespace (code indentation) left out: words are what is of interest
+        if i not in special and pieces[i].text.strip():
+            longest.append(i)
+            if len(longest) == _TOP:
+                break
     return [
         {
             "token": display(pieces[i], contestant.style),
             "bytes": pieces[i].nbytes,
             "count": int(contestant.counts[i]),
         }
-        for i in used[:_TOP]
+        for i in longest
     ]
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from rbprep import kernels
+
 RENYI_ALPHA = 2.5  # Zouhar et al. 2023: the order that best predicted BLEU
 WORD_TOKENS_CAP = 16  # tokens-per-word histogram: 0, 1, ..., 15, "16+"
 TOKEN_BYTES_CAP = 24  # token-length histogram: 1, ..., 23, "24+" bytes
@@ -57,9 +59,10 @@ class Words:
     is false, exactly the words of ``text.split()``.
     """
 
-    codes: np.ndarray  # (chars,) int64: the joined string's code points
+    codes: np.ndarray  # (chars,) uint32: the joined string's code points
     text_starts: np.ndarray  # (texts + 1,) int64: offset of each text in the joined string
     text_words: np.ndarray  # (texts,) int64: words per text
+    space: np.ndarray  # (chars,) bool: str.isspace()
     next_nonspace: np.ndarray  # (chars + 1,) int64: first non-space position at or after
     word_of_char: np.ndarray  # (chars,) int64: word index at non-space positions
     byte_starts: np.ndarray  # (chars + 1,) int64: UTF-8 offset of each char, then the end
@@ -78,27 +81,21 @@ class Words:
 
     @classmethod
     def of(cls, texts: Sequence[str]) -> Words:
-        joined = "\n".join(texts) + "\n"
+        joined = "\n".join(texts) + "\n" if texts else ""
         codes = np.frombuffer(  # (chars,) uint32
             joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32
-        ).astype(np.int64)
-        space = np.zeros(codes.shape, dtype=np.bool_)
-        low = codes < _SPACE_LIMIT
-        space[low] = _SPACE[codes[low]]
-        starts = ~space
-        starts[1:] &= space[:-1]
-        cumulative = np.concatenate(([0], np.cumsum(starts)))  # (chars + 1,) words before
+        )
         lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-        text_starts = np.concatenate(([0], np.cumsum(lengths + 1)))  # (texts + 1,)
-        text_ends = text_starts[:-1] + lengths
-        widths = 1 + (codes >= 0x80) + (codes >= 0x800) + (codes >= 0x10000)  # UTF-8 bytes
-        byte_starts = np.concatenate(([0], np.cumsum(widths)))  # (chars + 1,)
+        space, word_of_char, byte_starts, next_nonspace, text_words = kernels.scan_words(
+            codes, lengths, _SPACE
+        )
         return cls(
             codes=codes,
-            text_starts=text_starts,
-            text_words=cumulative[text_ends] - cumulative[text_starts[:-1]],
-            next_nonspace=_next_true(~space),
-            word_of_char=cumulative[1:] - 1,
+            text_starts=np.concatenate(([0], np.cumsum(lengths + 1))),  # (texts + 1,)
+            text_words=text_words,
+            space=space,
+            next_nonspace=next_nonspace,
+            word_of_char=word_of_char,
             byte_starts=byte_starts,
             chars=int(lengths.sum()),
             utf8_bytes=int(byte_starts[-1]) - len(texts),  # less the joining "\n"s
@@ -115,44 +112,33 @@ class Words:
         Returns (tokens,) int64 word indices into this batch's words.
         """
         offset = self.text_starts[token_text]
-        return self._words_at(offset + starts, offset + ends)
-
-    def byte_token_words(self, token_text: np.ndarray, token_bytes: np.ndarray) -> np.ndarray:
-        """``token_words`` for tokens that spell their text byte for byte, in order.
-
-        For a byte-level tokenizer without a normaliser the tokens of a text are its
-        UTF-8 bytes cut in pieces, so their spans follow from their byte lengths alone
-        (``token_bytes``, (tokens,) int64), no offsets needed: a token's span is every
-        character any of its bytes belongs to. The caller checks that each text's
-        token bytes add up to the text's bytes.
-        """
-        ends = np.cumsum(token_bytes)  # (tokens,) int64, within the batch's texts
-        first = np.r_[0, np.flatnonzero(np.diff(token_text)) + 1]  # each text's first token
-        begins = ends - token_bytes
-        # Restart the count at each text's first byte (texts are 1 "\n" byte apart).
-        base = self.byte_starts[self.text_starts[token_text]] - np.repeat(
-            begins[first], np.diff(np.r_[first, token_text.size])
-        )
-        widths = np.diff(self.byte_starts)
-        char_of_byte = np.repeat(np.arange(widths.size), widths)  # (bytes,) int64
-        # A token's span: from the character holding its first byte to the one holding
-        # its last (every token spells at least one byte).
-        return self._words_at(char_of_byte[base + begins], char_of_byte[base + ends - 1] + 1)
-
-    def _words_at(self, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
-        first = self.next_nonspace[begin]  # the first non-space character from the start
-        inside = first < end
+        first = self.next_nonspace[offset + starts]  # the first non-space from the start
+        inside = first < offset + ends
         words = np.full(first.shape, -1, dtype=np.int64)  # (tokens,) int64
         words[inside] = self.word_of_char[first[inside]]
         return words
 
+    def byte_token_words(
+        self, ids: np.ndarray, text_lengths: np.ndarray, byte_lengths: np.ndarray
+    ) -> np.ndarray | None:
+        """``token_words`` for tokens that spell their texts byte for byte, in order.
 
-def _next_true(flags: np.ndarray) -> np.ndarray:
-    """(n + 1,) int64: for each position, the first position at or after it where
-    ``flags`` is true (n where there is none, and at n itself)."""
-    n = flags.size
-    positions = np.where(flags, np.arange(n), n)
-    return np.append(np.minimum.accumulate(positions[::-1])[::-1], n)
+        For a byte-level tokenizer without a normaliser the tokens of a text are its
+        UTF-8 bytes cut in pieces, so their spans follow from their byte lengths alone
+        (``byte_lengths[id]``), no offsets needed: a token's span is every character
+        any of its bytes belongs to. ``ids`` (tokens,) are every text's tokens in order,
+        ``text_lengths`` (texts,) how many each has. None where a text's tokens do not
+        spell exactly its bytes.
+        """
+        return kernels.place_by_bytes(
+            ids,
+            text_lengths,
+            byte_lengths,
+            self.text_starts,
+            self.byte_starts,
+            self.next_nonspace,
+            self.word_of_char,
+        )
 
 
 def tokens_per_word(token_words: np.ndarray, n_words: int) -> np.ndarray:

@@ -34,10 +34,20 @@ def _to_latin1() -> dict[int, str]:
     return str.maketrans({char: chr(byte) for char, byte in byte_of_char().items()})
 
 
+@functools.cache
+def _alphabet_removed() -> dict[int, None]:
+    return str.maketrans(dict.fromkeys(byte_of_char()))
+
+
+def in_byte_alphabet(token: str) -> bool:
+    """Is every character of ``token`` one of the byte-level alphabet's 256?"""
+    return not token.translate(_alphabet_removed())
+
+
 def byte_spelling(token: str) -> bytes | None:
     """The bytes a byte-level vocabulary entry stands for ("Ġthe": b" the"); None for an
     entry outside the byte alphabet (an added token's plain spelling)."""
-    if byte_of_char().keys() >= set(token):
+    if in_byte_alphabet(token):
         return token.translate(_to_latin1()).encode("latin-1")
     return None
 
@@ -56,8 +66,9 @@ class Style:
         return f"byte-level {self.model}" if self.byte_level else self.model
 
     @classmethod
-    def of(cls, tokenizer: Tokenizer) -> Style:
-        data = json.loads(tokenizer.to_str())
+    def of(cls, tokenizer: Tokenizer, config: dict[str, Any] | None = None) -> Style:
+        """``config``: the tokenizer's tokenizer.json, parsed, if at hand."""
+        data = json.loads(tokenizer.to_str()) if config is None else config
         parts = [data.get("pre_tokenizer"), data.get("decoder")]
         types = set(_types(parts))
         metaspace = next(
@@ -124,7 +135,7 @@ def piece(token: str, style: Style) -> Piece:
 def byte_length(token: str, style: Style) -> int | None:
     """UTF-8 bytes of the text a byte-level entry spells, marker included ("Ġthe": 4);
     None for an entry outside the byte alphabet (an added token's plain spelling)."""
-    return len(token) if style.byte_level and byte_of_char().keys() >= set(token) else None
+    return len(token) if style.byte_level and in_byte_alphabet(token) else None
 
 
 def _utf8(text: str) -> bytes:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from rbprep import kernels
 from rbprep.compare.metrics import Words
 from rbprep.tokenizer_info import vocabulary
 
@@ -112,43 +113,13 @@ class PreTokens:
         (units,) int64 tokens per unit and (tokens,) int64 word of each token, as the
         offsets would place them (``Words.token_words``).
         """
-        classes = self.classes_of(words.codes)
-        if (classes == OTHER).any():
-            return None
-        # (never empty: the "\n" after each unit breaks, with any BERT normaliser or none)
-        kept = np.flatnonzero(classes != VANISHES)  # (kept chars,) positions
-        kept_classes = classes[kept]
-        before = np.r_[BREAKS, kept_classes[:-1]]
-        joined = (kept_classes == JOINS) & (before == JOINS)
-        # A pre-token that runs over a character Python calls whitespace (say "\f",
-        # which BERT drops) would have its tokens in two words: offsets tell those apart.
-        space = words.next_nonspace[:-1] != np.arange(words.codes.size)  # (chars,) bool
-        spaces_before = np.r_[0, np.cumsum(space)]  # (chars + 1,)
-        gaps = spaces_before[kept[1:]] - spaces_before[kept[:-1] + 1]  # (kept - 1,)
-        if np.any(joined[1:] & (gaps > 0)):
-            return None
-        if np.any(space[kept] & (kept_classes != BREAKS)):  # (no normaliser: "\x1c")
-            return None
-        starts = kept[(kept_classes == ALONE) | ((kept_classes == JOINS) & ~joined)]
-        # Pre-tokens per encoded text must equal that text's word-starting tokens.
-        unit_starts = words.text_starts[:-1]  # (units,) char offset of each unit
-        text_first_unit = np.cumsum(text_units) - text_units  # (texts,)
-        starts_per_text = np.diff(
-            np.searchsorted(starts, np.r_[unit_starts[text_first_unit], words.codes.size])
+        return kernels.place_pre_tokens(
+            self.classes_of(words.codes),
+            words.space,
+            words.word_of_char,
+            words.text_starts[:-1],
+            text_units,
+            text_lengths,
+            ids,
+            self.continues,
         )
-        first = ~self.continues[ids]  # (tokens,) bool: starts a pre-token
-        first_before = np.r_[0, np.cumsum(first)]  # (tokens + 1,)
-        token_ends = np.cumsum(text_lengths)
-        token_starts = token_ends - text_lengths
-        if not np.array_equal(
-            first_before[token_ends] - first_before[token_starts], starts_per_text
-        ):
-            return None
-        nonempty = text_lengths > 0
-        if not first[token_starts[nonempty]].all():
-            return None
-        pre_token = first_before[1:] - 1  # (tokens,) the pre-token each token is in
-        start_of_token = starts[pre_token]  # (tokens,) char position of its pre-token
-        token_words = words.word_of_char[start_of_token]
-        token_units = np.searchsorted(unit_starts, start_of_token, side="right") - 1
-        return np.bincount(token_units, minlength=unit_starts.size), token_words
