@@ -357,6 +357,7 @@ class _Run:
         self.config = config
         self.encoder = encoder
         self.in_flight: list[Future[Any]] = []  # work on the encoder thread
+        self.timed_files: set[int] = set()  # files with a timed batch (encode_mb_s)
         self.pending: list[Callable[[], None]] = []  # counting and ends, in order
         self.partition_starts: list[np.ndarray] = []  # (units,) bool: starts a document
         self.partition_files: list[np.ndarray] = []  # (units,) int64: file index
@@ -388,18 +389,29 @@ class _Run:
             return
         texts = BatchTexts.of(batch.documents, batch.continues)
         self.batches += 1
-        wait(self.in_flight)  # the timed calls run alone
-        self.in_flight.clear()
         encodes: list[EncodeIds | EncodeWithOffsets] = []
         for contestant in self.contestants:
             by_ids = contestant.byte_lengths is not None or contestant.pre_tokens is not None
-            encode = (
+            encodes.append(
                 EncodeIds(contestant, texts, self.batches, self.config.check_fraction)
                 if by_ids
                 else EncodeWithOffsets(contestant, texts)
             )
-            encode.timed(contestant.tallies.setdefault(batch.file, m.Tally()))
-            encodes.append(encode)
+        # The timed calls run alone: with the encoder thread idle. Where it is still busy
+        # with the batch before, this batch goes to it untimed, unless its file has no
+        # timed batch yet or a tokenizer is placed by offsets (whose check needs them).
+        must_time = batch.file not in self.timed_files or any(
+            isinstance(encode, EncodeWithOffsets) for encode in encodes
+        )
+        if must_time:
+            wait(self.in_flight)
+        self.in_flight = [future for future in self.in_flight if not future.done()]
+        if not self.in_flight:
+            self.timed_files.add(batch.file)
+        for contestant, encode in zip(self.contestants, encodes, strict=True):
+            tally = contestant.tallies.setdefault(batch.file, m.Tally())
+            if not self.in_flight:
+                encode.timed(tally)
         for encode in encodes:
             encode.start(self._submit)
         self._run_pending()
@@ -536,11 +548,11 @@ def _flat(id_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 class EncodeIds:
     """One tokenizer's encode of one batch by its encoder: a document's units joined where
     the tokenizer allows (``line_break_id``, ``pre_tokens``), else unit by unit.
-    ``timed`` encodes every ``_SPEED_SHARE``-th text; ``start`` gives the encoder thread
-    the others, a check of a sample against the reference where the encoder is the fast
-    one, and the cut; ``result`` waits for them and gives the tokens of each text encoded
-    (texts,), all ids (tokens,) and the units in each text (texts,): one unit each where
-    the line breaks' tokens cut the texts back into units."""
+    ``timed`` (where called) encodes every ``_SPEED_SHARE``-th text; ``start`` gives the
+    encoder thread the others, a check of a sample against the reference where the
+    encoder is the fast one, and the cut; ``result`` waits for them and gives the tokens
+    of each text encoded (texts,), all ids (tokens,) and the units in each text (texts,):
+    one unit each where the line breaks' tokens cut the texts back into units."""
 
     def __init__(
         self, contestant: Contestant, texts: BatchTexts, batch_number: int, check_fraction: float
@@ -565,19 +577,23 @@ class EncodeIds:
         )
 
     def start(self, submit: _Submit) -> None:
-        rest = [text for i, text in enumerate(self.inputs) if i % _SPEED_SHARE]
+        rest = self.inputs
+        if self.timed_encoded is not None:
+            rest = [text for i, text in enumerate(self.inputs) if i % _SPEED_SHARE]
         self.encoded = submit(self._encode_rest, rest)
 
     def _encode_rest(self, rest: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """On the encoder thread, beside the counting: the other texts encoded, the
+        """On the encoder thread, beside the counting: the texts not timed encoded, the
         check, and the cut into units (the reference and the kernels let go of the GIL)."""
-        assert self.timed_encoded is not None
-        timed = np.arange(len(self.inputs)) % _SPEED_SHARE == 0  # (texts,) bool
         try:
             encoded = self.contestant.encoder.encode_texts(rest)
         except EncoderMismatch as mismatch:  # the fast encoder's own byte count check
             raise _ContestantMismatch(self.contestant.name, mismatch) from None
-        lengths, ids = interleave(timed, self.timed_encoded[::-1], encoded[::-1])
+        if self.timed_encoded is None:
+            ids, lengths = encoded
+        else:
+            timed = np.arange(len(self.inputs)) % _SPEED_SHARE == 0  # (texts,) bool
+            lengths, ids = interleave(timed, self.timed_encoded[::-1], encoded[::-1])
         self._check(lengths, ids)
         if self.contestant.line_break_id is None:
             return lengths, ids, self.text_units
