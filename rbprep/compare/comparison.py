@@ -15,6 +15,7 @@ a few numbers, per partition the token count of each unit. Definitions: docs/com
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -351,12 +352,12 @@ class _Run:
         contestants: list[Contestant],
         config: CompareConfig,
         n_files: int,
-        encoder: ThreadPoolExecutor,
+        encoders: list[ThreadPoolExecutor],
     ):
         self.contestants = contestants
         self.config = config
-        self.encoder = encoder
-        self.in_flight: list[Future[Any]] = []  # work on the encoder thread
+        self.encoders = encoders  # (contestants,) each one's thread, one batch after another
+        self.in_flight: list[Future[Any]] = []  # work on the encoder threads
         self.timed_files: set[int] = set()  # files with a timed batch (encode_mb_s)
         self.pending: list[Callable[[], None]] = []  # counting and ends, in order
         self.partition_starts: list[np.ndarray] = []  # (units,) bool: starts a document
@@ -368,10 +369,15 @@ class _Run:
         self.samples_per_file = per_file
         self.sample_candidates: dict[int, list[str]] = {}
 
-    def _submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
-        future = self.encoder.submit(function, *args)
-        self.in_flight.append(future)
-        return future
+    def _submitter(self, index: int) -> _Submit:
+        """Submit to contestant ``index``'s encoder thread."""
+
+        def submit(function: Callable[..., Any], *args: Any) -> Future[Any]:
+            future = self.encoders[index].submit(function, *args)
+            self.in_flight.append(future)
+            return future
+
+        return submit
 
     def _run_pending(self) -> None:
         pending, self.pending = self.pending, []
@@ -412,10 +418,27 @@ class _Run:
             tally = contestant.tallies.setdefault(batch.file, m.Tally())
             if not self.in_flight:
                 encode.timed(tally)
-        for encode in encodes:
-            encode.start(self._submit)
+        for index, encode in enumerate(encodes):
+            encode.start(self._submitter(index))
+        units = texts.units
+        words = m.Words.of(units)
+        doc_units = np.fromiter(map(len, batch.documents), np.int64, len(batch.documents))
+        bounds = [0, *np.cumsum(doc_units).tolist()]
+        doc_texts = ["".join(units[a:b]) for a, b in itertools.pairwise(bounds)]
+        # Each tokenizer's tokens placed in words and its round trip, on its own thread
+        # after its encode: what holds the GIL there is little (kernels, tokenizers).
+        placed = [
+            self._submitter(index)(
+                _placed_and_round_trip, contestant, encode, words, units, doc_units, doc_texts
+            )
+            for index, (contestant, encode) in enumerate(
+                zip(self.contestants, encodes, strict=True)
+            )
+        ]
         self._run_pending()
-        self.pending.append(functools.partial(self._count_batch, batch, texts, encodes))
+        self.pending.append(
+            functools.partial(self._count_batch, batch, texts, words, doc_units, placed)
+        )
 
     def end_partition(self) -> None:
         """The partition's units are all given (``shard`` packs each partition alone)."""
@@ -427,60 +450,41 @@ class _Run:
             self.pending.append(functools.partial(self._end_file, self.current_file))
 
     def _count_batch(
-        self, batch: _Batch, texts: BatchTexts, encodes: list[EncodeIds | EncodeWithOffsets]
+        self,
+        batch: _Batch,
+        texts: BatchTexts,
+        words: m.Words,
+        doc_units: np.ndarray,
+        placed: list[Future[_Placed]],
     ) -> None:
-        units = texts.units
-        words = m.Words.of(units)
-        doc_units = np.fromiter(map(len, batch.documents), np.int64, len(batch.documents))
-        bounds = [0, *np.cumsum(doc_units).tolist()]
-        doc_texts = ["".join(units[a:b]) for a, b in itertools.pairwise(bounds)]
         self.partition_starts.append(texts.starts)
-        self.partition_files.append(np.full(len(units), batch.file, dtype=np.int64))
-        for contestant, encode in zip(self.contestants, encodes, strict=True):
-            tally = contestant.tallies[batch.file]
-            if isinstance(encode, EncodeIds):
-                encoded = placed_by_ids(contestant, words, *encode.result())
-            else:
-                encoded = placed_by_offsets(words, *encode.result())
-            if encoded is None:  # ids that do not fit the text: offsets after all
-                encoded = placed_by_offsets(words, *encode_offsets(contestant.tokenizer, units))
-            self._count(contestant, tally, units, words, batch, doc_units, doc_texts, *encoded)
+        self.partition_files.append(np.full(len(texts.units), batch.file, dtype=np.int64))
+        for contestant, future in zip(self.contestants, placed, strict=True):
+            self._count(contestant, contestant.tallies[batch.file], words, batch, future.result())
 
     def _count(
-        self,
-        contestant: Contestant,
-        tally: m.Tally,
-        texts: list[str],
-        words: m.Words,
-        batch: _Batch,
-        doc_units: np.ndarray,
-        doc_texts: list[str],
-        lengths: np.ndarray,
-        ids: np.ndarray,
-        token_words: np.ndarray,
+        self, contestant: Contestant, tally: m.Tally, words: m.Words, batch: _Batch, placed: _Placed
     ) -> None:
-        """Count one batch's encoding: tokens per unit, all ids, and each token's word."""
-        n_tokens = len(ids)
+        """Count one batch's encoding: tokens per unit, all ids, each token's word, and
+        the documents' round trips."""
+        lengths, ids, token_words, exact, normalized = placed
         per_word = m.tokens_per_word(token_words, words.count)
         contestant.words_tokens += m.histogram(per_word, m.WORD_TOKENS_CAP)
         contestant.file_counts += np.bincount(ids, minlength=contestant.id_limit)
         contestant.partition_lengths.append(lengths)
 
-        tally.documents += len(doc_texts) - sum(batch.continues)
-        tally.units += len(texts)
+        tally.documents += len(batch.documents) - sum(batch.continues)
+        tally.units += len(lengths)
         tally.words += words.count
         tally.bytes += words.utf8_bytes
         tally.chars += words.chars
-        tally.tokens += n_tokens
+        tally.tokens += len(ids)
         tally.continued_words += int((per_word >= 2).sum())
         if contestant.unk_id is not None:
             unk = ids == contestant.unk_id
             tally.unk_tokens += int(unk.sum())
             unk_words = token_words[unk]
             tally.unk_words += int(np.unique(unk_words[unk_words >= 0]).size)
-        unit_token_ends = np.cumsum(lengths)  # (units,) int64
-        doc_tokens = np.diff(unit_token_ends[np.cumsum(doc_units) - 1], prepend=0)  # (docs,)
-        exact, normalized = round_trip(contestant, ids, doc_tokens, doc_texts)
         if not any(batch.continues) and all(batch.closes):
             tally.roundtrip_exact += int(exact.sum())
             tally.roundtrip_normalized += int(normalized.sum())
@@ -543,6 +547,33 @@ def _flat(id_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.fromiter(map(len, id_lists), np.int64, len(id_lists))
     ids = np.fromiter(itertools.chain.from_iterable(id_lists), np.int64, int(lengths.sum()))
     return lengths, ids
+
+
+# A batch counted for one tokenizer: tokens per unit (units,), ids (tokens,), each token's
+# word (tokens,), and which documents come back exactly and up to the normaliser (docs,).
+_Placed = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _placed_and_round_trip(
+    contestant: Contestant,
+    encode: EncodeIds | EncodeWithOffsets,
+    words: m.Words,
+    units: list[str],
+    doc_units: np.ndarray,
+    doc_texts: list[str],
+) -> _Placed:
+    """``encode``'s ids placed in ``words`` (offsets where the ids alone do not fit the
+    text) and the round trip of the documents (``doc_units`` units each)."""
+    if isinstance(encode, EncodeIds):
+        encoded = placed_by_ids(contestant, words, *encode.result())
+    else:
+        encoded = placed_by_offsets(words, *encode.result())
+    if encoded is None:  # ids that do not fit the text: offsets after all
+        encoded = placed_by_offsets(words, *encode_offsets(contestant.tokenizer, units))
+    lengths, ids, token_words = encoded
+    unit_token_ends = np.cumsum(lengths)  # (units,) int64
+    doc_tokens = np.diff(unit_token_ends[np.cumsum(doc_units) - 1], prepend=0)  # (docs,)
+    return (lengths, ids, token_words, *round_trip(contestant, ids, doc_tokens, doc_texts))
 
 
 class EncodeIds:
@@ -900,11 +931,17 @@ def _compare(
     started = time.perf_counter()
     stats = ReadStats()
     usage = Usage()
-    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbprep-encode")
-    run = _Run(contestants, config, len(corpus.files), encoder)
+    encoders = [
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rbprep-encode-{c.name}")
+        for c in contestants
+    ]
+    run = _Run(contestants, config, len(corpus.files), encoders)
     batch = _Batch()
     partition = None
-    with encoder, ByteProgress("compare", corpus.size, enabled=progress) as bar:
+    with contextlib.ExitStack() as stack:
+        for executor in encoders:
+            stack.enter_context(executor)
+        bar = stack.enter_context(ByteProgress("compare", corpus.size, enabled=progress))
         reported = 0
         for partition_id, document in sample_documents(
             corpus, stats, config.sample_bytes, config.seed, usage
