@@ -20,8 +20,9 @@ the sample. What is measured, on one corpus and set of tokenizers:
   unit-by-unit call; ``encode_batch`` with offsets for others, in a thread beside the
   counting, plus ``encode_batch_fast`` on every 10th unit to time shard's call), the
   round trip (from tables of the decoders where they are tables, else one decode per
-  document), all metrics, rows packed as ``shard`` packs. A batch is encoded while the
-  one before it is counted; every 10th text of it first, alone and timed.
+  document), all metrics, rows packed as ``shard`` packs. Each tokenizer encodes and
+  counts a batch on its own thread while the next is read; of the batches that find
+  those threads idle, every 10th text first, alone and timed.
 
 Every contestant is a separate process, timed whole (imports and start-up included),
 importing rbprep from this checkout (``PYTHONPATH`` is set to its root):
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"  inside rbprep: {data['seconds']:.1f} s in all, of which encoding "
         f"{sum(encode_s.values()):.1f} s {encode_s} (all text at encode_mb_s, which is "
-        "timed on every 10th text of each batch, encoded alone)"
+        "timed on every 10th text of the batches timed, encoded alone)"
     )
     record = {
         **record_header(),
