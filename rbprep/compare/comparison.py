@@ -802,6 +802,10 @@ def round_trip(
             normalized |= whole
             undecided &= ~whole
     rest = np.flatnonzero(undecided)
+    if rest.size and spellings is not None and spellings.text and contestant.pre_tokens is not None:
+        rest = rest[
+            _may_come_back(contestant.pre_tokens, spellings, ids, doc_tokens, doc_texts, rest)
+        ]
     if rest.size == 0:
         return exact, normalized
     ends = np.cumsum(doc_tokens)
@@ -828,6 +832,40 @@ def round_trip(
             got = m.squash_whitespace(normalizer.normalize_str(back))
         normalized[d] = got == expected
     return exact, normalized
+
+
+def _may_come_back(
+    pre_tokens: PreTokens,
+    spellings: Spellings,
+    ids: np.ndarray,
+    doc_tokens: np.ndarray,
+    doc_texts: list[str],
+    docs: np.ndarray,
+) -> np.ndarray:
+    """(len(docs),) bool: which of the documents ``docs`` (indices; none spelled back
+    exactly) may still come back up to the normaliser and whitespace, by length alone.
+
+    ``round_trip`` asks whether squash(N(text)) equals squash(decoded) or
+    squash(N(decoded)); equal strings are of equal length, and a BERT normaliser
+    works character by character, so each length is a sum over code points
+    (``PreTokens.squashed_lengths``): no document need be normalised whole for that.
+    A document with an ``[UNK]`` writes five characters where its text has usually one.
+    """
+
+    def per_doc(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        ends = np.concatenate(([0], np.cumsum(values, dtype=np.int64)))
+        bounds = np.concatenate(([0], np.cumsum(counts)))
+        return ends[bounds[1:]] - ends[bounds[:-1]]
+
+    written, written_counts = spellings.written(ids, doc_tokens, docs)
+    texts = [doc_texts[d] for d in docs.tolist()]
+    codes = np.frombuffer(  # (chars,) uint32
+        "".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32
+    )
+    want = per_doc(pre_tokens.squashed_lengths(codes), np.fromiter(map(len, texts), np.int64))
+    decoded = per_doc(~m.is_space(written), written_counts)
+    decoded_normalized = per_doc(pre_tokens.squashed_lengths(written), written_counts)
+    return (want == decoded) | (want == decoded_normalized)
 
 
 def _sentence_like(unit: str) -> bool:

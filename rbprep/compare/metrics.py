@@ -24,6 +24,14 @@ _SPACE_LIMIT = 0x3001
 _SPACE = np.array([chr(c).isspace() for c in range(_SPACE_LIMIT)], dtype=np.bool_)
 
 
+def is_space(codes: np.ndarray) -> np.ndarray:
+    """(chars,) bool: ``str.isspace()`` of each of ``codes`` (code points)."""
+    space = np.zeros(codes.shape, dtype=np.bool_)
+    low = codes < _SPACE_LIMIT
+    space[low] = _SPACE[codes[low]]
+    return space
+
+
 def renyi_entropy(counts: np.ndarray, alpha: float = RENYI_ALPHA) -> float:
     """H_alpha(p) = log(sum_i p_i ** alpha) / (1 - alpha), in nats, of the unigram
     distribution p_i = counts_i / sum(counts); Shannon entropy at alpha = 1."""

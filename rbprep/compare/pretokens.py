@@ -26,7 +26,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from rbprep import kernels
-from rbprep.compare.metrics import Words
+from rbprep.compare.metrics import Words, squash_whitespace
 from rbprep.tokenizer_info import vocabulary
 
 VANISHES, JOINS, BREAKS, ALONE, OTHER = range(5)
@@ -41,6 +41,9 @@ class PreTokens:
     tokenizer: Tokenizer
     continues: np.ndarray  # (vocab,) bool: the piece continues a word ("##...")
     classes: np.ndarray  # (0x110000,) uint8: each code point's class, _UNSEEN until asked
+    # (0x110000,) uint8: characters of each code point normalised, whitespace left out
+    # (set where ``classes`` is)
+    squashed: np.ndarray
 
     @classmethod
     def of(cls, tokenizer: Tokenizer, config: dict[str, Any]) -> PreTokens | None:
@@ -65,11 +68,15 @@ class PreTokens:
         for token, index in vocab.items():
             continues[index] = index not in special and token.startswith(prefix)
         classes = np.full(0x110000, _UNSEEN, dtype=np.uint8)
-        return cls(tokenizer, continues, classes)
+        return cls(tokenizer, continues, classes, np.zeros(0x110000, dtype=np.uint8))
 
     def classify(self, code: int) -> int:
         """What the normaliser and pre-tokenizer make of this code point between two
         letters: VANISHES, JOINS, BREAKS, ALONE, or OTHER (anything else)."""
+        return self._classify(code)[0]
+
+    def _classify(self, code: int) -> tuple[int, str]:
+        """``classify``, and the code point normalised alone."""
         normalizer, pre_tokenizer = self.tokenizer.normalizer, self.tokenizer.pre_tokenizer
         char = chr(code)
         alone = char if normalizer is None else normalizer.normalize_str(char)
@@ -77,19 +84,19 @@ class PreTokens:
         normalized = probe if normalizer is None else normalizer.normalize_str(probe)
         pieces = [piece for piece, _ in pre_tokenizer.pre_tokenize_str(normalized)]
         if pieces == [_PROBE * 2] and alone == "":
-            return VANISHES
+            return VANISHES, alone
         if pieces == [_PROBE + alone + _PROBE] and alone:
-            return JOINS
+            return JOINS, alone
         if pieces == [_PROBE, _PROBE]:
-            return BREAKS
+            return BREAKS, alone
         # (a CJK ideograph alone normalises to itself between spaces)
         if (
             len(pieces) == 3
             and pieces[::2] == [_PROBE, _PROBE]
             and [piece for piece, _ in pre_tokenizer.pre_tokenize_str(alone)] == pieces[1:2]
         ):
-            return ALONE
-        return OTHER
+            return ALONE, alone
+        return OTHER, alone
 
     def classes_of(self, codes: np.ndarray) -> np.ndarray:
         """(chars,) uint8 classes of ``codes`` (chars,), asking for new code points."""
@@ -97,9 +104,17 @@ class PreTokens:
         unseen = found == _UNSEEN
         if unseen.any():
             for code in np.unique(codes[unseen]).tolist():
-                self.classes[code] = self.classify(code)
+                self.classes[code], alone = self._classify(code)
+                self.squashed[code] = len(squash_whitespace(alone))
             found = self.classes[codes]
         return found
+
+    def squashed_lengths(self, codes: np.ndarray) -> np.ndarray:
+        """(chars,) uint8: the characters each of ``codes`` normalises to, whitespace
+        left out. A BERT normaliser works character by character, so these add up to
+        ``len(squash_whitespace(normalizer.normalize_str(text)))`` for a text."""
+        self.classes_of(codes)
+        return self.squashed[codes]
 
     def place(
         self, words: Words, text_lengths: np.ndarray, ids: np.ndarray, text_units: np.ndarray

@@ -126,6 +126,23 @@ class Spellings:
             ids, doc_tokens, self.flat, self.bounds, self.vocab_size, want, doc_lengths
         )
 
+    def written(
+        self, ids: np.ndarray, doc_tokens: np.ndarray, docs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What the decoder writes for the documents ``docs`` (indices; text entries
+        only): their code points one document after another, uint32, and how many each
+        has, (len(docs),) int64. ``ids`` and ``doc_tokens`` as for ``spelled``."""
+        ends = np.cumsum(doc_tokens)
+        counts = doc_tokens[docs]  # (len(docs),)
+        firsts = np.cumsum(counts) - counts  # each document's first token among them
+        # (tokens of docs,) their positions in ids
+        at = np.repeat(ends[docs] - counts - firsts, counts) + np.arange(int(counts.sum()))
+        keys = ids[at].astype(np.int64)
+        keys[firsts[counts > 0]] += self.vocab_size
+        lengths = np.diff(self.bounds)[keys]  # (tokens of docs,)
+        written = np.concatenate(([0], np.cumsum(lengths)))  # (tokens of docs + 1,)
+        return self._gather(keys), written[firsts + counts] - written[firsts]
+
     def write(self, ids: np.ndarray) -> str:
         """What the decoder writes for one text's ``ids`` (text entries only)."""
         keys = ids.astype(np.int64)  # (tokens,) int64: a copy
