@@ -143,12 +143,21 @@ def train_bpe_fast(
                 special_tokens=list(specials),
                 min_frequency=min_frequency,
                 pretokenizer="bytelevel",
-                threads=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                threads=gigabpe_threads(),
             )
     finally:
         with contextlib.suppress(OSError):
             Path(name).unlink()
     return _reference_form([tuple(pair) for pair in merges], specials)
+
+
+def gigabpe_threads() -> int:
+    """Threads for gigabpe: half the cores this process may use, at least one. Each
+    thread counts words of its own, and gigabpe's merges run on one: on 2 cores, 202 MB
+    of distinct text, one thread took the same time as two (5.66 against 5.82 s, median
+    of 5 interleaved) at a peak of 180 MB against 210 MB (README, "train-vocab")."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // 2)
 
 
 def _reference_form(merges: list[tuple[str, str]], specials: Sequence[str]) -> Tokenizer:

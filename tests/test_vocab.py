@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -370,3 +371,12 @@ def test_a_fast_trainer_that_disagrees_at_load_is_left_for_the_reference(
             train_vocab([small_corpus], tmp_path / "f", VocabConfig(only="bpe", trainer="fast"))
     finally:
         bpe_trainers.fast_trainer_problem.cache_clear()
+
+
+def test_gigabpe_runs_on_half_the_cores():
+    """One thread per two cores, at least one: the memory each thread's word counts
+    take buys little time on a small machine (README, "train-vocab")."""
+    from rbprep.bpe_trainers import gigabpe_threads
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert gigabpe_threads() == max(1, cores // 2)
