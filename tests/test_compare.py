@@ -29,7 +29,16 @@ from rbprep.compare.comparison import (
     open_contestant,
     round_trip,
 )
-from rbprep.compare.pieces import Style, display, piece, word_pieces
+from rbprep.compare.pieces import (
+    Style,
+    byte_of_char,
+    byte_spelling,
+    byte_spellings,
+    display,
+    piece,
+    pieces_of,
+    word_pieces,
+)
 from rbprep.corpus import ReadStats, open_corpus
 from rbprep.encoding import ReferenceEncoder, backends, document_units, fallback
 from rbprep.errors import RbprepError
@@ -220,6 +229,26 @@ def test_vocab_overlap_and_pieces():
     # A character cut into byte tokens shows as itself, with the number of tokens.
     cut = [piece(token, byte_level) for token in ("Ð", "ĵ", "Ð»", "Ð")]
     assert word_pieces(cut) == ["Г{2}", "л", "\\xd0"]
+
+
+BYTE_ALPHABET = sorted(byte_of_char())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.text(st.sampled_from(BYTE_ALPHABET) | st.characters(exclude_categories=("Cs",))),
+        max_size=20,
+    )
+)
+def test_a_vocabulary_read_at_once_is_read_token_by_token(tokens):
+    """``pieces_of`` reads a whole vocabulary in a few array operations: the same pieces
+    as ``piece`` one token at a time, entries outside the byte alphabet (added tokens,
+    empty ones) included."""
+    byte_level = Style("BPE", byte_level=True, word_prefix=None, continuation=None)
+    tokens = [*tokens, "", "Ġ", "Ġthe", "<s>", "ĠĠ", "日本"]
+    assert byte_spellings(tokens) == [byte_spelling(token) for token in tokens]
+    assert pieces_of(tokens, byte_level) == [piece(token, byte_level) for token in tokens]
 
 
 # --- the comparison against independent counts ---------------------------------------------

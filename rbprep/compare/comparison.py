@@ -34,7 +34,15 @@ from tokenizers import Tokenizer
 
 from rbprep import __version__, kernels
 from rbprep.compare import metrics as m
-from rbprep.compare.pieces import Piece, Style, byte_length, display, piece, word_pieces
+from rbprep.compare.pieces import (
+    Piece,
+    Style,
+    byte_length,
+    display,
+    piece,
+    pieces_of,
+    word_pieces,
+)
 from rbprep.compare.pretokens import PreTokens
 from rbprep.compare.roundtrip import Spellings
 from rbprep.corpus import Corpus, Document, ReadStats, open_corpus
@@ -1029,7 +1037,7 @@ def _result(
         spelled = [""] * contestant.id_limit  # "" for an id no token has
         for token, index in vocab.items():
             spelled[index] = token
-        pieces = [piece(token, contestant.style) for token in spelled]
+        pieces = pieces_of(spelled, contestant.style)
         surfaces.append(pieces)
         per_file = {}
         overall = m.Tally()

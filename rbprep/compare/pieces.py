@@ -7,8 +7,9 @@ import functools
 import json
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 from tokenizers import Tokenizer
 
 
@@ -42,6 +43,35 @@ def _alphabet_removed() -> dict[int, None]:
 def in_byte_alphabet(token: str) -> bool:
     """Is every character of ``token`` one of the byte-level alphabet's 256?"""
     return not token.translate(_alphabet_removed())
+
+
+def byte_spellings(tokens: list[str]) -> list[bytes | None]:
+    """``byte_spelling`` of each of ``tokens``, in a few array operations: a vocabulary
+    holds 50K."""
+    lengths = np.fromiter(map(len, tokens), np.int64, len(tokens))
+    codes = np.frombuffer("".join(tokens).encode("utf-32-le", "surrogatepass"), np.uint32)
+    table = _byte_table()
+    inside = codes < table.size
+    values = np.where(inside, table[np.minimum(codes, table.size - 1)], -1)  # (chars,)
+    outside = np.concatenate(([0], np.cumsum(values < 0)))  # (chars + 1,)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    whole = (outside[ends] - outside[starts]) == 0  # (tokens,) every char in the alphabet
+    data = values.astype(np.uint8).tobytes()  # (chars,) one byte each where inside
+    return [
+        data[a:b] if ok else None
+        for a, b, ok in zip(starts.tolist(), ends.tolist(), whole.tolist(), strict=True)
+    ]
+
+
+@functools.cache
+def _byte_table() -> np.ndarray:
+    """(limit,) int16: the byte each alphabet code point stands for, -1 elsewhere."""
+    mapping = byte_of_char()
+    table = np.full(max(map(ord, mapping)) + 1, -1, dtype=np.int16)
+    for char, byte in mapping.items():
+        table[ord(char)] = byte
+    return table
 
 
 def byte_spelling(token: str) -> bytes | None:
@@ -100,9 +130,8 @@ def _types(value: Any) -> list[str]:
     return [c["type"] for c in _components(value) if isinstance(c.get("type"), str)]
 
 
-@dataclass(frozen=True)
-class Piece:
-    """One vocabulary entry read as text."""
+class Piece(NamedTuple):
+    """One vocabulary entry read as text (a tuple: a vocabulary makes 50K of them)."""
 
     marker: str  # "start" (Ġ / ▁ prefix), "continue" (## prefix) or "" (neither)
     body: bytes  # what it stands for, marker removed, as UTF-8 (byte-level: the bytes)
@@ -116,6 +145,21 @@ class Piece:
     @property
     def nbytes(self) -> int:
         return len(self.body)
+
+
+def pieces_of(tokens: list[str], style: Style) -> list[Piece]:
+    """``piece`` of each of ``tokens`` (a vocabulary by id)."""
+    if not style.byte_level:
+        return [piece(token, style) for token in tokens]
+    pieces = []
+    for token, raw in zip(tokens, byte_spellings(tokens), strict=True):
+        if raw is None:
+            pieces.append(piece(token, style))
+        elif raw[:1] == b" " and len(raw) > 1:  # as ``piece`` reads it, inline: 50K of them
+            pieces.append(Piece("start", raw[1:], token))
+        else:
+            pieces.append(Piece("", raw, token))
+    return pieces
 
 
 def piece(token: str, style: Style) -> Piece:

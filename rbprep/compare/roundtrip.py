@@ -27,7 +27,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from rbprep import kernels
-from rbprep.compare.pieces import byte_spelling
+from rbprep.compare.pieces import byte_spellings
 from rbprep.tokenizer_info import id_space
 
 # tokenizers' decoders/wordpiece.rs ``cleanup``, in its order
@@ -78,7 +78,7 @@ class Spellings:
         # Tokenizer.decode leaves out an id with no token; an encoding never holds one.
         tokens = [tokenizer.id_to_token(i) or "" for i in range(vocab_size)]
         if decoder.get("type") == "ByteLevel":
-            spelled = [byte_spelling(t) for t in tokens]
+            spelled = byte_spellings(tokens)
             # A token outside the byte alphabet (an added token's spelling) is its UTF-8.
             later = [t.encode() if b is None else b for t, b in zip(tokens, spelled, strict=True)]
             entries = [*later, *later]
