@@ -499,7 +499,7 @@ def test_the_sample_check_catches_what_the_probe_set_missed(
     """A WordPiece is placed by the fast encoder's own ids. With a probe set that
     misses tokie's WordPiece divergence (U+FADA: no id where tokenizers gives [UNK]),
     and with no code point routed to the reference (``_unrouted``), the run's sample
-    check meets it in the first text of a batch and the comparison is redone on
+    check meets it in the first unit of a batch and the comparison is redone on
     tokenizers."""
     _unrouted(monkeypatch)
     odd = tmp_path / "zz-odd.txt"
@@ -521,7 +521,7 @@ def test_check_fraction_sets_how_many_texts_the_reference_checks(
 ):
     """As shard's --check-fraction: at 1 every text of a batch is checked, and the
     U+FADA divergence (one document of 301, not the first of its batch) is found; at 0
-    only each batch's first text is, tokie stays the encoder, and the parameters say
+    only each batch's first unit is, tokie stays the encoder, and the parameters say
     how little was checked. The counts are still the reference's here: tokie's ids,
     one [UNK] short, do not spell the batch's text, so that batch is counted from the
     reference's offsets (placement by ids checks every batch so). No code point is

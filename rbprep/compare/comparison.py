@@ -573,7 +573,14 @@ def _placed_and_round_trip(
     """``encode``'s ids placed in ``words`` (offsets where the ids alone do not fit the
     text) and the round trip of the documents (``doc_units`` units each)."""
     if isinstance(encode, EncodeIds):
-        encoded = placed_by_ids(contestant, words, *encode.result())
+        text_lengths, text_ids, text_units = encode.result()
+        encoded = placed_by_ids(contestant, words, text_lengths, text_ids, text_units)
+        if encoded is not None:  # each unit's tokens: the first unit's are checked
+            encode.check_first(units, encoded[0], encoded[1])
+        elif text_units.size == len(units):  # a unit a text
+            encode.check_first(units, text_lengths, text_ids)
+        else:
+            encode.check_first(encode.inputs, text_lengths, text_ids)
     else:
         encoded = placed_by_offsets(words, *encode.result())
     if encoded is None:  # ids that do not fit the text: offsets after all
@@ -646,17 +653,38 @@ class EncodeIds:
         return self.encoded.result()
 
     def _check(self, lengths: np.ndarray, ids: np.ndarray) -> None:
-        """The first text and a deterministic ``check_fraction`` of the others, encoded
-        again by the reference: ``EncoderMismatch`` where a fast encoder's ids differ."""
+        """A deterministic ``check_fraction`` of the texts encoded, encoded again by the
+        reference (``check``); each batch's first unit is checked apart, once placed
+        (``check_first``): where the first text is a document's lines joined, a few KB,
+        that is a hundredth of its cost."""
+        chosen = sample_units(self.batch_number, len(self.inputs), self.check_fraction, False)
+        self.check(self.inputs, lengths, ids, chosen)
+
+    def check_first(self, texts: list[str], lengths: np.ndarray, ids: np.ndarray) -> None:
+        """The first of ``texts`` (this batch's units, else the texts encoded), whose ids
+        the fast encoder gave as ``ids`` (``lengths`` (texts,) each), against the
+        reference's: every batch is checked, whatever the sample draws."""
+        self.check(texts[:1], lengths[:1], ids[: int(lengths[0])] if len(lengths) else ids[:0])
+
+    def check(
+        self,
+        texts: Sequence[str],
+        lengths: np.ndarray,
+        ids: np.ndarray,
+        chosen: np.ndarray | None = None,
+    ) -> None:
+        """The ``chosen`` of ``texts`` (all where None), encoded again by the reference:
+        ``_ContestantMismatch`` where the fast encoder's ``ids`` (``lengths`` (texts,)
+        each) differ."""
         contestant = self.contestant
-        if contestant.encoder.id == contestant.reference.id:
+        if contestant.encoder.id == contestant.reference.id or not len(texts):
             return
-        chosen = sample_units(self.batch_number, len(self.inputs), self.check_fraction)
+        chosen = np.ones(len(texts), dtype=np.bool_) if chosen is None else chosen
         try:
             check_encoded(
                 contestant.encoder.id,
                 contestant.reference,
-                [self.inputs[i] for i in np.flatnonzero(chosen)],
+                [texts[i] for i in np.flatnonzero(chosen)],
                 ids[np.repeat(chosen, lengths)],
                 lengths[chosen],
                 contestant.name,

@@ -106,12 +106,14 @@ def check_sample(
     )
 
 
-def sample_units(key: int, count: int, fraction: float = CHECK_FRACTION) -> np.ndarray:
+def sample_units(
+    key: int, count: int, fraction: float = CHECK_FRACTION, first: bool = True
+) -> np.ndarray:
     """(count,) bool: the units that ``check_sample`` checks, the same on every run: the
-    first, and each other one where a hash of (``key``, its index) lands under
-    ``fraction``: the finaliser of ``kernels.splitmix64``, vectorised in NumPy here so
-    that it costs no Python work per unit and does not wait for numba to load. A
-    ``fraction`` of 1 chooses every unit."""
+    first (unless ``first`` is False), and each other one where a hash of (``key``, its
+    index) lands under ``fraction``: the finaliser of ``kernels.splitmix64``, vectorised
+    in NumPy here so that it costs no Python work per unit and does not wait for numba
+    to load. A ``fraction`` of 1 chooses every unit."""
     if fraction >= 1:
         return np.ones(count, dtype=np.bool_)
     with np.errstate(over="ignore"):
@@ -120,7 +122,7 @@ def sample_units(key: int, count: int, fraction: float = CHECK_FRACTION) -> np.n
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)
     chosen = z < np.uint64(int(fraction * 2**64))
-    chosen[:1] = True
+    chosen[:1] |= first
     return chosen
 
 
