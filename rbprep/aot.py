@@ -64,13 +64,13 @@ SIGNATURES = {
     "shard_invariants_u4": (
         "UniTuple(i8, 2)(i4[::1], u4[::1], i4[::1], u2[::1], u2[::1], i4[::1], u4[::1], i8, i8, i8)"
     ),
-    "scan_words": "Tuple((b1[::1], i8[::1], i8[::1], i8[::1], i8[::1]))(u4[::1], i8[::1], b1[::1])",
+    "scan_words": "Tuple((b1[::1], i4[::1], i4[::1], i4[::1], i8[::1]))(u4[::1], i8[::1], b1[::1])",
     "place_pre_tokens": (
         "Tuple((i8[::1], i8[::1], b1))"
-        "(u1[::1], b1[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], b1[::1])"
+        "(u1[::1], b1[::1], i4[::1], i8[::1], i8[::1], i8[::1], i8[::1], b1[::1])"
     ),
     "place_by_bytes": (
-        "Tuple((i8[::1], b1))(i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1])"
+        "Tuple((i8[::1], b1))(i8[::1], i8[::1], i8[::1], i8[::1], i4[::1], i4[::1], i4[::1])"
     ),
     # The round trip's table, of code points (WordPiece) and of bytes (byte-level).
     "spelled_u4": "b1[::1](i8[::1], i8[::1], u4[::1], i8[::1], i8, u4[::1], i8[::1])",
@@ -116,8 +116,8 @@ ARGUMENTS = {  # kernel -> its arguments' types: "a:" a C-contiguous 1-D array, 
         *("a:i4", "a:u4", "a:i4", "a:u2", "a:u2", "a:i4", "a:u4", "i8", "i8", "i8"),
     ),
     "scan_words": ("a:u4", "a:i8", "a:b1"),
-    "place_pre_tokens": ("a:u1", "a:b1", "a:i8", "a:i8", "a:i8", "a:i8", "a:i8", "a:b1"),
-    "place_by_bytes": ("a:i8",) * 7,
+    "place_pre_tokens": ("a:u1", "a:b1", "a:i4", "a:i8", "a:i8", "a:i8", "a:i8", "a:b1"),
+    "place_by_bytes": ("a:i8",) * 4 + ("a:i4",) * 3,
     "spelled_u4": ("a:i8", "a:i8", "a:u4", "a:i8", "i8", "a:u4", "a:i8"),
     "spelled_u1": ("a:i8", "a:i8", "a:u1", "a:i8", "i8", "a:u1", "a:i8"),
 }

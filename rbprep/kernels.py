@@ -1347,9 +1347,9 @@ def blend(weights: np.ndarray, counts: np.ndarray, first: int, n: int) -> np.nda
 def _scan_words(codes, text_lengths, space_table):
     n = codes.shape[0]
     space = np.empty(n, np.bool_)  # (chars,) str.isspace()
-    word_of_char = np.empty(n, np.int64)  # (chars,) words started at or before, less 1
-    byte_starts = np.empty(n + 1, np.int64)  # (chars + 1,) UTF-8 offset of each char
-    next_nonspace = np.empty(n + 1, np.int64)  # (chars + 1,)
+    word_of_char = np.empty(n, np.int32)  # (chars,) words started at or before, less 1
+    byte_starts = np.empty(n + 1, np.int32)  # (chars + 1,) UTF-8 offset of each char
+    next_nonspace = np.empty(n + 1, np.int32)  # (chars + 1,)
     words = 0
     after_space = True
     at = 0
@@ -1393,12 +1393,15 @@ def scan_words(
 
     Returns:
         ``(space, word_of_char, byte_starts, next_nonspace, text_words)``: (chars,) bool
-        whitespace; (chars,) int64 index of the word at or before each char (-1 before
-        the first); (chars + 1,) int64 UTF-8 offset of each char, then the end; (chars +
-        1,) int64 the first non-space position at or after each (chars where none); and
-        (texts,) int64 words per text.
+        whitespace; (chars,) int32 index of the word at or before each char (-1 before
+        the first); (chars + 1,) int32 UTF-8 offset of each char, then the end; (chars +
+        1,) int32 the first non-space position at or after each (chars where none); and
+        (texts,) int64 words per text. Int32, half the memory traffic of int64: a batch
+        is far below the 2**29 characters that allows.
     """
     codes = _unsigned(codes, np.uint32, "codes")
+    if codes.size >= 2**29:  # 4 UTF-8 bytes a character at most must fit an int32
+        raise ValueError("codes must hold fewer than 2**29 characters")
     text_lengths = np.ascontiguousarray(text_lengths, dtype=np.int64)
     if int(text_lengths.sum()) + text_lengths.size != codes.size or (text_lengths < 0).any():
         raise ValueError("text_lengths must be >= 0 and, with a joining char each, make codes")
@@ -1487,7 +1490,7 @@ def place_pre_tokens(
         classes: (chars,) uint8, what the normaliser and pre-tokenizer make of each
             character of the units joined by "\\n" (``compare.pretokens``: 0 vanishes, 1
             joins, 2 breaks, 3 stands alone, 4 anything else).
-        space: (chars,) bool, ``str.isspace()``; word_of_char: (chars,) int64
+        space: (chars,) bool, ``str.isspace()``; word_of_char: (chars,) int32
             (``scan_words``).
         unit_starts: (units,) int64 first character of each unit.
         text_units: (texts,) int64 units in each encoded text (they sum to units).
@@ -1506,7 +1509,7 @@ def place_pre_tokens(
         "place_pre_tokens",
         np.ascontiguousarray(classes, np.uint8),
         np.ascontiguousarray(space, np.bool_),
-        np.ascontiguousarray(word_of_char, np.int64),
+        np.ascontiguousarray(word_of_char, np.int32),
         np.ascontiguousarray(unit_starts, np.int64),
         np.ascontiguousarray(text_units, np.int64),
         np.ascontiguousarray(text_lengths, np.int64),
@@ -1578,9 +1581,9 @@ def place_by_bytes(
         np.ascontiguousarray(text_lengths, np.int64),
         np.ascontiguousarray(byte_lengths, np.int64),
         np.ascontiguousarray(text_starts, np.int64),
-        np.ascontiguousarray(byte_starts, np.int64),
-        np.ascontiguousarray(next_nonspace, np.int64),
-        np.ascontiguousarray(word_of_char, np.int64),
+        np.ascontiguousarray(byte_starts, np.int32),
+        np.ascontiguousarray(next_nonspace, np.int32),
+        np.ascontiguousarray(word_of_char, np.int32),
     )
     return token_words if ok else None
 

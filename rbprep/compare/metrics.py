@@ -71,9 +71,9 @@ class Words:
     text_starts: np.ndarray  # (texts + 1,) int64: offset of each text in the joined string
     text_words: np.ndarray  # (texts,) int64: words per text
     space: np.ndarray  # (chars,) bool: str.isspace()
-    next_nonspace: np.ndarray  # (chars + 1,) int64: first non-space position at or after
-    word_of_char: np.ndarray  # (chars,) int64: word index at non-space positions
-    byte_starts: np.ndarray  # (chars + 1,) int64: UTF-8 offset of each char, then the end
+    next_nonspace: np.ndarray  # (chars + 1,) int32: first non-space position at or after
+    word_of_char: np.ndarray  # (chars,) int32: word index at non-space positions
+    byte_starts: np.ndarray  # (chars + 1,) int32: UTF-8 offset of each char, then the end
     chars: int  # characters of the texts (the joining "\n" not counted)
     utf8_bytes: int  # UTF-8 bytes of the texts
 
@@ -84,7 +84,7 @@ class Words:
     @property
     def text_bytes(self) -> np.ndarray:
         """(texts,) int64: UTF-8 bytes of each text."""
-        starts = self.byte_starts[self.text_starts]
+        starts = self.byte_starts[self.text_starts].astype(np.int64)
         return starts[1:] - starts[:-1] - 1
 
     @classmethod
