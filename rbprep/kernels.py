@@ -1416,7 +1416,7 @@ def _place_pre_tokens(classes, space, word_of_char, unit_starts, text_units, tex
     n_tokens = ids.shape[0]
     unit_tokens = np.zeros(unit_starts.shape[0], np.int64)  # (units,)
     token_words = np.empty(n_tokens, np.int64)  # (tokens,)
-    starts = np.empty(n, np.int64)  # the pre-tokens' first characters, in order
+    starts = np.empty(n, np.int32)  # the pre-tokens' first characters, in order
     n_starts = 0
     previous = 2  # the class of the last kept character: a break before the first
     spaces_between = 0  # whitespace characters dropped since the last kept one
@@ -1502,6 +1502,8 @@ def place_pre_tokens(
         each token's word; None where a character is of class 4, the pre-tokens of a text
         do not match its word-starting tokens, or an id is outside ``continues``.
     """
+    if len(classes) >= 2**31:  # its pre-tokens' starts are int32
+        raise ValueError("classes must hold fewer than 2**31 characters")
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if ids.size and int(ids.min()) < 0:
         return None
