@@ -298,6 +298,18 @@ def build(directory: Path) -> Path:
     return directory / built.name
 
 
+def as_arguments(name: str, args: Sequence[Any]) -> tuple[Any, ...]:
+    """``args`` with each array made the C-contiguous dtype the compiled ``name`` takes
+    (``ARGUMENTS``), copying only where it is not already; scalars pass as they are."""
+    expected = ARGUMENTS[name]
+    if len(args) != len(expected):
+        raise TypeError(f"{name} takes {len(expected)} arguments, got {len(args)}")
+    return tuple(
+        np.ascontiguousarray(value, _ARRAY[kind[2:]]) if kind.startswith("a:") else value
+        for kind, value in zip(expected, args, strict=True)
+    )
+
+
 def check_arguments(name: str, args: Sequence[Any]) -> None:
     """Raise TypeError unless ``args`` are exactly the types the compiled ``name`` takes
     (``ARGUMENTS``): the compiled code does not check them, and other types crash it."""

@@ -146,6 +146,14 @@ def _run(name: str, *args: Any) -> Any:
     return globals()[f"_{VARIANTS.get(name, name)}"](*args)
 
 
+def _run_typed(name: str, *args: Any) -> Any:
+    """``_run`` after making each array argument the dtype the kernel takes
+    (``aot.as_arguments``), for wrappers that accept any integer or bool arrays."""
+    from rbprep.aot import as_arguments
+
+    return _run(name, *as_arguments(name, args))
+
+
 # --------------------------------------------------------------------------- RNG
 
 
@@ -1507,17 +1515,8 @@ def place_pre_tokens(
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if ids.size and int(ids.min()) < 0:
         return None
-    unit_tokens, token_words, ok = _run(
-        "place_pre_tokens",
-        np.ascontiguousarray(classes, np.uint8),
-        np.ascontiguousarray(space, np.bool_),
-        np.ascontiguousarray(word_of_char, np.int32),
-        np.ascontiguousarray(unit_starts, np.int64),
-        np.ascontiguousarray(text_units, np.int64),
-        np.ascontiguousarray(text_lengths, np.int64),
-        ids,
-        np.ascontiguousarray(continues, np.bool_),
-    )
+    arrays = (classes, space, word_of_char, unit_starts, text_units, text_lengths, ids)
+    unit_tokens, token_words, ok = _run_typed("place_pre_tokens", *arrays, continues)
     return (unit_tokens, token_words) if ok else None
 
 
@@ -1577,16 +1576,8 @@ def place_by_bytes(
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if ids.size and int(ids.min()) < 0:
         return None
-    token_words, ok = _run(
-        "place_by_bytes",
-        ids,
-        np.ascontiguousarray(text_lengths, np.int64),
-        np.ascontiguousarray(byte_lengths, np.int64),
-        np.ascontiguousarray(text_starts, np.int64),
-        np.ascontiguousarray(byte_starts, np.int32),
-        np.ascontiguousarray(next_nonspace, np.int32),
-        np.ascontiguousarray(word_of_char, np.int32),
-    )
+    arrays = (ids, text_lengths, byte_lengths, text_starts, byte_starts, next_nonspace)
+    token_words, ok = _run_typed("place_by_bytes", *arrays, word_of_char)
     return token_words if ok else None
 
 

@@ -66,6 +66,22 @@ def test_arguments_of_other_types_are_refused_not_run():
         aot.check_arguments("pack_rows", args[:6])
 
 
+def test_as_arguments_gives_each_array_the_declared_dtype_and_passes_what_is():
+    """Arrays of other dtypes, lists and strided views become the C-contiguous dtype
+    ``ARGUMENTS`` declares, so ``check_arguments`` accepts them; an array already right is
+    passed through uncopied, and scalars are left alone."""
+    ids = np.arange(10, dtype=np.uint32)
+    given = [ids, [4, 6], np.array([1, 0, 1, 0])[::2], 8, True, np.uint32(0), np.uint32(2)]
+    made = aot.as_arguments("pack_rows", given)
+    aot.check_arguments("pack_rows", made)
+    assert made[0] is ids
+    np.testing.assert_array_equal(made[1], [4, 6])
+    np.testing.assert_array_equal(made[2], [True, True])
+    assert made[3:] == tuple(given[3:])
+    with pytest.raises(TypeError, match="takes 7"):
+        aot.as_arguments("pack_rows", given[:6])
+
+
 def test_the_public_kernels_give_the_compiled_code_only_its_types():
     """pack_rows and mask_rows turn what callers pass (lists, other integer dtypes, Python
     scalars) into exactly the compiled signature's types, and give the JIT's results."""
