@@ -66,8 +66,8 @@ SIGNATURES = {
     ),
     "scan_words": "Tuple((b1[::1], i4[::1], i4[::1], i4[::1], i8[::1]))(u4[::1], i8[::1], b1[::1])",
     "place_pre_tokens": (
-        "Tuple((i8[::1], i8[::1], b1))"
-        "(u1[::1], b1[::1], i4[::1], i8[::1], i8[::1], i8[::1], i8[::1], b1[::1])"
+        "Tuple((i8[::1], i8[::1], i8))"
+        "(u4[::1], u1[::1], b1[::1], i4[::1], i8[::1], i8[::1], i8[::1], i8[::1], b1[::1])"
     ),
     "place_by_bytes": (
         "Tuple((i8[::1], b1))(i8[::1], i8[::1], i8[::1], i8[::1], i4[::1], i4[::1], i4[::1])"
@@ -116,7 +116,7 @@ ARGUMENTS = {  # kernel -> its arguments' types: "a:" a C-contiguous 1-D array, 
         *("a:i4", "a:u4", "a:i4", "a:u2", "a:u2", "a:i4", "a:u4", "i8", "i8", "i8"),
     ),
     "scan_words": ("a:u4", "a:i8", "a:b1"),
-    "place_pre_tokens": ("a:u1", "a:b1", "a:i4", "a:i8", "a:i8", "a:i8", "a:i8", "a:b1"),
+    "place_pre_tokens": ("a:u4", "a:u1", "a:b1", "a:i4", "a:i8", "a:i8", "a:i8", "a:i8", "a:b1"),
     "place_by_bytes": ("a:i8",) * 4 + ("a:i4",) * 3,
     "spelled_u4": ("a:i8", "a:i8", "a:u4", "a:i8", "i8", "a:u4", "a:i8"),
     "spelled_u1": ("a:i8", "a:i8", "a:u1", "a:i8", "i8", "a:u1", "a:i8"),

@@ -1350,6 +1350,8 @@ def blend(weights: np.ndarray, counts: np.ndarray, first: int, n: int) -> np.nda
 # compare-tokenizers places every token in its whitespace word and checks its round
 # trip, over every character of the sample: one pass each here, where NumPy took ten.
 
+UNCLASSIFIED = 255  # place_pre_tokens: a class_table entry for a code point not seen yet
+
 
 @_kernel
 def _scan_words(codes, text_lengths, space_table):
@@ -1417,10 +1419,11 @@ def scan_words(
 
 
 @_kernel
-def _place_pre_tokens(classes, space, word_of_char, unit_starts, text_units, text_lengths, ids,
-                      continues):  # fmt: skip
-    # classes: 0 vanishes, 1 joins, 2 breaks, 3 stands alone, 4 anything else
-    n = classes.shape[0]
+def _place_pre_tokens(codes, class_table, space, word_of_char, unit_starts, text_units,
+                      text_lengths, ids, continues):  # fmt: skip
+    # class_table: 0 vanishes, 1 joins, 2 breaks, 3 stands alone, 4 anything else,
+    # UNCLASSIFIED not known yet. Status: 1 placed, 0 the ids do not fit, 2 unclassified.
+    n = codes.shape[0]
     n_tokens = ids.shape[0]
     unit_tokens = np.zeros(unit_starts.shape[0], np.int64)  # (units,)
     token_words = np.empty(n_tokens, np.int64)  # (tokens,)
@@ -1429,61 +1432,67 @@ def _place_pre_tokens(classes, space, word_of_char, unit_starts, text_units, tex
     previous = 2  # the class of the last kept character: a break before the first
     spaces_between = 0  # whitespace characters dropped since the last kept one
     for i in range(n):
-        c = classes[i]
+        code = codes[i]
+        c = class_table[code] if code < class_table.shape[0] else 4
+        if c == UNCLASSIFIED:
+            return unit_tokens, token_words, 2
         if c == 4:
-            return unit_tokens, token_words, False
+            return unit_tokens, token_words, 0
         if c == 0:
             spaces_between += space[i]
             continue
         if space[i] and c != 2:  # whitespace that does not break (no normaliser: "\x1c")
-            return unit_tokens, token_words, False
+            return unit_tokens, token_words, 0
         joined = c == 1 and previous == 1
         # A pre-token running over a character Python calls whitespace (say "\f", which
         # BERT drops) would have its tokens in two words: offsets tell those apart.
         if joined and spaces_between > 0:
-            return unit_tokens, token_words, False
+            return unit_tokens, token_words, 0
         if c == 3 or (c == 1 and not joined):
             starts[n_starts] = i
             n_starts += 1
         previous = c
         spaces_between = 0
-    # Pre-tokens per encoded text must equal that text's word-starting tokens.
-    s = 0  # pre-tokens before the text
+    # Each text's word-starting tokens must be its pre-tokens, one each, in order; each
+    # token lies in its pre-token, so its word and unit follow from where that starts.
+    s = 0  # pre-tokens before the text's end
+    p = -1  # the pre-token of the token at hand
     token = 0
     unit = 0
+    u = 0  # the unit of the token at hand
     for t in range(text_lengths.shape[0]):
         unit += text_units[t]
         text_end = unit_starts[unit] if unit < unit_starts.shape[0] else n
-        text_starts = s
         while s < n_starts and starts[s] < text_end:
             s += 1
-        firsts = 0
         for k in range(token, token + text_lengths[t]):
             if ids[k] >= continues.shape[0]:
-                return unit_tokens, token_words, False
+                return unit_tokens, token_words, 0
             if not continues[ids[k]]:
-                firsts += 1
-        if firsts != s - text_starts:
-            return unit_tokens, token_words, False
-        if text_lengths[t] > 0 and continues[ids[token]]:
-            return unit_tokens, token_words, False
+                p += 1
+                if p >= s:  # more word-starting tokens than pre-tokens
+                    return unit_tokens, token_words, 0
+            elif k == token:  # a text's first token continues nothing
+                return unit_tokens, token_words, 0
+            at = starts[p]
+            while u + 1 < unit_starts.shape[0] and unit_starts[u + 1] <= at:
+                u += 1
+            token_words[k] = word_of_char[at]
+            unit_tokens[u] += 1
+        if p + 1 != s:  # fewer
+            return unit_tokens, token_words, 0
         token += text_lengths[t]
-    # Each token lies in its pre-token: its word and unit follow from where that starts.
-    p = -1
-    u = 0
-    for k in range(n_tokens):
-        if not continues[ids[k]]:
-            p += 1
-        at = starts[p]
-        while u + 1 < unit_starts.shape[0] and unit_starts[u + 1] <= at:
-            u += 1
-        token_words[k] = word_of_char[at]
-        unit_tokens[u] += 1
-    return unit_tokens, token_words, True
+    return unit_tokens, token_words, 1 if token == n_tokens else 0
+
+
+class Unclassified(Exception):
+    """``place_pre_tokens`` met a character whose class is ``UNCLASSIFIED``: classify the
+    text's new code points and call it again."""
 
 
 def place_pre_tokens(
-    classes: np.ndarray,
+    codes: np.ndarray,
+    class_table: np.ndarray,
     space: np.ndarray,
     word_of_char: np.ndarray,
     unit_starts: np.ndarray,
@@ -1495,9 +1504,11 @@ def place_pre_tokens(
     """Where a BERT WordPiece's tokens lie, from the classes of the text's characters.
 
     Args:
-        classes: (chars,) uint8, what the normaliser and pre-tokenizer make of each
-            character of the units joined by "\\n" (``compare.pretokens``: 0 vanishes, 1
-            joins, 2 breaks, 3 stands alone, 4 anything else).
+        codes: (chars,) uint32 code points of the units joined by "\\n".
+        class_table: (code points,) uint8, what the normaliser and pre-tokenizer make of
+            each code point (``compare.pretokens``: 0 vanishes, 1 joins, 2 breaks, 3
+            stands alone, 4 anything else, ``UNCLASSIFIED`` not known yet); looked up in
+            the same pass that finds the pre-tokens.
         space: (chars,) bool, ``str.isspace()``; word_of_char: (chars,) int32
             (``scan_words``).
         unit_starts: (units,) int64 first character of each unit.
@@ -1509,15 +1520,20 @@ def place_pre_tokens(
         ``(unit_tokens, token_words)``, (units,) int64 tokens per unit and (tokens,) int64
         each token's word; None where a character is of class 4, the pre-tokens of a text
         do not match its word-starting tokens, or an id is outside ``continues``.
+
+    Raises:
+        Unclassified: a character's class is ``UNCLASSIFIED``.
     """
-    if len(classes) >= 2**31:  # its pre-tokens' starts are int32
-        raise ValueError("classes must hold fewer than 2**31 characters")
+    if len(codes) >= 2**31:  # its pre-tokens' starts are int32
+        raise ValueError("codes must hold fewer than 2**31 characters")
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if ids.size and int(ids.min()) < 0:
         return None
-    arrays = (classes, space, word_of_char, unit_starts, text_units, text_lengths, ids)
-    unit_tokens, token_words, ok = _run_typed("place_pre_tokens", *arrays, continues)
-    return (unit_tokens, token_words) if ok else None
+    arrays = (codes, class_table, space, word_of_char, unit_starts, text_units, text_lengths)
+    unit_tokens, token_words, status = _run_typed("place_pre_tokens", *arrays, ids, continues)
+    if status == 2:
+        raise Unclassified
+    return (unit_tokens, token_words) if status == 1 else None
 
 
 @_kernel
@@ -1528,14 +1544,13 @@ def _place_by_bytes(ids, text_lengths, byte_lengths, text_starts, byte_starts, n
     for t in range(text_lengths.shape[0]):
         c = text_starts[t]  # the character holding the token's first byte
         at = byte_starts[c]
+        text_end = byte_starts[text_starts[t + 1] - 1]  # the text's last byte, and one
         for _ in range(text_lengths[t]):
             if ids[k] >= byte_lengths.shape[0]:
                 return token_words, False
             end = at + byte_lengths[ids[k]]
-            if end > byte_starts[text_starts[t + 1] - 1]:  # past the text's last byte
+            if end > text_end:
                 return token_words, False
-            while byte_starts[c + 1] <= at:
-                c += 1
             last = c  # the character holding the token's last byte
             while byte_starts[last + 1] < end:
                 last += 1
@@ -1543,9 +1558,14 @@ def _place_by_bytes(ids, text_lengths, byte_lengths, text_starts, byte_starts, n
                 last = c - 1
             first = next_nonspace[c]
             token_words[k] = word_of_char[first] if first <= last else -1
+            # The next token's first byte, ``end``, lies in the character after ``last``
+            # where ``last`` ends there, else (a character cut inside) in ``last``; each
+            # character is walked once.
+            if last >= c:
+                c = last + 1 if byte_starts[last + 1] == end else last
             at = end
             k += 1
-        if at != byte_starts[text_starts[t + 1] - 1]:
+        if at != text_end:
             return token_words, False
     return token_words, True
 

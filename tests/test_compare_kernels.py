@@ -156,7 +156,10 @@ def pre_token_cases(draw):
     if draw(st.booleans()):
         klass["c"] = draw(st.sampled_from([0, 3, 4]))
     joined = "".join(unit + "\n" for unit in units)
-    classes = np.array([klass[c] for c in joined], np.uint8)
+    codes = np.array([ord(c) for c in joined], np.uint32)
+    table = np.full(0x110000, kernels.UNCLASSIFIED, np.uint8)  # each code point's class
+    table[[ord(c) for c in klass]] = list(klass.values())
+    classes = table[codes]
     groups, left = [], len(units)
     while left:
         groups.append(draw(st.integers(1, left)))
@@ -164,7 +167,7 @@ def pre_token_cases(draw):
     if draw(st.integers(0, 3)) == 0:  # any ids: mostly not the text's
         lengths = draw(st.lists(st.integers(0, 6), min_size=len(groups), max_size=len(groups)))
         flags = draw(st.lists(st.booleans(), min_size=sum(lengths), max_size=sum(lengths)))
-        return units, classes, np.array(groups, np.int64), np.array(lengths, np.int64), flags
+        return units, (codes, table), np.array(groups, np.int64), np.array(lengths, np.int64), flags
     # ids that fit: each pre-token a first token and 0-2 continuations
     starts, previous = [], 2
     for c in classes.tolist():
@@ -182,14 +185,15 @@ def pre_token_cases(draw):
         lengths.append(len(text_flags))
         flags += text_flags
         unit, char = unit + size, end
-    return units, classes, np.array(groups, np.int64), np.array(lengths, np.int64), flags
+    return units, (codes, table), np.array(groups, np.int64), np.array(lengths, np.int64), flags
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=300, deadline=None)
 @given(pre_token_cases())
 def test_place_pre_tokens_equals_the_numpy_formulation(backend, case):
-    units, classes, text_units, text_lengths, flags = case
+    units, (codes, class_table), text_units, text_lengths, flags = case
+    classes = class_table[codes]  # the NumPy formulation's input
     space, word_of_char, *_ = scan(units)
     unit_starts = np.concatenate(([0], np.cumsum([len(u) + 1 for u in units])[:-1]))
     continues = np.array([False, True, False])  # id 0 starts a pre-token, id 1 continues
@@ -200,7 +204,8 @@ def test_place_pre_tokens_equals_the_numpy_formulation(backend, case):
             ids[-1] = 2
         with kernels_of(backend):
             got = kernels.place_pre_tokens(
-                classes, space, word_of_char, unit_starts, text_units, text_lengths, ids, table
+                *(codes, class_table, space, word_of_char, unit_starts, text_units),
+                *(text_lengths, ids, table),
             )
         expected = numpy_place(
             classes, space, word_of_char, unit_starts, text_units, text_lengths, ids, table
@@ -209,6 +214,14 @@ def test_place_pre_tokens_equals_the_numpy_formulation(backend, case):
         if expected is not None:
             assert got[0].tolist() == expected[0].tolist()
             assert got[1].tolist() == expected[1].tolist()
+    # A code point not classified yet is asked for, never guessed (the first character's).
+    unknown = class_table.copy()
+    unknown[codes[0]] = kernels.UNCLASSIFIED
+    with kernels_of(backend), pytest.raises(kernels.Unclassified):
+        kernels.place_pre_tokens(
+            *(codes, unknown, space, word_of_char, unit_starts, text_units),
+            *(text_lengths, ids, continues),
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -19,6 +19,7 @@ in a text, and ``place`` returns None: the caller asks for offsets instead.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from rbprep.compare.metrics import Words, squash_whitespace
 from rbprep.tokenizer_info import vocabulary
 
 VANISHES, JOINS, BREAKS, ALONE, OTHER = range(5)
-_UNSEEN = 255
+_UNSEEN = kernels.UNCLASSIFIED
 _PROBE = "a"  # a letter every BERT normaliser leaves as it is
 
 
@@ -128,13 +129,13 @@ class PreTokens:
         (units,) int64 tokens per unit and (tokens,) int64 word of each token, as the
         offsets would place them (``Words.token_words``).
         """
-        return kernels.place_pre_tokens(
-            self.classes_of(words.codes),
-            words.space,
-            words.word_of_char,
-            words.text_starts[:-1],
-            text_units,
-            text_lengths,
-            ids,
-            self.continues,
+        place = functools.partial(
+            kernels.place_pre_tokens,
+            *(words.codes, self.classes, words.space, words.word_of_char),
+            *(words.text_starts[:-1], text_units, text_lengths, ids, self.continues),
         )
+        try:
+            return place()
+        except kernels.Unclassified:  # classify the batch's new code points, then again
+            self.classes_of(words.codes)
+        return place()
