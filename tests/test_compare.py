@@ -31,6 +31,7 @@ from rbprep.compare.comparison import (
 )
 from rbprep.compare.pieces import (
     Style,
+    byte_length,
     byte_of_char,
     byte_spelling,
     byte_spellings,
@@ -151,6 +152,16 @@ def test_words_and_token_attribution_by_hand():
     assert m.tokens_per_word(np.array([0, 0, 1, -1, 3]), 4).tolist() == [2, 1, 0, 1]
     assert m.histogram(np.array([0, 1, 1, 5, 9]), 4).tolist() == [1, 2, 0, 0, 2]
     assert m.histogram_dict(np.array([1, 2, 3])) == {"0": 1, "1": 2, "2+": 3}
+
+
+def test_byte_lengths_are_the_bytes_each_id_spells(small_vocab):
+    """The byte-level tokenizer's byte lengths, read off its decoder's table, are each
+    entry's bytes: its length in the byte alphabet, else its UTF-8."""
+    bpe = open_contestant("bpe", str(small_vocab / "bpe"), "reference")
+    tokens = [bpe.tokenizer.id_to_token(i) or "" for i in range(bpe.id_limit)]
+    spelled = [byte_length(token, bpe.style) for token in tokens]
+    expected = [len(t.encode()) if n is None else n for t, n in zip(tokens, spelled, strict=True)]
+    assert bpe.byte_lengths is not None and bpe.byte_lengths.tolist() == expected
 
 
 def test_byte_level_words_without_offsets_equal_words_by_offsets(small_vocab):
@@ -918,6 +929,19 @@ def cleanup_wordpiece() -> Tokenizer:
     tokenizer.decoder = decoders.WordPiece()
     tokenizer.add_special_tokens(["[SEP]"])
     return tokenizer
+
+
+CLEANUP_PARTS = [" ", ".", "'", "n't", " do", " not", "s", "\x00"]  # and the joining char
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(CLEANUP_PARTS)).map("".join)))
+def test_cleanup_of_many_texts_at_once_is_each_ones(texts):
+    """The decoder's cleanup run on a vocabulary joined is each entry's, even where an
+    entry holds the joining character."""
+    from rbprep.compare.roundtrip import cleaned, cleanup
+
+    assert cleaned(texts) == [cleanup(text) for text in texts]
 
 
 @settings(max_examples=300, deadline=None)

@@ -238,6 +238,7 @@ def open_contestant(name: str, path: str, encoder_choice: str) -> Contestant:
     text = tokenizer.to_str()
     config = json.loads(text)
     style = Style.of(tokenizer, config)
+    spellings = Spellings.of(tokenizer, config)
     line_break = line_break_id(tokenizer, config)
     encoder, note = open_encoder(
         tokenizer,
@@ -260,22 +261,27 @@ def open_contestant(name: str, path: str, encoder_choice: str) -> Contestant:
         unk_id=unk_id,
         special_ids=tuple(special_ids),
         shardable=shardable,
-        byte_lengths=_byte_lengths(tokenizer, style, limit),
+        byte_lengths=_byte_lengths(tokenizer, style, limit, spellings),
         line_break_id=line_break,
         pre_tokens=PreTokens.of(tokenizer, config),
-        spellings=Spellings.of(tokenizer, config),
+        spellings=spellings,
         counts=np.zeros(limit, dtype=np.int64),  # (ids,) int64
         file_counts=np.zeros(limit, dtype=np.int64),
         words_tokens=np.zeros(m.WORD_TOKENS_CAP + 1, dtype=np.int64),
     )
 
 
-def _byte_lengths(tokenizer: Tokenizer, style: Style, id_limit: int) -> np.ndarray | None:
+def _byte_lengths(
+    tokenizer: Tokenizer, style: Style, id_limit: int, spellings: Spellings | None
+) -> np.ndarray | None:
     """For a byte-level tokenizer without a normaliser: the bytes of text each id stands
     for. Its tokens then spell the text byte for byte, so where a token lies follows from
-    these lengths and the ids alone, and no offsets are needed (``_placed_by_bytes``)."""
+    these lengths and the ids alone, and no offsets are needed (``_placed_by_bytes``).
+    A ByteLevel decoder's table (``spellings``) holds them already: each id's bytes."""
     if not style.byte_level or tokenizer.normalizer is not None:
         return None
+    if spellings is not None and not spellings.text:
+        return np.diff(spellings.bounds[: id_limit + 1])  # (ids,) int64
     lengths = np.zeros(id_limit, dtype=np.int64)  # (ids,) int64
     for token, index in vocabulary(tokenizer).items():
         spelled = byte_length(token, style)

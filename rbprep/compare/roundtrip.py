@@ -55,6 +55,18 @@ def cleanup(text: str) -> str:
     return text
 
 
+def cleaned(texts: list[str]) -> list[str]:
+    """``cleanup`` of each of ``texts``, on them all joined at once: no pattern holds the
+    character that joins them, so none spans two (one by one where a text holds it)."""
+    joined = _JOIN.join(texts)
+    if joined.count(_JOIN) != max(len(texts) - 1, 0):
+        return [cleanup(text) for text in texts]
+    return cleanup(joined).split(_JOIN) if texts else []
+
+
+_JOIN = "\x00"  # in no _CLEANUP pattern
+
+
 @dataclass(frozen=True)
 class Spellings:
     """What a decoder writes for each id: at a later position (entry ``id``) and as the
@@ -86,9 +98,10 @@ class Spellings:
             return cls(False, flat, _bounds(map(len, entries), len(entries)), vocab_size)
         if decoder.get("type") == "WordPiece":
             prefix = decoder.get("prefix", "##")
-            clean = cleanup if decoder.get("cleanup", True) else str
-            later = [clean(t[len(prefix) :] if t.startswith(prefix) else " " + t) for t in tokens]
-            first = [clean(t) for t in tokens]
+            later = [t[len(prefix) :] if t.startswith(prefix) else " " + t for t in tokens]
+            first = tokens
+            if decoder.get("cleanup", True):
+                later, first = cleaned(later), cleaned(first)
             entries = [*later, *first]
             flat = np.frombuffer(  # (code points,) uint32
                 "".join(entries).encode("utf-32-le", "surrogatepass"), dtype=np.uint32
