@@ -1548,15 +1548,28 @@ def _place_by_bytes(ids, text_lengths, byte_lengths, text_starts, byte_starts, n
         for _ in range(text_lengths[t]):
             if ids[k] >= byte_lengths.shape[0]:
                 return token_words, False
-            end = at + byte_lengths[ids[k]]
+            size = byte_lengths[ids[k]]
+            end = at + size
             if end > text_end:
                 return token_words, False
+            first = next_nonspace[c]
+            if (
+                c + size < byte_starts.shape[0]
+                and byte_starts[c] == at
+                and byte_starts[c + size] == end
+            ):
+                # Its bytes are `size` whole characters of one byte each (ASCII, the
+                # common case): no walk, whose exit mispredicts about once a token.
+                token_words[k] = word_of_char[first] if first < c + size else -1
+                c += size
+                at = end
+                k += 1
+                continue
             last = c  # the character holding the token's last byte
             while byte_starts[last + 1] < end:
                 last += 1
             if end == at and byte_starts[c] == at:  # no byte: ends before its char
                 last = c - 1
-            first = next_nonspace[c]
             token_words[k] = word_of_char[first] if first <= last else -1
             # The next token's first byte, ``end``, lies in the character after ``last``
             # where ``last`` ends there, else (a character cut inside) in ``last``; each
@@ -1625,6 +1638,67 @@ def _spelled(ids, doc_tokens, flat, bounds, vocab_size, want, doc_lengths):
     return same
 
 
+@_kernel
+def _load_u64(data, i):
+    # The 8 bytes data[i:i + 8] as a little-endian uint64, i a uint64 (an unsigned index
+    # needs no wraparound, so LLVM makes the eight adjacent loads one).
+    value = np.uint64(data[i])
+    for byte in range(1, 8):
+        value |= np.uint64(data[i + np.uint64(byte)]) << np.uint64(8 * byte)
+    return value
+
+
+@_kernel
+def _spelled_bytes(ids, doc_tokens, flat, bounds, words, vocab_size, want, doc_lengths):
+    # _spelled for bytes, an entry of up to 8 bytes compared at once (its `words` value
+    # against the 8 bytes of `want` from `at` on: `want` holds 8 bytes past its documents)
+    # rather than byte by byte, whose loop exits mispredict about once a token.
+    same = np.zeros(doc_tokens.shape[0], np.bool_)  # (docs,)
+    k = 0
+    w = 0
+    for d in range(doc_tokens.shape[0]):
+        end = w + doc_lengths[d]
+        at = w
+        equal = True
+        for j in range(doc_tokens[d]):
+            key = ids[k + j] + (vocab_size if j == 0 else 0)
+            first = bounds[key]
+            size = bounds[key + 1] - first
+            if at + size > end:
+                equal = False
+                break
+            if size <= 8:
+                low = (_ALL_BITS >> np.uint64(64 - 8 * size)) if size else np.uint64(0)
+                if (words[key] ^ _load_u64(want, np.uint64(at))) & low:
+                    equal = False
+                    break
+            else:
+                for e in range(size):
+                    if flat[first + e] != want[at + e]:
+                        equal = False
+                        break
+                if not equal:
+                    break
+            at += size
+        same[d] = equal and at == end
+        k += doc_tokens[d]
+        w = end
+    return same
+
+
+def entry_words(flat: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """(entries,) uint64: the first 8 bytes of each entry ``flat[bounds[k]:bounds[k + 1]]``
+    (uint8) as a little-endian number, zero past its end: what ``spelled`` compares an
+    entry of up to 8 bytes by."""
+    starts, sizes = bounds[:-1], np.diff(bounds)
+    words = np.zeros(sizes.size, dtype=np.uint64)
+    padded = np.concatenate((flat, np.zeros(8, np.uint8)))
+    for byte in range(8):
+        value = padded[starts + byte].astype(np.uint64) << np.uint64(8 * byte)
+        words |= np.where(sizes > byte, value, np.uint64(0))
+    return words
+
+
 def spelled(
     ids: np.ndarray,
     doc_tokens: np.ndarray,
@@ -1633,6 +1707,7 @@ def spelled(
     vocab_size: int,
     want: np.ndarray,
     doc_lengths: np.ndarray,
+    words: np.ndarray | None = None,
 ) -> np.ndarray:
     """(docs,) bool: do the tokens of each document write exactly its text?
 
@@ -1642,7 +1717,9 @@ def spelled(
         flat, bounds: what each id writes: entry k is ``flat[bounds[k]:bounds[k + 1]]``,
             entry ``vocab_size + id`` for a document's first token (``compare.roundtrip``);
             flat is uint32 code points or uint8 bytes, as ``want`` is.
-        want: the documents' text one after another, ``doc_lengths`` (docs,) int64 each.
+        want: the documents' text one after another, ``doc_lengths`` (docs,) int64 each;
+            for bytes, at least 8 more bytes after them spare a copy.
+        words: for bytes, ``entry_words(flat, bounds)``, made here where None.
     """
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
@@ -1650,16 +1727,18 @@ def spelled(
     bounds = np.ascontiguousarray(bounds, np.int64)
     if bounds.size != 2 * vocab_size + 1:
         raise ValueError("bounds must hold 2 * vocab_size + 1 offsets")
-    name = "spelled_u4" if flat.dtype == np.uint32 else "spelled_u1"
     if flat.dtype != want.dtype or flat.dtype not in (np.uint32, np.uint8):
         raise ValueError("flat and want must both be uint32 or both uint8")
+    doc_tokens = np.ascontiguousarray(doc_tokens, np.int64)
+    doc_lengths = np.ascontiguousarray(doc_lengths, np.int64)
+    if flat.dtype == np.uint32:
+        arguments = (np.int64(vocab_size), np.ascontiguousarray(want), doc_lengths)
+        return _run("spelled", ids, doc_tokens, np.ascontiguousarray(flat), bounds, *arguments)
+    if want.size < int(doc_lengths.sum()) + 8:
+        want = np.concatenate((want, np.zeros(8, np.uint8)))
+    words = entry_words(flat, bounds) if words is None else words
     return _run(
-        name,
-        ids,
-        np.ascontiguousarray(doc_tokens, np.int64),
-        np.ascontiguousarray(flat),
-        bounds,
-        np.int64(vocab_size),
-        np.ascontiguousarray(want),
-        np.ascontiguousarray(doc_lengths, np.int64),
+        "spelled_bytes",
+        *(ids, doc_tokens, np.ascontiguousarray(flat), bounds, words),
+        *(np.int64(vocab_size), np.ascontiguousarray(want), doc_lengths),
     )

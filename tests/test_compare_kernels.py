@@ -227,16 +227,31 @@ def test_place_pre_tokens_equals_the_numpy_formulation(backend, case):
 @pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.text("ab", max_size=3), min_size=1, max_size=5),
-    st.lists(st.lists(st.integers(0, 4), max_size=5), max_size=5),
-    st.lists(st.text("ab ", max_size=8), max_size=5),
+    # entries around the 8 bytes that the byte kernel compares at once
+    st.lists(st.text("ab", max_size=11), min_size=1, max_size=5),
+    # each document: its ids, and its text: their spelling (0), that less its last
+    # character (1), or other text (2)
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 4), max_size=5),
+            st.integers(0, 2),
+            st.text("ab ", max_size=12),
+        ),
+        max_size=5,
+    ),
 )
-def test_spelled_equals_joining_the_entries(backend, entries, docs_ids, documents):
+def test_spelled_equals_joining_the_entries(backend, entries, docs):
     vocab = len(entries)
     # entry id later in a text; entry vocab + id as a text's first token: upper-cased
     table = [*entries, *(e.upper() for e in entries)]
-    docs_ids = [[i % vocab for i in ids] for ids in docs_ids][: len(documents)]
-    documents = documents[: len(docs_ids)]
+    docs_ids = [[i % vocab for i in ids] for ids, _, _ in docs]
+    spellings = [
+        "".join(table[i + (vocab if k == 0 else 0)] for k, i in enumerate(ids)) for ids in docs_ids
+    ]
+    documents = [
+        (spelling, spelling[:-1], other)[how]
+        for spelling, (_, how, other) in zip(spellings, docs, strict=True)
+    ]
     flat = np.frombuffer("".join(table).encode("utf-32-le"), np.uint32)
     bounds = np.concatenate(([0], np.cumsum([len(e) for e in table]))).astype(np.int64)
     for as_bytes in (False, True):
@@ -253,11 +268,16 @@ def test_spelled_equals_joining_the_entries(backend, entries, docs_ids, document
                 else np.frombuffer(want.encode("utf-32-le"), np.uint32),
                 np.array([len(d) for d in documents], np.int64),
             )
-        expected = [
-            "".join(table[i + (vocab if k == 0 else 0)] for k, i in enumerate(ids)) == document
-            for ids, document in zip(docs_ids, documents, strict=True)
-        ]
+        expected = [s == d for s, d in zip(spellings, documents, strict=True)]
         assert got.tolist() == expected
+
+
+def test_entry_words_hold_each_entrys_first_8_bytes():
+    entries = [b"", b"a", b"abcdefgh", b"abcdefghij", b"\xff\x00\x01"]
+    flat = np.frombuffer(b"".join(entries), np.uint8)
+    bounds = np.concatenate(([0], np.cumsum([len(e) for e in entries]))).astype(np.int64)
+    words = kernels.entry_words(flat, bounds)
+    assert words.tolist() == [int.from_bytes(e[:8], "little") for e in entries]
 
 
 def test_comparison_kernels_reject_bad_arguments():

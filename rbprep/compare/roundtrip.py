@@ -79,6 +79,8 @@ class Spellings:
     # WordPiece only, where ``whole_pieces`` holds: the model's unknown token; a text
     # whose tokens hold none comes back up to the normaliser and whitespace
     whole_unless: int | None = None
+    # Byte entries only: ``kernels.entry_words`` of the table, what ``spelled`` compares
+    words: np.ndarray | None = None
 
     @classmethod
     def of(cls, tokenizer: Tokenizer, config: dict[str, Any] | None = None) -> Spellings | None:
@@ -95,7 +97,9 @@ class Spellings:
             later = [t.encode() if b is None else b for t, b in zip(tokens, spelled, strict=True)]
             entries = [*later, *later]
             flat = np.frombuffer(b"".join(entries), dtype=np.uint8)  # (bytes,) uint8
-            return cls(False, flat, _bounds(map(len, entries), len(entries)), vocab_size)
+            bounds = _bounds(map(len, entries), len(entries))
+            words = kernels.entry_words(flat, bounds)
+            return cls(False, flat, bounds, vocab_size, words=words)
         if decoder.get("type") == "WordPiece":
             prefix = decoder.get("prefix", "##")
             later = [t[len(prefix) :] if t.startswith(prefix) else " " + t for t in tokens]
@@ -133,10 +137,11 @@ class Spellings:
             doc_lengths = np.fromiter(map(len, documents), np.int64, len(documents))
         else:
             encoded = [document.encode("utf-8") for document in documents]
-            want = np.frombuffer(b"".join(encoded), dtype=np.uint8)  # (bytes,) uint8
+            # (bytes + 8,) uint8: the kernel reads 8 bytes at a time
+            want = np.frombuffer(b"".join([*encoded, bytes(8)]), dtype=np.uint8)
             doc_lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
         return kernels.spelled(
-            ids, doc_tokens, self.flat, self.bounds, self.vocab_size, want, doc_lengths
+            ids, doc_tokens, self.flat, self.bounds, self.vocab_size, want, doc_lengths, self.words
         )
 
     def written(
