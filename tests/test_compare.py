@@ -3,6 +3,7 @@ independent count, rows against shard's own manifest, the CLI, JSON, Markdown an
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -41,7 +42,7 @@ from rbprep.compare.pieces import (
     word_pieces,
 )
 from rbprep.corpus import ReadStats, open_corpus
-from rbprep.encoding import ReferenceEncoder, backends, document_units, fallback
+from rbprep.encoding import ReferenceEncoder, backends, document_units, fallback, units_of
 from rbprep.errors import RbprepError
 from rbprep.sharding import ShardConfig, shard
 from rbprep.tokenizer_info import load_tokenizer
@@ -752,6 +753,25 @@ DOCUMENTS = st.lists(st.lists(LINE_TEXT.filter(bool), min_size=1, max_size=8), m
 
 def as_units(documents: list[list[str]]) -> list[list[str]]:
     return [document_units(document) for document in documents]
+
+
+@settings(max_examples=200, deadline=None)
+@given(documents=DOCUMENTS, later=st.lists(st.booleans(), max_size=10))
+def test_batch_texts_make_words_and_document_texts_from_the_lines(documents, later):
+    """A batch's words and document texts, made from its lines and joined texts, are those
+    of its units (a later line of a document with its space; a later part of a long
+    document continuing it), the units made only where asked for."""
+    continues = (later + [False] * len(documents))[: len(documents)]
+    texts = BatchTexts.of(documents, continues)
+    units = texts.units
+    assert units == units_of(texts.lines, texts.starts)
+    assert texts.first_units(1) == units[:1]
+    got, want = texts.words(), m.Words.of(units)
+    for name in ("codes", "text_starts", "text_words", "word_of_char", "byte_starts"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+    assert (got.chars, got.utf8_bytes) == (want.chars, want.utf8_bytes)
+    bounds = np.concatenate(([0], np.cumsum([len(d) for d in documents]))).tolist()
+    assert texts.document_texts() == ["".join(units[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def encoded_by_ids(contestant, documents: list[list[str]]):

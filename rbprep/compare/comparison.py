@@ -331,9 +331,15 @@ def document_parts(lines: list[str]) -> list[list[str]]:
 class BatchTexts:
     """A batch's units as the tokenizers are given them: alone, and each document's
     units joined by "\n" about ``JOIN_CHARS`` at a time (``join_lines``), as ``shard``
-    encodes them where the tokenizer allows."""
+    encodes them where the tokenizer allows.
 
-    units: list[str]
+    The units themselves (a later line of a document with its leading space, a new str
+    each) are made only where asked for (``units``): the joined texts, ``words`` and
+    ``document_texts`` come from the lines as read."""
+
+    documents: list[list[str]]  # each document's lines as read
+    continues: Sequence[bool]  # (documents,) a later part of a document (none if empty)
+    lines: list[str]  # every document's lines, one after another
     starts: np.ndarray  # (units,) bool: a document (not a later part of one) starts here
     joined: list[str]
     joined_units: np.ndarray  # (joined,) int64: units in each joined text
@@ -344,7 +350,30 @@ class BatchTexts:
         later part of a document (none if empty)."""
         lines = list(itertools.chain.from_iterable(documents))
         starts = document_starts(list(map(len, documents)), continues)
-        return cls(units_of(lines, starts), starts, *join_lines(lines, starts))
+        return cls(documents, continues, lines, starts, *join_lines(lines, starts))
+
+    @functools.cached_property
+    def units(self) -> list[str]:
+        return units_of(self.lines, self.starts)
+
+    def first_units(self, count: int) -> list[str]:
+        """The batch's first ``count`` units, without making the others."""
+        return units_of(self.lines[:count], self.starts[:count])
+
+    def words(self) -> m.Words:
+        """``Words.of(self.units)``: all units joined by "\n" are the joined texts
+        joined by "\n", so one join of a few hundred texts makes them."""
+        lengths = np.fromiter(map(len, self.lines), np.int64, len(self.lines)) + ~self.starts
+        return m.Words.of_joined("\n".join(self.joined) + "\n" if self.lines else "", lengths)
+
+    def document_texts(self) -> list[str]:
+        """Each document's units joined ("".join): its lines joined by " ", after a space
+        where it continues a document."""
+        later = self.continues or [False] * len(self.documents)
+        return [
+            " " + " ".join(lines) if part else " ".join(lines)
+            for lines, part in zip(self.documents, later, strict=True)
+        ]
 
 
 # A function that runs its arguments on the encoder thread: submit(fn, *args) -> Future
@@ -434,16 +463,14 @@ class _Run:
                 encode.timed(tally)
         for index, encode in enumerate(encodes):
             encode.start(self._submitter(index))
-        units = texts.units
-        words = m.Words.of(units)
+        words = texts.words()
         doc_units = np.fromiter(map(len, batch.documents), np.int64, len(batch.documents))
-        bounds = [0, *np.cumsum(doc_units).tolist()]
-        doc_texts = ["".join(units[a:b]) for a, b in itertools.pairwise(bounds)]
+        doc_texts = texts.document_texts()
         # Each tokenizer's tokens placed in words and its round trip, on its own thread
         # after its encode: what holds the GIL there is little (kernels, tokenizers).
         placed = [
             self._submitter(index)(
-                _placed_and_round_trip, contestant, encode, words, units, doc_units, doc_texts
+                _placed_and_round_trip, contestant, encode, words, texts, doc_units, doc_texts
             )
             for index, (contestant, encode) in enumerate(
                 zip(self.contestants, encodes, strict=True)
@@ -472,7 +499,7 @@ class _Run:
         placed: list[Future[_Placed]],
     ) -> None:
         self.partition_starts.append(texts.starts)
-        self.partition_files.append(np.full(len(texts.units), batch.file, dtype=np.int64))
+        self.partition_files.append(np.full(len(texts.lines), batch.file, dtype=np.int64))
         for contestant, future in zip(self.contestants, placed, strict=True):
             self._count(contestant, contestant.tallies[batch.file], words, batch, future.result())
 
@@ -572,7 +599,7 @@ def _placed_and_round_trip(
     contestant: Contestant,
     encode: EncodeIds | EncodeWithOffsets,
     words: m.Words,
-    units: list[str],
+    texts: BatchTexts,
     doc_units: np.ndarray,
     doc_texts: list[str],
 ) -> _Placed:
@@ -582,15 +609,15 @@ def _placed_and_round_trip(
         text_lengths, text_ids, text_units = encode.result()
         encoded = placed_by_ids(contestant, words, text_lengths, text_ids, text_units)
         if encoded is not None:  # each unit's tokens: the first unit's are checked
-            encode.check_first(units, encoded[0], encoded[1])
-        elif text_units.size == len(units):  # a unit a text
-            encode.check_first(units, text_lengths, text_ids)
+            encode.check_first(texts.first_units(1), encoded[0], encoded[1])
+        elif text_units.size == len(texts.lines):  # a unit a text
+            encode.check_first(texts.first_units(1), text_lengths, text_ids)
         else:
             encode.check_first(encode.inputs, text_lengths, text_ids)
     else:
         encoded = placed_by_offsets(words, *encode.result())
     if encoded is None:  # ids that do not fit the text: offsets after all
-        encoded = placed_by_offsets(words, *encode_offsets(contestant.tokenizer, units))
+        encoded = placed_by_offsets(words, *encode_offsets(contestant.tokenizer, texts.units))
     lengths, ids, token_words = encoded
     unit_token_ends = np.cumsum(lengths)  # (units,) int64
     doc_tokens = np.diff(unit_token_ends[np.cumsum(doc_units) - 1], prepend=0)  # (docs,)
@@ -613,7 +640,7 @@ class EncodeIds:
         self.texts = texts
         self.batch_number = batch_number
         self.check_fraction = check_fraction
-        self.one_each = np.ones(len(texts.units), dtype=np.int64)
+        self.one_each = np.ones(len(texts.lines), dtype=np.int64)
         if contestant.line_break_id is not None or contestant.pre_tokens is not None:
             self.inputs, self.text_units = texts.joined, texts.joined_units
         else:

@@ -90,10 +90,15 @@ class Words:
     @classmethod
     def of(cls, texts: Sequence[str]) -> Words:
         joined = "\n".join(texts) + "\n" if texts else ""
+        return cls.of_joined(joined, np.fromiter(map(len, texts), np.int64, len(texts)))
+
+    @classmethod
+    def of_joined(cls, joined: str, lengths: np.ndarray) -> Words:
+        """``of(texts)`` from the texts joined, each followed by "\n", and their
+        ``lengths`` (texts,) int64."""
         codes = np.frombuffer(  # (chars,) uint32
             joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32
         )
-        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
         space, word_of_char, byte_starts, next_nonspace, text_words = kernels.scan_words(
             codes, lengths, _SPACE
         )
@@ -106,7 +111,7 @@ class Words:
             word_of_char=word_of_char,
             byte_starts=byte_starts,
             chars=int(lengths.sum()),
-            utf8_bytes=int(byte_starts[-1]) - len(texts),  # less the joining "\n"s
+            utf8_bytes=int(byte_starts[-1]) - len(lengths),  # less the joining "\n"s
         )
 
     def token_words(
