@@ -101,13 +101,13 @@ class PreTokens:
 
     def classes_of(self, codes: np.ndarray) -> np.ndarray:
         """(chars,) uint8 classes of ``codes`` (chars,), asking for new code points."""
-        found = self.classes[codes]
+        found = self.classes.take(codes)
         unseen = found == _UNSEEN
         if unseen.any():
             for code in np.unique(codes[unseen]).tolist():
                 self.classes[code], alone = self._classify(code)
                 self.squashed[code] = len(squash_whitespace(alone))
-            found = self.classes[codes]
+            found = self.classes.take(codes)
         return found
 
     def squashed_lengths(self, codes: np.ndarray) -> np.ndarray:
@@ -115,7 +115,7 @@ class PreTokens:
         left out. A BERT normaliser works character by character, so these add up to
         ``len(squash_whitespace(normalizer.normalize_str(text)))`` for a text."""
         self.classes_of(codes)
-        return self.squashed[codes]
+        return self.squashed.take(codes)
 
     def place(
         self, words: Words, text_lengths: np.ndarray, ids: np.ndarray, text_units: np.ndarray
