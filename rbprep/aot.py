@@ -73,13 +73,15 @@ SIGNATURES = {
         "Tuple((i8[::1], b1))(i8[::1], i8[::1], i8[::1], i8[::1], i4[::1], i4[::1], i4[::1])"
     ),
     # The round trip's table, of code points (WordPiece) and of bytes (byte-level).
-    "spelled": "b1[::1](i8[::1], i8[::1], u4[::1], i8[::1], i8, u4[::1], i8[::1])",
-    "spelled_bytes": "b1[::1](i8[::1], i8[::1], u1[::1], i8[::1], u8[::1], i8, u1[::1], i8[::1])",
+    "spelled_u4": "b1[::1](i8[::1], i8[::1], u4[::1], i8[::1], u8[::1], i8, u4[::1], i8[::1])",
+    "spelled_u1": "b1[::1](i8[::1], i8[::1], u1[::1], i8[::1], u8[::1], i8, u1[::1], i8[::1])",
 }
 # Exports of one kernel under several signatures: export name -> the kernel's name.
 VARIANTS = {
     "shard_invariants_u2": "shard_invariants",
     "shard_invariants_u4": "shard_invariants",
+    "spelled_u4": "spelled",
+    "spelled_u1": "spelled",
 }
 _ARRAY = {
     "i8": np.int64,
@@ -116,8 +118,8 @@ ARGUMENTS = {  # kernel -> its arguments' types: "a:" a C-contiguous 1-D array, 
     "scan_words": ("a:u4", "a:i8", "a:b1"),
     "place_pre_tokens": ("a:u4", "a:u1", "a:b1", "a:i4", "a:i8", "a:i8", "a:i8", "a:i8", "a:b1"),
     "place_by_bytes": ("a:i8",) * 4 + ("a:i4",) * 3,
-    "spelled": ("a:i8", "a:i8", "a:u4", "a:i8", "i8", "a:u4", "a:i8"),
-    "spelled_bytes": ("a:i8", "a:i8", "a:u1", "a:i8", "a:u8", "i8", "a:u1", "a:i8"),
+    "spelled_u4": ("a:i8", "a:i8", "a:u4", "a:i8", "a:u8", "i8", "a:u4", "a:i8"),
+    "spelled_u1": ("a:i8", "a:i8", "a:u1", "a:i8", "a:u8", "i8", "a:u1", "a:i8"),
 }
 
 _loaded: list[ModuleType | None] = []  # this process's answer of ``compiled_kernels``, once

@@ -1615,30 +1615,6 @@ def place_by_bytes(
 
 
 @_kernel
-def _spelled(ids, doc_tokens, flat, bounds, vocab_size, want, doc_lengths):
-    same = np.zeros(doc_tokens.shape[0], np.bool_)  # (docs,)
-    k = 0
-    w = 0
-    for d in range(doc_tokens.shape[0]):
-        end = w + doc_lengths[d]
-        at = w
-        equal = True
-        for j in range(doc_tokens[d]):
-            key = ids[k + j] + (vocab_size if j == 0 else 0)
-            for e in range(bounds[key], bounds[key + 1]):
-                if at >= end or flat[e] != want[at]:
-                    equal = False
-                    break
-                at += 1
-            if not equal:
-                break
-        same[d] = equal and at == end
-        k += doc_tokens[d]
-        w = end
-    return same
-
-
-@_kernel
 def _load_u64(data, i):
     # The 8 bytes data[i:i + 8] as a little-endian uint64, i a uint64 (an unsigned index
     # needs no wraparound, so LLVM makes the eight adjacent loads one).
@@ -1649,10 +1625,11 @@ def _load_u64(data, i):
 
 
 @_kernel
-def _spelled_bytes(ids, doc_tokens, flat, bounds, words, vocab_size, want, doc_lengths):
-    # _spelled for bytes, an entry of up to 8 bytes compared at once (its `words` value
-    # against the 8 bytes of `want` from `at` on: `want` holds 8 bytes past its documents)
-    # rather than byte by byte, whose loop exits mispredict about once a token.
+def _spelled(ids, doc_tokens, flat, bounds, words, vocab_size, want, doc_lengths):
+    # With `words` (bytes), an entry of up to 8 bytes is compared at once: its `words`
+    # value against the 8 bytes of `want` from `at` on (`want` holds 8 bytes past its
+    # documents), not unit by unit, whose loop exits mispredict about once a token.
+    by_words = words.shape[0] > 0
     same = np.zeros(doc_tokens.shape[0], np.bool_)  # (docs,)
     k = 0
     w = 0
@@ -1667,7 +1644,7 @@ def _spelled_bytes(ids, doc_tokens, flat, bounds, words, vocab_size, want, doc_l
             if at + size > end:
                 equal = False
                 break
-            if size <= 8:
+            if by_words and size <= 8:
                 low = (_ALL_BITS >> np.uint64(64 - 8 * size)) if size else np.uint64(0)
                 if (words[key] ^ _load_u64(want, np.uint64(at))) & low:
                     equal = False
@@ -1732,13 +1709,13 @@ def spelled(
     doc_tokens = np.ascontiguousarray(doc_tokens, np.int64)
     doc_lengths = np.ascontiguousarray(doc_lengths, np.int64)
     if flat.dtype == np.uint32:
-        arguments = (np.int64(vocab_size), np.ascontiguousarray(want), doc_lengths)
-        return _run("spelled", ids, doc_tokens, np.ascontiguousarray(flat), bounds, *arguments)
-    if want.size < int(doc_lengths.sum()) + 8:
-        want = np.concatenate((want, np.zeros(8, np.uint8)))
-    words = entry_words(flat, bounds) if words is None else words
+        words = np.zeros(0, np.uint64)  # code points are compared one by one
+    else:
+        if want.size < int(doc_lengths.sum()) + 8:
+            want = np.concatenate((want, np.zeros(8, np.uint8)))
+        words = entry_words(flat, bounds) if words is None else words
     return _run(
-        "spelled_bytes",
+        "spelled_u4" if flat.dtype == np.uint32 else "spelled_u1",
         *(ids, doc_tokens, np.ascontiguousarray(flat), bounds, words),
         *(np.int64(vocab_size), np.ascontiguousarray(want), doc_lengths),
     )
