@@ -1616,8 +1616,8 @@ def place_by_bytes(
 
 @_kernel
 def _load_u64(data, i):
-    # The 8 bytes data[i:i + 8] as a little-endian uint64, i a uint64 (an unsigned index
-    # needs no wraparound, so LLVM makes the eight adjacent loads one).
+    # The 8 bytes data[i:i + 8] as a little-endian uint64, i a uint64: an unsigned index
+    # needs no wraparound check, which leaves LLVM free to make the eight loads one.
     value = np.uint64(data[i])
     for byte in range(1, 8):
         value |= np.uint64(data[i + np.uint64(byte)]) << np.uint64(8 * byte)
@@ -1714,6 +1714,8 @@ def spelled(
         if want.size < int(doc_lengths.sum()) + 8:
             want = np.concatenate((want, np.zeros(8, np.uint8)))
         words = entry_words(flat, bounds) if words is None else words
+        if words.dtype != np.uint64 or words.size != bounds.size - 1:
+            raise ValueError("words must hold a uint64 for each entry (entry_words)")
     return _run(
         "spelled_u4" if flat.dtype == np.uint32 else "spelled_u1",
         *(ids, doc_tokens, np.ascontiguousarray(flat), bounds, words),

@@ -293,5 +293,11 @@ def test_comparison_kernels_reject_bad_arguments():
         kernels.spelled(
             np.array([0]), np.array([1]), flat, bounds, 1, flat.astype(np.uint8), np.array([1])
         )
+    byte_flat = flat.astype(np.uint8)
+    with pytest.raises(ValueError, match="words"):
+        kernels.spelled(
+            *(np.array([0]), np.array([1]), byte_flat, bounds, 1),
+            *(byte_flat, np.array([1]), np.zeros(1, np.uint64)),
+        )
     # Negative ids name no token: nothing is placed.
     assert kernels.place_by_bytes(np.array([-1]), *[np.array([1])] * 6) is None

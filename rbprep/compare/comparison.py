@@ -338,7 +338,7 @@ class BatchTexts:
     ``document_texts`` come from the lines as read."""
 
     documents: list[list[str]]  # each document's lines as read
-    continues: Sequence[bool]  # (documents,) a later part of a document (none if empty)
+    continues: list[bool]  # (documents,) a later part of a document
     lines: list[str]  # every document's lines, one after another
     starts: np.ndarray  # (units,) bool: a document (not a later part of one) starts here
     joined: list[str]
@@ -350,7 +350,8 @@ class BatchTexts:
         later part of a document (none if empty)."""
         lines = list(itertools.chain.from_iterable(documents))
         starts = document_starts(list(map(len, documents)), continues)
-        return cls(documents, continues, lines, starts, *join_lines(lines, starts))
+        later = [bool(part) for part in continues] or [False] * len(documents)
+        return cls(documents, later, lines, starts, *join_lines(lines, starts))
 
     @functools.cached_property
     def units(self) -> list[str]:
@@ -369,10 +370,9 @@ class BatchTexts:
     def document_texts(self) -> list[str]:
         """Each document's units joined ("".join): its lines joined by " ", after a space
         where it continues a document."""
-        later = self.continues or [False] * len(self.documents)
         return [
             " " + " ".join(lines) if part else " ".join(lines)
-            for lines, part in zip(self.documents, later, strict=True)
+            for lines, part in zip(self.documents, self.continues, strict=True)
         ]
 
 
